@@ -1,0 +1,1 @@
+"""The engine: fan-out (Broker), who-is-where (Presence) and cluster-wide commands."""

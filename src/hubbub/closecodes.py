@@ -1,0 +1,32 @@
+"""WebSocket close codes and reasons the service uses (client-protocols.md §8)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLOSE_INVALID_DATA",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_SLOW_CLIENT",
+    "CLOSE_UNSUPPORTED_DATA",
+    "REASON_CLOSED_BY_APP_SERVER",
+    "REASON_NOT_RECOVERABLE",
+    "REASON_SLOW_CLIENT",
+]
+
+CLOSE_NORMAL = 1000
+"""Normal close: REST close routes, and a plain client whose message event has no handler."""
+CLOSE_UNSUPPORTED_DATA = 1003
+"""A binary frame on a JSON subprotocol."""
+CLOSE_INVALID_DATA = 1007
+"""A frame that is not a valid message of its subprotocol."""
+CLOSE_POLICY_VIOLATION = 1008
+"""The session cannot be recovered; SDKs stop recovering and open a new connection."""
+CLOSE_MESSAGE_TOO_BIG = 1009
+"""A client message over the 1 MB limit (aiohttp closes with it)."""
+CLOSE_SLOW_CLIENT = 1013
+"""The connection's outbound buffer overflowed ("Try Again Later"; the service logs SlowClient)."""
+
+REASON_CLOSED_BY_APP_SERVER = "Closed by REST API."
+REASON_NOT_RECOVERABLE = "The connection could not be recovered."
+REASON_SLOW_CLIENT = "SlowClient"

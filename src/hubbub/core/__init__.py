@@ -1,0 +1,1 @@
+"""Core domain logic shared by the server: connections, groups, permissions."""

@@ -1,0 +1,208 @@
+"""Hub state: connections, users, groups and permissions (rest-api.md §4.6, §7).
+
+Membership lives on connections: a group exists while it has a member, a user while it has a
+connection. Everything here is synchronous and free of I/O; the node owns the instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from hubbub.core.roles import Permission, RoleSet
+from hubbub.protocol.codec import Codec
+from hubbub.types import ConnectionId, GroupName, HubName, UserId
+
+__all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet"]
+
+K = TypeVar("K", bound=str)
+
+ACK_CACHE_SIZE = 4096
+"""Processed ackIds remembered per connection for ``Duplicate`` (spec: size unconfirmed)."""
+
+
+class Outlet(Protocol):
+    """Where a connection's outbound frames go: the transport's corked writer."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete frame; never blocks, never raises."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close the WebSocket with ``code``."""
+        ...
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """One client connection and everything the service knows about it."""
+
+    id: ConnectionId
+    hub: HubName
+    user_id: UserId | None
+    roles: RoleSet
+    codec: Codec
+    outlet: Outlet
+    groups: set[GroupName] = field(default_factory=set)
+    next_sequence_id: int = 1
+    _acks: dict[int, None] = field(default_factory=dict)
+    _grants: dict[Permission, set[str | None]] = field(default_factory=dict)
+    _revokes: dict[Permission, set[str | None]] = field(default_factory=dict)
+
+    def can(self, permission: Permission, group: str) -> bool:
+        """True when this connection may join/leave or send to ``group`` (§7)."""
+        revoked = self._revokes.get(permission)
+        if revoked and (None in revoked or group in revoked):
+            return False
+        granted = self._grants.get(permission)
+        if granted and (None in granted or group in granted):
+            return True
+        return self.roles.allows(permission, group)
+
+    def has_permission(self, permission: Permission, group: str | None) -> bool:
+        """The REST check: ``group`` None asks for the permission on every group."""
+        if group is not None:
+            return self.can(permission, group)
+        revoked = self._revokes.get(permission)
+        if revoked and None in revoked:
+            return False
+        if None in self._grants.get(permission, ()):
+            return True
+        return self.roles.allows_all(permission)
+
+    def grant(self, permission: Permission, group: str | None) -> None:
+        """Grant at run time; ``group`` None grants it on every group."""
+        self._grants.setdefault(permission, set()).add(group)
+        revoked = self._revokes.get(permission)
+        if revoked:
+            if group is None:
+                revoked.clear()
+            else:
+                revoked.discard(group)
+
+    def revoke(self, permission: Permission, group: str | None) -> None:
+        """Revoke at run time; a revoke wins over roles, also over wildcard roles."""
+        granted = self._grants.get(permission)
+        if granted:
+            if group is None:
+                granted.clear()
+            else:
+                granted.discard(group)
+        self._revokes.setdefault(permission, set()).add(group)
+
+    def ack_seen(self, ack_id: int) -> bool:
+        """True when ``ack_id`` was already processed successfully (§3.3 ``Duplicate``)."""
+        return ack_id in self._acks
+
+    def remember_ack(self, ack_id: int) -> None:
+        """Remember a successful ``ack_id``, forgetting the oldest beyond the cache size."""
+        acks = self._acks
+        acks[ack_id] = None
+        if len(acks) > ACK_CACHE_SIZE:
+            del acks[next(iter(acks))]
+
+    def take_sequence_id(self) -> int:
+        """The next ``sequenceId`` of this connection (1, 2, 3, ...)."""
+        sequence_id = self.next_sequence_id
+        self.next_sequence_id = sequence_id + 1
+        return sequence_id
+
+
+class Hub:
+    """The connections of one hub, indexed by id, group and user."""
+
+    __slots__ = ("connections", "groups", "name", "users")
+
+    def __init__(self, name: HubName) -> None:
+        self.name = name
+        self.connections: dict[ConnectionId, Connection] = {}
+        self.groups: dict[GroupName, dict[ConnectionId, Connection]] = {}
+        self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
+
+    def add(self, connection: Connection) -> None:
+        """Register a connection that completed its handshake."""
+        self.connections[connection.id] = connection
+        if connection.user_id is not None:
+            self.users.setdefault(connection.user_id, {})[connection.id] = connection
+
+    def remove(self, connection_id: ConnectionId) -> Connection | None:
+        """Forget a connection and its memberships; None when it was not here."""
+        connection = self.connections.pop(connection_id, None)
+        if connection is None:
+            return None
+        self.leave_all(connection)
+        if connection.user_id is not None:
+            _discard(self.users, connection.user_id, connection_id)
+        return connection
+
+    def join(self, connection: Connection, group: GroupName) -> bool:
+        """Add to a group; False when already a member."""
+        if group in connection.groups:
+            return False
+        connection.groups.add(group)
+        self.groups.setdefault(group, {})[connection.id] = connection
+        return True
+
+    def leave(self, connection: Connection, group: GroupName) -> bool:
+        """Remove from a group; False when not a member."""
+        if group not in connection.groups:
+            return False
+        connection.groups.discard(group)
+        _discard(self.groups, group, connection.id)
+        return True
+
+    def leave_all(self, connection: Connection) -> int:
+        """Remove from every group; returns how many it left."""
+        groups = list(connection.groups)
+        for group in groups:
+            self.leave(connection, group)
+        return len(groups)
+
+    def members(self, group: GroupName) -> Iterable[Connection]:
+        """The current members of a group (empty when the group does not exist)."""
+        return self.groups.get(group, {}).values()
+
+    def user_connections(self, user_id: UserId) -> Iterable[Connection]:
+        """The current connections of a user."""
+        return self.users.get(user_id, {}).values()
+
+    def is_empty(self) -> bool:
+        return not self.connections
+
+
+def _discard(index: dict[K, dict[ConnectionId, Connection]], key: K, connection_id: str) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.pop(ConnectionId(connection_id), None)
+        if not members:
+            del index[key]
+
+
+class HubRegistry:
+    """Hubs of one node, created on first use and dropped when their last connection leaves."""
+
+    __slots__ = ("_hubs",)
+
+    def __init__(self) -> None:
+        self._hubs: dict[HubName, Hub] = {}
+
+    def get(self, name: HubName) -> Hub | None:
+        return self._hubs.get(name)
+
+    def ensure(self, name: HubName) -> Hub:
+        hub = self._hubs.get(name)
+        if hub is None:
+            hub = self._hubs[name] = Hub(name)
+        return hub
+
+    def release(self, hub: Hub) -> None:
+        """Drop ``hub`` if it has no connections left."""
+        if hub.is_empty() and self._hubs.get(hub.name) is hub:
+            del self._hubs[hub.name]
+
+    def __iter__(self) -> Iterator[Hub]:
+        return iter(list(self._hubs.values()))
+
+    def connection_count(self) -> int:
+        return sum(len(h.connections) for h in self._hubs.values())

@@ -1,0 +1,1 @@
+"""Wire protocols: message codecs and the OData filter language."""

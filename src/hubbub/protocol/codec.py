@@ -1,0 +1,76 @@
+"""The codec interface and the lookup of a codec by subprotocol name.
+
+A codec turns client frames into :mod:`hubbub.protocol.messages` and service messages into
+complete WebSocket frames. Data messages are encoded once per publication and codec into an
+:class:`EncodedData`; reliable codecs splice each connection's ``sequenceId`` into it.
+:func:`hubbub.protocol.registry.codec_for` finds the codec of a subprotocol.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from hubbub.protocol.frames import frame_header
+from hubbub.protocol.messages import ClientMessage, DataMessage, ServiceMessage
+
+__all__ = [
+    "JSON_RELIABLE_SUBPROTOCOL",
+    "JSON_SUBPROTOCOL",
+    "KNOWN_SUBPROTOCOLS",
+    "Codec",
+    "EncodedData",
+]
+
+JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
+JSON_RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
+KNOWN_SUBPROTOCOLS = (JSON_SUBPROTOCOL, JSON_RELIABLE_SUBPROTOCOL)
+
+
+class EncodedData:
+    """A data message encoded for one codec, ready to be written to many connections.
+
+    Unsequenced codecs keep one complete frame (``frame``). Sequenced codecs keep the payload
+    up to the sequence id (``prefix``) and build the frame per connection in
+    :meth:`sequenced`, the only per-delivery work the reliable subprotocols need.
+    """
+
+    __slots__ = ("frame", "opcode", "prefix")
+
+    def __init__(self, opcode: int, frame: bytes | None = None, prefix: bytes = b"") -> None:
+        self.opcode = opcode
+        self.frame = frame
+        self.prefix = prefix
+
+    def sequenced(self, sequence_id: int) -> bytes:
+        """Return the frame carrying ``sequence_id`` (JSON: ``,"sequenceId":N}`` closes it)."""
+        suffix = b',"sequenceId":%d}' % sequence_id
+        prefix = self.prefix
+        return frame_header(self.opcode, len(prefix) + len(suffix)) + prefix + suffix
+
+
+class Codec(Protocol):
+    """One subprotocol's wire format. Implementations hold no per-connection state."""
+
+    name: str
+    """The subprotocol name, or ``""`` for plain WebSocket clients."""
+    reliable: bool
+    """True when data messages carry a per-connection ``sequenceId``."""
+    plain: bool
+    """True for plain WebSocket clients: every frame is a ``message`` user event."""
+
+    def decode(self, data: bytes, binary: bool) -> ClientMessage:
+        """Decode one client frame.
+
+        Raises:
+            ProtocolError: the frame breaks the subprotocol; close with its code.
+            BadRequestError: the frame is well formed but invalid; answer with an ack.
+        """
+        ...
+
+    def encode(self, message: ServiceMessage) -> bytes | None:
+        """Return the complete frame for a non-data message, or None if it is not sent."""
+        ...
+
+    def encode_data(self, message: DataMessage) -> EncodedData:
+        """Encode a data message once; see :class:`EncodedData`."""
+        ...

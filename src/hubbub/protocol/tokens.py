@@ -1,0 +1,155 @@
+"""Access tokens: client JWTs, REST JWTs and reconnection tokens (spec: tokens.md).
+
+Every token is HS256 keyed with the UTF-8 bytes of an access key string; either configured key
+verifies. Audiences are compared on their path, case-insensitively and without a trailing slash,
+because the SDKs disagree on case, default ports and query strings (tokens.md §1.2, rest-api.md §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import jwt
+
+__all__ = [
+    "CLOCK_SKEW_SECONDS",
+    "ClientClaims",
+    "TokenError",
+    "audience_path",
+    "mint_client_token",
+    "reconnection_token",
+    "verify_client_token",
+    "verify_reconnection_token",
+    "verify_rest_token",
+]
+
+CLOCK_SKEW_SECONDS = 30
+"""Leeway for ``exp`` and ``nbf`` (the service's value is unconfirmed; tokens.md §1.3)."""
+
+_GROUP_CLAIM = "webpubsub.group"
+_ROLE_CLAIM = "role"
+
+
+class TokenError(ValueError):
+    """A token that does not verify; the message says why (never sent with key material)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientClaims:
+    """What a verified client token grants."""
+
+    user_id: str | None
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    claims: dict[str, object] = field(default_factory=dict)
+
+
+def _as_strings(value: object) -> tuple[str, ...]:
+    """A claim given as a string or an array of strings (tokens.md §1.1)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise TokenError("claim must be a string or an array of strings")
+
+
+def audience_path(url: str) -> str:
+    """The comparable form of an audience or request URL: its path, lower case, no trailing /."""
+    path = urlsplit(url).path if "://" in url else url.split("?", 1)[0]
+    return unquote(path).rstrip("/").lower()
+
+
+def _decode(token: str, keys: Sequence[str]) -> dict[str, object]:
+    last: Exception | None = None
+    for key in keys:
+        try:
+            claims: dict[str, object] = jwt.decode(
+                token,
+                key.encode(),
+                algorithms=["HS256"],
+                options={"verify_aud": False, "require": ["exp"]},
+                leeway=CLOCK_SKEW_SECONDS,
+            )
+            return claims
+        except jwt.InvalidSignatureError as exc:
+            last = exc
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token: {exc}") from exc
+    raise TokenError("invalid token: signature verification failed") from last
+
+
+def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClaims:
+    """Verify a client access token for ``hub``.
+
+    Raises:
+        TokenError: bad signature, expired, not yet valid, or an audience for another hub.
+    """
+    claims = _decode(token, keys)
+    aud = claims.get("aud")
+    expected = f"/client/hubs/{hub}".lower()
+    if not isinstance(aud, str) or not audience_path(aud).endswith(expected):
+        raise TokenError("invalid token: audience does not match the hub")
+    sub = claims.get("sub")
+    return ClientClaims(
+        user_id=sub if isinstance(sub, str) else None,
+        roles=_as_strings(claims.get(_ROLE_CLAIM)),
+        groups=_as_strings(claims.get(_GROUP_CLAIM)),
+        claims=claims,
+    )
+
+
+def verify_rest_token(token: str, keys: Sequence[str], request_path: str) -> None:
+    """Verify the bearer token of a REST call whose path is ``request_path``.
+
+    Raises:
+        TokenError: bad signature, expired, or an audience for another URL.
+    """
+    claims = _decode(token, keys)
+    aud = claims.get("aud")
+    if not isinstance(aud, str) or audience_path(aud) != audience_path(request_path):
+        raise TokenError("invalid token: audience does not match the request URL")
+
+
+def mint_client_token(
+    key: str,
+    audience: str,
+    *,
+    user_id: str | None = None,
+    roles: Sequence[str] = (),
+    groups: Sequence[str] = (),
+    minutes: int = 60,
+) -> str:
+    """Mint a client access token as the SDKs and ``:generateToken`` do (tokens.md §1.2)."""
+    now = int(time.time())
+    payload: dict[str, object] = {
+        "aud": audience,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60 * minutes,
+    }
+    if user_id is not None:
+        payload["sub"] = user_id
+    if roles:
+        payload[_ROLE_CLAIM] = list(roles)
+    if groups:
+        payload[_GROUP_CLAIM] = list(groups)
+    return jwt.encode(payload, key.encode(), algorithm="HS256")
+
+
+def reconnection_token(key: str, connection_id: str) -> str:
+    """An unforgeable, URL-safe token bound to one connection id (tokens.md §3)."""
+    digest = hmac.new(key.encode(), b"reconnect:" + connection_id.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+
+
+def verify_reconnection_token(token: str, keys: Sequence[str], connection_id: str) -> bool:
+    """True when ``token`` was issued for ``connection_id`` by one of ``keys``."""
+    return any(hmac.compare_digest(token, reconnection_token(k, connection_id)) for k in keys)

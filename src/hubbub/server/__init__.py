@@ -1,0 +1,1 @@
+"""Thin transport adapters: the WebSocket endpoint, the REST API, the application."""

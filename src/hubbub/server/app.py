@@ -1,0 +1,50 @@
+"""The aiohttp application of one node: client endpoint, REST API, health."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hubbub.broker.memory import MemoryBroker, MemoryPresence
+from hubbub.config import Config
+from hubbub.node import Node
+from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
+from hubbub.server.websocket import ClientEndpoint
+from hubbub.service import Service
+
+__all__ = ["NODE", "build_app"]
+
+NODE = web.AppKey("node", Node)
+
+MAX_REST_BODY_BYTES = 1024 * 1024
+"""Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
+
+
+def build_app(config: Config) -> web.Application:
+    """Wire an in-memory engine, a node, the service and the HTTP routes together."""
+    broker = MemoryBroker()
+    node = Node(config, broker)
+    presence = MemoryPresence(node.hubs)
+    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REST_BODY_BYTES)
+    app[NODE] = node
+    app[SERVICE] = Service(config, broker, presence)
+    app[ACCESS_KEYS] = config.access_keys
+    endpoint = ClientEndpoint(node)
+    app.add_routes(
+        [
+            web.get("/client/hubs/{hub}", endpoint.handle, allow_head=False),
+            web.get("/client/hubs/{hub}/", endpoint.handle, allow_head=False),
+            web.get("/client/", endpoint.handle, allow_head=False),
+            web.get("/client", endpoint.handle, allow_head=False),
+            *routes(),
+        ]
+    )
+
+    async def start_engine(app: web.Application) -> None:
+        await broker.start(node)
+
+    async def stop_engine(app: web.Application) -> None:
+        await broker.close()
+
+    app.on_startup.append(start_engine)
+    app.on_cleanup.append(stop_engine)
+    return app

@@ -1,0 +1,31 @@
+"""Mapping of errors to HTTP answers: the service's error body (rest-api.md §2)."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+__all__ = ["error_response"]
+
+_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    500: "InternalServerError",
+}
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
+    code = _CODES.get(status, "Error")
+    body = orjson.dumps({"code": code, "message": message})
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers={"x-ms-error-code": code},
+    )

@@ -1,0 +1,194 @@
+"""The client endpoint: ``/client/hubs/{hub}`` and ``/client/?hub=`` (client-protocols.md §1).
+
+Everything is decided before the upgrade (hub, token, subprotocol), so a refusal is a plain
+HTTP answer with the service's status. After the upgrade this adapter only moves frames:
+inbound to the codec and the node, outbound through the connection's corked outlet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
+from hubbub.core.names import validate_group, validate_hub
+from hubbub.core.state import Connection
+from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
+from hubbub.node import Node
+from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
+from hubbub.protocol.messages import AckMessage
+from hubbub.protocol.registry import codec_for
+from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
+from hubbub.server.errors import error_response
+from hubbub.server.writer import CorkedOutlet, Flusher
+from hubbub.types import GroupName, HubName, UserId
+
+__all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
+
+log = logging.getLogger("hubbub.websocket")
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+"""One client message may be at most 1 MB (client-protocols.md §10); aiohttp closes with 1009."""
+
+
+def select_subprotocol(offered: list[str]) -> str | None:
+    """The first offered known subprotocol; else the first offered one, echoed (plain mode)."""
+    for name in offered:
+        if name in KNOWN_SUBPROTOCOLS:
+            return name
+    return offered[0] if offered else None
+
+
+def _offered(request: web.Request) -> list[str]:
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def _token(request: web.Request) -> str | None:
+    token = request.query.get("access_token")
+    if token:
+        return token
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+class ClientEndpoint:
+    """The aiohttp handler of client WebSocket connections."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._flusher: Flusher | None = None
+
+    def _hub(self, request: web.Request) -> HubName:
+        raw = request.match_info.get("hub") or request.query.get("hub")
+        if not raw:
+            raise HandshakeError("the hub is missing", 400)
+        try:
+            return validate_hub(raw)
+        except BadRequestError as exc:
+            raise HandshakeError(str(exc), 400) from exc
+
+    def _claims(self, request: web.Request, hub: HubName) -> ClientClaims:
+        token = _token(request)
+        settings = self._node.config.hub(hub)
+        if token is None:
+            if settings.anonymous_connect:
+                return ClientClaims(None, (), ())
+            raise HandshakeError("an access token is required", 401)
+        try:
+            claims = verify_client_token(token, self._node.config.access_keys, hub)
+        except TokenError as exc:
+            raise HandshakeError(str(exc), 401) from exc
+        for group in claims.groups:
+            try:
+                validate_group(group)
+            except BadRequestError as exc:
+                raise HandshakeError("The token contains an invalid group name.", 400) from exc
+        return claims
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Validate the handshake, upgrade, then pump frames until the socket closes."""
+        try:
+            hub = self._hub(request)
+            probe = web.WebSocketResponse()
+            if not probe.can_prepare(request).ok:
+                raise HandshakeError("a WebSocket upgrade is required", 400)
+            subprotocol = select_subprotocol(_offered(request))
+            if "awps_connection_id" in request.query:
+                return await self._refuse_recovery(request, subprotocol)
+            claims = self._claims(request, hub)
+        except HandshakeError as exc:
+            return error_response(exc.status, str(exc))
+        return await self._serve(request, hub, claims, subprotocol)
+
+    async def _refuse_recovery(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        """Reliable recovery: accepted, then closed with 1008 so the SDK opens a new connection."""
+        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else (), compress=False)
+        await ws.prepare(request)
+        await ws.close(code=CLOSE_POLICY_VIOLATION, message=REASON_NOT_RECOVERABLE.encode())
+        return ws
+
+    async def _serve(
+        self,
+        request: web.Request,
+        hub: HubName,
+        claims: ClientClaims,
+        subprotocol: str | None,
+    ) -> web.WebSocketResponse:
+        settings = self._node.config.hub(hub)
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else (),
+            compress=False,
+            max_msg_size=MAX_MESSAGE_BYTES,
+            heartbeat=float(settings.keep_alive_seconds),
+            decode_text=False,
+        )
+        await ws.prepare(request)
+        transport = request.transport
+        if transport is None:
+            return ws
+        loop = asyncio.get_running_loop()
+        if self._flusher is None:
+            self._flusher = Flusher(loop)
+
+        def closer(code: int, reason: str) -> None:
+            if not ws.closed:
+                task = loop.create_task(ws.close(code=code, message=reason.encode(), drain=False))
+                task.add_done_callback(_log_close_failure)
+
+        outlet = CorkedOutlet(
+            transport,  # type: ignore[arg-type]
+            self._flusher,
+            self._node.config.max_outbound_bytes,
+            closer,
+        )
+        codec = codec_for(subprotocol)
+        connection = self._node.connect(
+            hub,
+            UserId(claims.user_id) if claims.user_id is not None else None,
+            claims.roles,
+            [GroupName(g) for g in claims.groups],
+            codec,
+            outlet,
+        )
+        try:
+            await self._pump(ws, connection)
+        finally:
+            outlet.mark_closed()
+            self._node.disconnect(connection)
+        return ws
+
+    async def _pump(self, ws: web.WebSocketResponse, connection: Connection) -> None:
+        codec = connection.codec
+        node = self._node
+        outlet = connection.outlet
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                try:
+                    message = codec.decode(data, msg.type is WSMsgType.BINARY)
+                    await node.handle_client_message(connection, message)
+                except ProtocolError as exc:
+                    outlet.close(exc.close_code, str(exc)[:120])
+                    break
+                except OperationError as exc:
+                    if exc.ack_id is not None:
+                        ack = AckMessage(exc.ack_id, False, exc.name, str(exc))
+                        frame = codec.encode(ack)
+                        if frame is not None:
+                            outlet.send(frame)
+            elif msg.type is WSMsgType.ERROR:
+                log.debug("connection %s: %s", connection.id, ws.exception())
+                break
+
+
+def _log_close_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("close failed", exc_info=task.exception())

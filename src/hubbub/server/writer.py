@@ -1,0 +1,143 @@
+"""The corked fan-out writer (ARCHITECTURE.md "The hot path").
+
+Frames for a connection collect in its :class:`CorkedOutlet` during one event-loop pass and go
+out in one write at the end of it: a burst of ten messages costs one system call, not ten. A
+connection holds a single ``bytes`` while one frame is pending and a list only from the second
+frame on, so a fan-out allocates nothing per delivery. Each outlet is bounded in bytes (its
+pending frames plus the transport's unsent buffer); one over the bound is closed as a slow
+client, its buffers dropped, and nobody else waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
+
+__all__ = ["CorkedOutlet", "Flusher", "WriterStats"]
+
+log = logging.getLogger("hubbub.writer")
+
+SLOW_CLIENT_GRACE_SECONDS = 2.0
+"""How long a slow client's close frame may take before its socket is aborted."""
+
+
+class WriterStats:
+    """Counters of the writer, read by the metrics endpoint."""
+
+    slow_client_closes = 0
+    writes = 0
+
+
+class Flusher:
+    """Flushes every outlet that has pending frames once per event-loop pass."""
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[CorkedOutlet] = []
+        self._scheduled = False
+
+    def schedule(self, outlet: CorkedOutlet) -> None:
+        self._pending.append(outlet)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        self._pending = []
+        self._scheduled = False
+        for outlet in pending:
+            outlet.flush()
+        WriterStats.writes += len(pending)
+
+
+class CorkedOutlet:
+    """One connection's outbound side: pending frames, the transport, the byte bound.
+
+    Args:
+        transport: the connection's transport, written to directly.
+        flusher: the loop-pass flusher shared by all connections of the process.
+        limit: bound of unsent bytes before the connection is closed as slow.
+        closer: closes the WebSocket with a code and reason (the adapter's close handshake).
+    """
+
+    __slots__ = ("_closed", "_closer", "_flusher", "_limit", "_pending", "_size", "_transport")
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        flusher: Flusher,
+        limit: int,
+        closer: Callable[[int, str], None],
+    ) -> None:
+        self._transport = transport
+        self._flusher = flusher
+        self._limit = limit
+        self._closer = closer
+        self._pending: bytes | list[bytes] | None = None
+        self._size = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete frame for the end of this loop pass."""
+        if self._closed:
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = frame
+            self._flusher.schedule(self)
+        elif type(pending) is list:
+            pending.append(frame)
+        else:
+            self._pending = [pending, frame]  # type: ignore[list-item]
+        self._size += len(frame)
+        if self._size > self._limit:
+            self._overflow()
+
+    def flush(self) -> None:
+        """Write what is pending in one call; close the connection if it is over its bound."""
+        pending = self._pending
+        if pending is None or self._closed:
+            return
+        self._pending = None
+        self._size = 0
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if type(pending) is list:
+            transport.writelines(pending)
+        else:
+            transport.write(pending)  # type: ignore[arg-type]
+        if transport.get_write_buffer_size() > self._limit:
+            self._overflow()
+
+    def close(self, code: int, reason: str) -> None:
+        """Write what is pending now, then start the close handshake; later sends are dropped."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._closer(code, reason)
+
+    def mark_closed(self) -> None:
+        """The socket is gone: drop pending frames and accept no more."""
+        self._closed = True
+        self._pending = None
+        self._size = 0
+
+    def _overflow(self) -> None:
+        WriterStats.slow_client_closes += 1
+        log.info("closing slow client: more than %d unsent bytes", self._limit)
+        self.mark_closed()
+        self._closer(CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT)
+        transport = self._transport
+        asyncio.get_running_loop().call_later(SLOW_CLIENT_GRACE_SECONDS, transport.abort)

@@ -1,0 +1,126 @@
+"""Shared fixtures: a real hubbub server in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
+SECONDARY_KEY = "secondary-key-0123456789-abcdefghijklmnopqrstuvwx"
+
+# Hubs the test server knows by name; every other hub gets default settings
+# (anonymous connect denied, no event handlers).
+CONFIG_TOML = f"""
+[auth]
+access_keys = ["{ACCESS_KEY}", "{SECONDARY_KEY}"]
+
+[hubs.anon]
+anonymous_connect = true
+
+[hubs.fastping]
+keep_alive_seconds = 1
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running hubbub node."""
+
+    host: str
+    port: int
+    access_key: str
+    secondary_key: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_endpoint(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return f"Endpoint={self.endpoint};AccessKey={self.access_key};Version=1.0;"
+
+    @property
+    def secondary_connection_string(self) -> str:
+        return f"Endpoint={self.endpoint};AccessKey={self.secondary_key};Version=1.0;"
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(tmp: Path, extra_args: list[str] | None = None) -> Server:
+    """Start `hubbub serve` in a subprocess and wait until its health endpoint answers."""
+    config = tmp / "hubbub.toml"
+    config.write_text(CONFIG_TOML)
+    port = free_port()
+    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed with the process
+    cmd = [
+        sys.executable, "-m", "hubbub", "serve",
+        "--host", "127.0.0.1", "--port", str(port), "--config", str(config),
+        *(extra_args or []),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("HUBBUB_ACCESS_KEY", None)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 20
+    url = f"http://127.0.0.1:{port}/api/health"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hubbub exited early: {(tmp / 'server.log').read_text()}")
+        try:
+            req = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(req, timeout=1) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("hubbub did not become healthy in 20 s")
+        time.sleep(0.05)
+    return Server("127.0.0.1", port, ACCESS_KEY, SECONDARY_KEY, proc)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One hubbub node shared by the whole session; tests use unique hub names to stay apart."""
+    srv = start_server(tmp_path_factory.mktemp("hubbub"))
+    yield srv
+    stop_server(srv)
+
+
+_hub_counter = 0
+
+
+@pytest.fixture
+def hub() -> str:
+    """A hub name no other test uses (hubs are created implicitly)."""
+    global _hub_counter
+    _hub_counter += 1
+    return f"hub{os.getpid()}x{_hub_counter}"
