@@ -126,7 +126,8 @@ def _json_data(payload: Payload) -> bytes:
     """The ``"dataType":...,"data":...`` members of a data message."""
     kind = payload.data_type
     if kind is DataType.JSON:
-        return b'"dataType":"json","data":' + payload.data
+        # Payloads keep the JSON text as sent; the subprotocol embeds it compact (§3.2).
+        return b'"dataType":"json","data":' + msgspec.json.format(payload.data, indent=-1)
     if kind is DataType.TEXT:
         return b'"dataType":"text","data":' + orjson.dumps(payload.data.decode("utf-8", "replace"))
     encoded = base64.b64encode(payload.data)

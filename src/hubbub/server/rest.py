@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -129,8 +130,8 @@ async def _payload(request: web.Request) -> Payload:
     body = await request.read()
     if data_type is DataType.JSON:
         try:
-            orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
             raise BadRequestError("the body is not valid JSON") from exc
     elif data_type is DataType.TEXT:
         try:

@@ -138,10 +138,11 @@ class ClientEndpoint:
         if self._flusher is None:
             self._flusher = Flusher(loop)
 
+        closing: list[asyncio.Task[bool]] = []
+
         def closer(code: int, reason: str) -> None:
-            if not ws.closed:
-                task = loop.create_task(ws.close(code=code, message=reason.encode(), drain=False))
-                task.add_done_callback(_log_close_failure)
+            if not ws.closed and not closing:
+                closing.append(loop.create_task(_close(ws, code, reason)))
 
         outlet = CorkedOutlet(
             transport,  # type: ignore[arg-type]
@@ -160,6 +161,8 @@ class ClientEndpoint:
         )
         try:
             await self._pump(ws, connection)
+            if closing:
+                await closing[0]
         finally:
             outlet.mark_closed()
             self._node.disconnect(connection)
@@ -176,7 +179,7 @@ class ClientEndpoint:
                     message = codec.decode(data, msg.type is WSMsgType.BINARY)
                     await node.handle_client_message(connection, message)
                 except ProtocolError as exc:
-                    outlet.close(exc.close_code, str(exc)[:120])
+                    outlet.close(exc.close_code, str(exc))
                     break
                 except OperationError as exc:
                     if exc.ack_id is not None:
@@ -189,6 +192,7 @@ class ClientEndpoint:
                 break
 
 
-def _log_close_failure(task: asyncio.Task[bool]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("close failed", exc_info=task.exception())
+async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> bool:
+    """The close handshake, without waiting for a client that stopped reading to drain."""
+    message = reason.encode()[:123].decode("utf-8", "ignore").encode()
+    return await ws.close(code=code, message=message, drain=False)
