@@ -65,15 +65,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(tmp: Path, extra_args: list[str] | None = None) -> Server:
+def start_server(
+    tmp: Path, extra_args: list[str] | None = None, config_toml: str = CONFIG_TOML
+) -> Server:
     """Start `hubbub serve` in a subprocess and wait until its health endpoint answers."""
     config = tmp / "hubbub.toml"
-    config.write_text(CONFIG_TOML)
+    config.write_text(config_toml)
     port = free_port()
-    log = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed with the process
+    log = open(tmp / "server.log", "wb")
     cmd = [
-        sys.executable, "-m", "hubbub", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--config", str(config),
+        sys.executable,
+        "-m",
+        "hubbub",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
         *(extra_args or []),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

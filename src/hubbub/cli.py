@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import NoReturn
 
 from hubbub import __version__
@@ -79,6 +79,10 @@ async def _serve(config: Config) -> None:
 
     from hubbub.server.app import build_app
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
@@ -96,12 +100,18 @@ async def _serve(config: Config) -> None:
         )
     print(f"hubbub {__version__} listening on http://{config.host}:{config.port}")
     print(f"Connection string: {config.connection_string}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
+
+
+def _run(main: Coroutine[None, None, None]) -> None:
+    """Run on uvloop where it is installed (it is optional, e.g. on Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _run_serve(config: Config, log_level: str) -> int:
@@ -109,13 +119,7 @@ def _run_serve(config: Config, log_level: str) -> int:
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # uvloop is optional (not on Windows)
-        runner = asyncio.run
-    try:
-        runner(_serve(config))
+        _run(_serve(config))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0

@@ -33,6 +33,13 @@ from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission, RoleSet
 from hubbub.core.state import Connection, Hub, HubRegistry, Outlet
 from hubbub.errors import ForbiddenError, OperationError
+from hubbub.metrics import (
+    CONNECTIONS,
+    CONNECTIONS_CLOSED,
+    CONNECTIONS_OPENED,
+    DELIVERIES,
+    PUBLICATIONS,
+)
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import (
@@ -106,11 +113,15 @@ class Node:
         if codec.reliable:
             token = reconnection_token(self.config.access_keys[0], connection_id)
         _send(connection, ConnectedMessage(connection_id, user_id, token))
+        CONNECTIONS.inc()
+        CONNECTIONS_OPENED.inc()
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
 
     def disconnect(self, connection: Connection) -> None:
         """Forget a connection whose socket is gone."""
+        CONNECTIONS.dec()
+        CONNECTIONS_CLOSED.inc()
         hub = self.hubs.get(connection.hub)
         if hub is not None and hub.remove(connection.id) is not None:
             self.hubs.release(hub)
@@ -202,7 +213,8 @@ class Node:
         group = publication.name if publication.from_group else None
         message = DataMessage(publication.payload, group, publication.from_user_id)
         flt = compiled_filter(publication.filter) if publication.filter else None
-        deliver(targets, message, publication.excluded, flt)
+        PUBLICATIONS.inc()
+        DELIVERIES.inc(deliver(targets, message, publication.excluded, flt))
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 

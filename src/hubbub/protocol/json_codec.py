@@ -127,11 +127,14 @@ def _json_data(payload: Payload) -> bytes:
     kind = payload.data_type
     if kind is DataType.JSON:
         # Payloads keep the JSON text as sent; the subprotocol embeds it compact (§3.2).
-        return b'"dataType":"json","data":' + msgspec.json.format(payload.data, indent=-1)
+        compact: bytes = msgspec.json.format(payload.data, indent=-1)
+        return b'"dataType":"json","data":' + compact
     if kind is DataType.TEXT:
-        return b'"dataType":"text","data":' + orjson.dumps(payload.data.decode("utf-8", "replace"))
+        text: bytes = orjson.dumps(payload.data.decode("utf-8", "replace"))
+        return b'"dataType":"text","data":' + text
+    name: str = kind.value
     encoded = base64.b64encode(payload.data)
-    return b'"dataType":"' + kind.value.encode() + b'","data":"' + encoded + b'"'
+    return b'"dataType":"' + name.encode() + b'","data":"' + encoded + b'"'
 
 
 class JsonCodec:

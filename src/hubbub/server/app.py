@@ -6,6 +6,7 @@ from aiohttp import web
 
 from hubbub.broker.memory import MemoryBroker, MemoryPresence
 from hubbub.config import Config
+from hubbub.metrics import render
 from hubbub.node import Node
 from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
 from hubbub.server.websocket import ClientEndpoint
@@ -17,6 +18,11 @@ NODE = web.AppKey("node", Node)
 
 MAX_REST_BODY_BYTES = 1024 * 1024
 """Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    return web.Response(body=render(), content_type="text/plain", charset="utf-8")
 
 
 def build_app(config: Config) -> web.Application:
@@ -35,6 +41,7 @@ def build_app(config: Config) -> web.Application:
             web.get("/client/hubs/{hub}/", endpoint.handle, allow_head=False),
             web.get("/client/", endpoint.handle, allow_head=False),
             web.get("/client", endpoint.handle, allow_head=False),
+            web.get("/metrics", metrics),
             *routes(),
         ]
     )

@@ -30,7 +30,7 @@ log = logging.getLogger("hubbub.rest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", Service)
-ACCESS_KEYS = web.AppKey("access_keys", tuple)
+ACCESS_KEYS: web.AppKey[tuple[str, ...]] = web.AppKey("access_keys")
 
 _CONTENT_TYPES = {
     "text/plain": DataType.TEXT,
@@ -47,7 +47,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if token is None:
             return error_response(401, "a bearer token is required")
         try:
-            verify_rest_token(token, request.app[ACCESS_KEYS], request.path)
+            keys: tuple[str, ...] = request.app[ACCESS_KEYS]
+            verify_rest_token(token, keys, request.path)
         except TokenError as exc:
             return error_response(401, str(exc))
         if not request.query.get("api-version"):

@@ -145,7 +145,7 @@ class ClientEndpoint:
                 closing.append(loop.create_task(_close(ws, code, reason)))
 
         outlet = CorkedOutlet(
-            transport,  # type: ignore[arg-type]
+            transport,
             self._flusher,
             self._node.config.max_outbound_bytes,
             closer,

@@ -15,20 +15,14 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
+from hubbub.metrics import SLOW_CLIENT_CLOSES
 
-__all__ = ["CorkedOutlet", "Flusher", "WriterStats"]
+__all__ = ["CorkedOutlet", "Flusher"]
 
 log = logging.getLogger("hubbub.writer")
 
 SLOW_CLIENT_GRACE_SECONDS = 2.0
 """How long a slow client's close frame may take before its socket is aborted."""
-
-
-class WriterStats:
-    """Counters of the writer, read by the metrics endpoint."""
-
-    slow_client_closes = 0
-    writes = 0
 
 
 class Flusher:
@@ -53,7 +47,6 @@ class Flusher:
         self._scheduled = False
         for outlet in pending:
             outlet.flush()
-        WriterStats.writes += len(pending)
 
 
 class CorkedOutlet:
@@ -100,7 +93,9 @@ class CorkedOutlet:
         else:
             self._pending = [pending, frame]  # type: ignore[list-item]
         self._size += len(frame)
-        if self._size > self._limit:
+        # A burst over the bound within one pass is fine for a client that keeps up; one that
+        # is already behind (unsent bytes in the transport) is cut off without waiting.
+        if self._size > self._limit and self._transport.get_write_buffer_size():
             self._overflow()
 
     def flush(self) -> None:
@@ -135,7 +130,7 @@ class CorkedOutlet:
         self._size = 0
 
     def _overflow(self) -> None:
-        WriterStats.slow_client_closes += 1
+        SLOW_CLIENT_CLOSES.inc()
         log.info("closing slow client: more than %d unsent bytes", self._limit)
         self.mark_closed()
         self._closer(CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT)

@@ -1,0 +1,48 @@
+"""Server-initiated WebSocket ping frames (hub keep-alive interval)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from _wire import JSON, ServerLike, Wire
+from aiohttp import WSMsgType
+
+OBSERVE_SECONDS = 3.6
+
+
+@pytest.mark.parametrize("protocols", [(JSON,), ()], ids=["json", "raw"])
+async def test_fastping_hub_sends_ping_frames_every_second(
+    server: ServerLike, protocols: tuple[str, ...]
+) -> None:
+    async with Wire(server) as wire:
+        client = await wire.connect("fastping", user="pinged", protocols=protocols, autoping=False)
+        pings: list[float] = []
+        deadline = time.monotonic() + OBSERVE_SECONDS
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                msg = await client.ws.receive(timeout=remaining)
+            except TimeoutError:
+                break
+            assert msg.type == WSMsgType.PING, (msg.type, msg.data)
+            pings.append(time.monotonic())
+            await client.ws.pong(msg.data)
+        assert len(pings) >= 2, pings
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert all(0.5 <= gap <= 2.0 for gap in gaps), gaps
+        if protocols:
+            # answered pings keep the connection alive
+            await client.send_json({"type": "ping"})
+            msg = await client.recv()
+            assert msg.type == WSMsgType.TEXT and msg.data == '{"type":"pong"}', msg
+
+
+async def test_default_hub_does_not_ping_every_second(server: ServerLike, hub: str) -> None:
+    async with Wire(server) as wire:
+        client = await wire.connect(hub, user="quiet", autoping=False)
+        await asyncio.sleep(1.6)
+        await client.send_json({"type": "ping"})
+        msg = await client.recv()  # a ping frame sent in the meantime would come first
+        assert msg.type == WSMsgType.TEXT and msg.data == '{"type":"pong"}', (msg.type, msg.data)
