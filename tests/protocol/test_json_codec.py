@@ -186,9 +186,7 @@ def test_encode_data(message: DataMessage, text: bytes) -> None:
 
 def test_reliable_splices_sequence_id() -> None:
     """One encoding serves every connection; each gets its own sequenceId appended last."""
-    encoded = RELIABLE.encode_data(
-        DataMessage(Payload(DataType.BINARY, b"hello world"), None)
-    )
+    encoded = RELIABLE.encode_data(DataMessage(Payload(DataType.BINARY, b"hello world"), None))
     assert encoded.frame is None
     expected = b'{"type":"message","from":"server","dataType":"binary","data":"aGVsbG8gd29ybGQ=",'
     assert payload_of(encoded.sequenced(7)) == expected + b'"sequenceId":7}'
