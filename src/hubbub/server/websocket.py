@@ -95,10 +95,10 @@ class ClientEndpoint:
         """Validate the handshake, upgrade, then pump frames until the socket closes."""
         try:
             hub = self._hub(request)
-            probe = web.WebSocketResponse()
-            if not probe.can_prepare(request).ok:
+            offered = _offered(request)
+            if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
                 raise HandshakeError("a WebSocket upgrade is required", 400)
-            subprotocol = select_subprotocol(_offered(request))
+            subprotocol = select_subprotocol(offered)
             if "awps_connection_id" in request.query:
                 return await self._refuse_recovery(request, subprotocol)
             claims = self._claims(request, hub)
