@@ -101,7 +101,15 @@ class NotFoundError(OperationError):
 
 
 class UpstreamError(HubbubError):
-    """An event handler could not be reached or answered with a failure."""
+    """An event handler could not be reached or answered with a failure.
+
+    Attributes:
+        status: the handler's HTTP status, or None when there was no answer.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class BrokerError(HubbubError):

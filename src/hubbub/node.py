@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
+
+import msgspec
+import orjson
 
 from hubbub.broker.base import (
     AddToGroup,
@@ -32,13 +36,20 @@ from hubbub.config import Config
 from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission, RoleSet
 from hubbub.core.state import Connection, Hub, HubRegistry, Outlet
-from hubbub.errors import ForbiddenError, OperationError
+from hubbub.errors import ForbiddenError, HandshakeError, OperationError, UpstreamError
 from hubbub.metrics import (
     CONNECTIONS,
     CONNECTIONS_CLOSED,
     CONNECTIONS_OPENED,
     DELIVERIES,
     PUBLICATIONS,
+)
+from hubbub.protocol.cloudevents import (
+    EventContext,
+    connect_body,
+    content_type_for,
+    data_type_of,
+    parse_connect_response,
 )
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
@@ -47,21 +58,53 @@ from hubbub.protocol.messages import (
     ClientMessage,
     ConnectedMessage,
     DataMessage,
+    DataType,
     DisconnectedMessage,
     EventMessage,
     JoinGroupMessage,
     LeaveGroupMessage,
+    Payload,
     PingMessage,
     PongMessage,
     SendToGroupMessage,
+    SequenceAckMessage,
     ServiceMessage,
 )
-from hubbub.protocol.tokens import reconnection_token
+from hubbub.protocol.tokens import ClientClaims, reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from hubbub.upstream import Upstream, UpstreamResponse
 
-__all__ = ["Node"]
+__all__ = ["ConnectDecision", "ConnectRequest", "Node"]
 
 log = logging.getLogger("hubbub.node")
+
+
+AckedMessage = JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | EventMessage
+
+
+class InternalError(OperationError):
+    """A user event that could not be handled: ack ``InternalServerError``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What the ``connect`` event tells the handler about the handshake."""
+
+    claims: ClientClaims
+    query: list[tuple[str, str]]
+    headers: list[tuple[str, str]]
+    subprotocols: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectDecision:
+    """Identity of a new connection: the token's, as the ``connect`` handler amended it."""
+
+    user_id: str | None
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    subprotocol: str | None
+    state: str | None
 
 
 @lru_cache(maxsize=256)
@@ -79,10 +122,74 @@ def _send(connection: Connection, message: ServiceMessage) -> None:
 class Node:
     """One process's share of the service."""
 
-    def __init__(self, config: Config, broker: Broker, hubs: HubRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        broker: Broker,
+        upstream: Upstream | None = None,
+        hubs: HubRegistry | None = None,
+    ) -> None:
         self.config = config
         self.broker = broker
+        self.upstream = upstream
         self.hubs = hubs if hubs is not None else HubRegistry()
+
+    @staticmethod
+    def new_connection_id() -> ConnectionId:
+        """An opaque, URL-safe, unique connection id."""
+        return ConnectionId(secrets.token_urlsafe(16))
+
+    async def connect_event(
+        self, hub: HubName, connection_id: ConnectionId, request: ConnectRequest
+    ) -> ConnectDecision:
+        """Ask the hub's ``connect`` handler, if there is one (upstream.md §5.1).
+
+        Raises:
+            HandshakeError: the handler refused (its 4xx status) or failed (500).
+        """
+        claims = request.claims
+        decision = ConnectDecision(claims.user_id, claims.roles, claims.groups, None, None)
+        handler = self.upstream.handler(hub, "connect", True) if self.upstream else None
+        if handler is None or self.upstream is None:
+            return decision
+        context = EventContext(hub, connection_id, claims.user_id, None, None, 0)
+        body = connect_body(claims.claims, request.query, request.headers, request.subprotocols)
+        try:
+            response = await self.upstream.invoke(
+                handler, context, "connect", True, body, "application/json; charset=utf-8"
+            )
+            answer = parse_connect_response(response.body)
+        except UpstreamError as exc:
+            status = exc.status if exc.status is not None and 400 <= exc.status < 500 else 500
+            raise HandshakeError(f"connect event handler refused: {exc}", status) from exc
+        except ValueError as exc:
+            raise HandshakeError(f"connect event handler failed: {exc}", 500) from exc
+        if answer.subprotocol is not None and answer.subprotocol not in request.subprotocols:
+            raise HandshakeError("connect event handler chose a subprotocol not offered", 500)
+        return ConnectDecision(
+            answer.user_id if answer.user_id is not None else claims.user_id,
+            answer.roles if answer.roles is not None else claims.roles,
+            answer.groups if answer.groups else claims.groups,
+            answer.subprotocol,
+            response.connection_state,
+        )
+
+    def _context(self, connection: Connection) -> EventContext:
+        return EventContext(
+            connection.hub,
+            connection.id,
+            connection.user_id,
+            connection.subprotocol,
+            connection.state,
+            connection.take_event_id(),
+        )
+
+    def _notify(self, connection: Connection, event: str, body: bytes) -> None:
+        if self.upstream is None:
+            return
+        handler = self.upstream.handler(connection.hub, event, True)
+        if handler is not None:
+            self.upstream.notify(handler, self._context(connection), event, body)
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -94,9 +201,13 @@ class Node:
         groups: Iterable[GroupName],
         codec: Codec,
         outlet: Outlet,
+        *,
+        connection_id: ConnectionId | None = None,
+        subprotocol: str | None = None,
+        state: str | None = None,
     ) -> Connection:
         """Register a connection whose handshake succeeded and greet it with ``connected``."""
-        connection_id = ConnectionId(secrets.token_urlsafe(16))
+        connection_id = connection_id or self.new_connection_id()
         connection = Connection(
             id=connection_id,
             hub=hub_name,
@@ -104,6 +215,8 @@ class Node:
             roles=RoleSet.parse(roles),
             codec=codec,
             outlet=outlet,
+            subprotocol=subprotocol,
+            state=state,
         )
         hub = self.hubs.ensure(hub_name)
         hub.add(connection)
@@ -115,13 +228,15 @@ class Node:
         _send(connection, ConnectedMessage(connection_id, user_id, token))
         CONNECTIONS.inc()
         CONNECTIONS_OPENED.inc()
+        self._notify(connection, "connected", b"{}")
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
 
     def disconnect(self, connection: Connection) -> None:
-        """Forget a connection whose socket is gone."""
+        """Forget a connection whose socket is gone; tell the ``disconnected`` handler why."""
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
+        self._notify(connection, "disconnected", orjson.dumps({"reason": connection.close_reason}))
         hub = self.hubs.get(connection.hub)
         if hub is not None and hub.remove(connection.id) is not None:
             self.hubs.release(hub)
@@ -134,17 +249,14 @@ class Node:
         if isinstance(message, PingMessage):
             _send(connection, PongMessage())
             return
-        if isinstance(message, (JoinGroupMessage, LeaveGroupMessage, SendToGroupMessage)):
+        if isinstance(message, EventMessage) and connection.codec.plain:
+            await self._plain_message(connection, message)
+        elif isinstance(message, SequenceAckMessage):
+            pass  # nothing is buffered for recovery yet (reliable sessions issue)
+        else:
             await self._acked(connection, message)
-        elif isinstance(message, EventMessage):
-            self._user_event(connection, message)
-        # SequenceAckMessage: nothing is buffered for recovery yet (reliable sessions issue).
 
-    async def _acked(
-        self,
-        connection: Connection,
-        message: JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage,
-    ) -> None:
+    async def _acked(self, connection: Connection, message: AckedMessage) -> None:
         ack_id = message.ack_id
         if ack_id is not None and connection.ack_seen(ack_id):
             error = f"Message with ack-id: {ack_id} has been processed"
@@ -160,11 +272,10 @@ class Node:
             connection.remember_ack(ack_id)
             _send(connection, AckMessage(ack_id, True))
 
-    async def _execute(
-        self,
-        connection: Connection,
-        message: JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage,
-    ) -> None:
+    async def _execute(self, connection: Connection, message: AckedMessage) -> None:
+        if isinstance(message, EventMessage):
+            await self._user_event(connection, message)
+            return
         group = validate_group(message.group)
         if isinstance(message, SendToGroupMessage):
             if not connection.can(Permission.SEND_TO_GROUP, group):
@@ -193,14 +304,49 @@ class Node:
         else:
             hub.leave(connection, group)
 
-    def _user_event(self, connection: Connection, message: EventMessage) -> None:
-        """User events need an event handler; this hub has none (upstream.md §6.4)."""
-        if connection.codec.plain:
+    async def _invoke_user_event(
+        self, connection: Connection, event: str, payload: Payload | None
+    ) -> UpstreamResponse | None:
+        """Call the user event handler; None when the hub has none (upstream.md §6)."""
+        handler = self.upstream.handler(connection.hub, event, False) if self.upstream else None
+        if handler is None or self.upstream is None:
+            return None
+        data_type = payload.data_type if payload is not None else DataType.BINARY
+        body = payload.data if payload is not None else b""
+        response = await self.upstream.invoke(
+            handler, self._context(connection), event, False, body, content_type_for(data_type)
+        )
+        if response.connection_state is not None:
+            connection.state = response.connection_state
+        return response
+
+    async def _user_event(self, connection: Connection, message: EventMessage) -> None:
+        """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
+        try:
+            response = await self._invoke_user_event(connection, message.event, message.payload)
+        except UpstreamError as exc:
+            log.info("event %r of %s failed: %s", message.event, connection.id, exc)
+            raise InternalError(f"The event handler for event '{message.event}' failed.") from exc
+        if response is None:
+            raise InternalError(f"No event handler is configured for event '{message.event}'.")
+        if response.body:
+            reply = Payload(_reply_type(response.content_type, response.body), response.body)
+            deliver((connection,), DataMessage(reply))
+
+    async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
+        """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
+        try:
+            response = await self._invoke_user_event(connection, "message", message.payload)
+        except UpstreamError as exc:
+            log.info("message event of %s failed: %s", connection.id, exc)
+            response = None
+        if response is None:
+            connection.close_reason = "message event not handled"
             connection.outlet.close(CLOSE_NORMAL, "")
             return
-        if message.ack_id is not None:
-            error = f"No event handler is configured for event '{message.event}'."
-            _send(connection, AckMessage(message.ack_id, False, "InternalServerError", error))
+        if response.body:
+            data_type = data_type_of(response.content_type) or DataType.BINARY
+            deliver((connection,), DataMessage(Payload(data_type, response.body)))
 
     # -- BrokerHandler: publications ----------------------------------------------------------
 
@@ -252,11 +398,23 @@ class Node:
             c for c in _targets(hub, command.target, command.name) if c.id not in command.excluded
         ]
         for connection in targets:
+            connection.close_reason = command.reason
             _send(connection, DisconnectedMessage(command.reason))
             connection.outlet.close(CLOSE_NORMAL, command.reason)
             hub.remove(connection.id)
         self.hubs.release(hub)
         return len(targets)
+
+
+def _reply_type(content_type: str | None, body: bytes) -> DataType:
+    """The data type of a handler's reply to a subprotocol client (upstream.md §6.2)."""
+    data_type = data_type_of(content_type) or DataType.BINARY
+    if data_type is DataType.JSON:
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return DataType.TEXT
+    return data_type
 
 
 def _targets(hub: Hub, target: Target, name: str) -> Iterable[Connection]:

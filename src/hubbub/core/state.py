@@ -45,7 +45,13 @@ class Connection:
     codec: Codec
     outlet: Outlet
     groups: set[GroupName] = field(default_factory=set)
+    subprotocol: str | None = None
+    state: str | None = None
+    """Opaque connection state set by event handlers (``ce-connectionState``)."""
+    close_reason: str | None = None
+    """Why the service closed this connection, once it decided to."""
     next_sequence_id: int = 1
+    next_event_id: int = 1
     _acks: dict[int, None] = field(default_factory=dict)
     _grants: dict[Permission, set[str | None]] = field(default_factory=dict)
     _revokes: dict[Permission, set[str | None]] = field(default_factory=dict)
@@ -101,6 +107,12 @@ class Connection:
         acks[ack_id] = None
         if len(acks) > ACK_CACHE_SIZE:
             del acks[next(iter(acks))]
+
+    def take_event_id(self) -> int:
+        """The next CloudEvents ``ce-id`` of this connection (``connect`` had 0)."""
+        event_id = self.next_event_id
+        self.next_event_id = event_id + 1
+        return event_id
 
     def take_sequence_id(self) -> int:
         """The next ``sequenceId`` of this connection (1, 2, 3, ...)."""

@@ -11,6 +11,7 @@ from hubbub.node import Node
 from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
+from hubbub.upstream import HttpUpstream
 
 __all__ = ["NODE", "build_app"]
 
@@ -28,7 +29,8 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(config: Config) -> web.Application:
     """Wire an in-memory engine, a node, the service and the HTTP routes together."""
     broker = MemoryBroker()
-    node = Node(config, broker)
+    upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
+    node = Node(config, broker, upstream)
     presence = MemoryPresence(node.hubs)
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REST_BODY_BYTES)
     app[NODE] = node
@@ -50,6 +52,7 @@ def build_app(config: Config) -> web.Application:
         await broker.start(node)
 
     async def stop_engine(app: web.Application) -> None:
+        await upstream.close()
         await broker.close()
 
     app.on_startup.append(start_engine)

@@ -16,14 +16,14 @@ from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
-from hubbub.node import Node
+from hubbub.node import ConnectDecision, ConnectRequest, Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.writer import CorkedOutlet, Flusher
-from hubbub.types import GroupName, HubName, UserId
+from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
 
@@ -44,6 +44,15 @@ def select_subprotocol(offered: list[str]) -> str | None:
 def _offered(request: web.Request) -> list[str]:
     header = request.headers.get("Sec-WebSocket-Protocol", "")
     return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def _connect_request(
+    request: web.Request, claims: ClientClaims, offered: list[str]
+) -> ConnectRequest:
+    """The handshake as the ``connect`` event shows it: no token, no Authorization header."""
+    query = [(k, v) for k, v in request.query.items() if k != "access_token"]
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() != "authorization"]
+    return ConnectRequest(claims, query, headers, offered)
 
 
 def _token(request: web.Request) -> str | None:
@@ -102,9 +111,15 @@ class ClientEndpoint:
             if "awps_connection_id" in request.query:
                 return await self._refuse_recovery(request, subprotocol)
             claims = self._claims(request, hub)
+            connection_id = self._node.new_connection_id()
+            decision = await self._node.connect_event(
+                hub, connection_id, _connect_request(request, claims, offered)
+            )
         except HandshakeError as exc:
             return error_response(exc.status, str(exc))
-        return await self._serve(request, hub, claims, subprotocol)
+        if decision.subprotocol is not None:
+            subprotocol = decision.subprotocol
+        return await self._serve(request, hub, connection_id, decision, subprotocol)
 
     async def _refuse_recovery(
         self, request: web.Request, subprotocol: str | None
@@ -119,7 +134,8 @@ class ClientEndpoint:
         self,
         request: web.Request,
         hub: HubName,
-        claims: ClientClaims,
+        connection_id: ConnectionId,
+        decision: ConnectDecision,
         subprotocol: str | None,
     ) -> web.WebSocketResponse:
         settings = self._node.config.hub(hub)
@@ -151,13 +167,17 @@ class ClientEndpoint:
             closer,
         )
         codec = codec_for(subprotocol)
+        user_id = decision.user_id
         connection = self._node.connect(
             hub,
-            UserId(claims.user_id) if claims.user_id is not None else None,
-            claims.roles,
-            [GroupName(g) for g in claims.groups],
+            UserId(user_id) if user_id is not None else None,
+            decision.roles,
+            [GroupName(g) for g in decision.groups],
             codec,
             outlet,
+            connection_id=connection_id,
+            subprotocol=subprotocol,
+            state=decision.state,
         )
         try:
             await self._pump(ws, connection)
@@ -179,6 +199,7 @@ class ClientEndpoint:
                     message = codec.decode(data, msg.type is WSMsgType.BINARY)
                     await node.handle_client_message(connection, message)
                 except ProtocolError as exc:
+                    connection.close_reason = str(exc)
                     outlet.close(exc.close_code, str(exc))
                     break
                 except OperationError as exc:

@@ -1,0 +1,227 @@
+"""Event handlers: the ``Upstream`` interface and its HTTP implementation (upstream.md).
+
+``HttpUpstream`` posts CloudEvents to the hub's configured handlers over pooled keep-alive
+connections. Before the first event to a handler it runs the abuse-protection probe and
+remembers the outcome: success for good, failure for a back-off that doubles from 1 s to 60 s,
+and no event goes to a handler that has not passed. Requests that fail with 408, a 5xx or a
+network error are retried after 1, 3 and 5 s; other 4xx and timeouts are not, so a handler
+never processes one event twice because of us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from hubbub.config import Config, EventHandlerConfig
+from hubbub.errors import UpstreamError
+from hubbub.protocol.cloudevents import (
+    EventContext,
+    event_headers,
+    expand_url,
+    origin_allowed,
+    user_event_matches,
+    validation_headers,
+)
+
+__all__ = ["RETRY_DELAYS", "HttpUpstream", "Upstream", "UpstreamResponse"]
+
+log = logging.getLogger("hubbub.upstream")
+
+RETRY_DELAYS = (1.0, 3.0, 5.0)
+"""Seconds to wait before the 2nd, 3rd and 4th attempt of a retryable failure."""
+VALIDATION_BACKOFF = (1.0, 60.0)
+"""First and largest wait before probing a handler that failed abuse protection again."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """A handler's 2xx answer."""
+
+    status: int
+    body: bytes
+    content_type: str | None
+    connection_state: str | None
+    """The ``ce-connectionState`` response header; None when absent (state unchanged)."""
+
+
+class Upstream(Protocol):
+    """Calls the application's event handlers."""
+
+    def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
+        """The first configured handler that takes ``event``, or None."""
+        ...
+
+    async def invoke(
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        system: bool,
+        body: bytes,
+        content_type: str,
+    ) -> UpstreamResponse:
+        """Deliver one event and wait for the answer.
+
+        Raises:
+            UpstreamError: the handler is unvalidated or unreachable, timed out or answered
+                with a non-2xx status (``status`` is set for the latter).
+        """
+        ...
+
+    def notify(
+        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+    ) -> None:
+        """Deliver a system event without waiting (``connected``, ``disconnected``)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class _Validation:
+    ok: bool = False
+    retry_at: float = 0.0
+    backoff: float = VALIDATION_BACKOFF[0]
+    lock: asyncio.Lock | None = None
+
+
+class HttpUpstream:
+    """Webhook delivery over HTTP with validation, retries and a timeout per attempt."""
+
+    def __init__(self, config: Config, timeout: float = 20.0) -> None:
+        self._hubs: Mapping[str, Sequence[EventHandlerConfig]] = {
+            name: hub.event_handlers for name, hub in config.hubs.items()
+        }
+        self._keys = config.access_keys
+        self._origin = urlsplit(config.endpoint).hostname or "localhost"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._validations: dict[str, _Validation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No global cap: one slow handler must not starve the sockets of another.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
+        for handler in self._hubs.get(hub, ()):
+            if system:
+                if event in handler.system_events:
+                    return handler
+            elif handler.user_event_pattern and user_event_matches(
+                handler.user_event_pattern, event
+            ):
+                return handler
+        return None
+
+    async def _validated(self, handler: EventHandlerConfig, hub: str) -> bool:
+        url = expand_url(handler.url_template, hub, "validate")
+        state = self._validations.setdefault(url, _Validation())
+        if state.ok:
+            return True
+        if state.lock is None:
+            state.lock = asyncio.Lock()
+        async with state.lock:
+            if state.ok or time.monotonic() < state.retry_at:
+                return state.ok
+            state.ok = await self._probe(url)
+            if not state.ok:
+                state.retry_at = time.monotonic() + state.backoff
+                state.backoff = min(state.backoff * 2, VALIDATION_BACKOFF[1])
+        return state.ok
+
+    async def _probe(self, url: str) -> bool:
+        try:
+            async with self._client().options(url, headers=validation_headers(self._origin)) as r:
+                allowed = r.headers.get("WebHook-Allowed-Origin")
+                if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
+                    return True
+                log.warning(
+                    "abuse protection for '%s' failed: %s, allowed origin %r",
+                    url,
+                    r.status,
+                    allowed,
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("abuse protection for '%s' failed: %s", url, exc)
+        return False
+
+    async def invoke(
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        system: bool,
+        body: bytes,
+        content_type: str,
+    ) -> UpstreamResponse:
+        if not await self._validated(handler, context.hub):
+            raise UpstreamError("event handler failed abuse protection", None)
+        url = expand_url(handler.url_template, context.hub, event)
+        headers = event_headers(context, event, system, self._origin, self._keys, content_type)
+        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+            if delay:
+                await asyncio.sleep(delay)
+            last = attempt == len(RETRY_DELAYS)
+            try:
+                response = await self._post(url, headers, body)
+            except TimeoutError as exc:
+                raise UpstreamError(f"event handler timed out: {url}", None) from exc
+            except aiohttp.ClientError as exc:
+                if last:
+                    raise UpstreamError(f"event handler unreachable: {exc}", None) from exc
+                log.info("event handler %s unreachable (%s), retrying", url, exc)
+                continue
+            if 200 <= response.status < 300:
+                return response
+            if (response.status != 408 and response.status < 500) or last:
+                raise UpstreamError(f"event handler answered {response.status}", response.status)
+            log.info("event handler %s answered %s, retrying", url, response.status)
+        raise AssertionError("unreachable")
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+        async with self._client().post(url, data=body, headers=headers) as response:
+            payload = await response.read()
+            return UpstreamResponse(
+                response.status,
+                payload,
+                response.headers.get("Content-Type"),
+                response.headers.get("ce-connectionState"),
+            )
+
+    def notify(
+        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._notify(handler, context, event, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(
+        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+    ) -> None:
+        try:
+            await self.invoke(
+                handler, context, event, True, body, "application/json; charset=utf-8"
+            )
+        except UpstreamError as exc:
+            log.warning("%s event of %s not delivered: %s", event, context.connection_id, exc)
+
+    async def close(self) -> None:
+        """Give pending notifications a moment, then close the pooled connections."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2)
+        for task in self._tasks:
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
