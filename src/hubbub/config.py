@@ -74,6 +74,8 @@ class Config:
     hubs: Mapping[str, HubConfig] = field(default_factory=dict)
     max_outbound_bytes: int = 4 * 1024 * 1024
     """Bound of one connection's unsent bytes; a connection over it is closed as slow."""
+    session_timeout_seconds: float = 30.0
+    """How long a reliable session outlives its dropped socket (the service keeps >= 30 s)."""
     upstream_timeout_seconds: float = 20.0
     """How long one event handler request may take before it counts as failed."""
     public_endpoint: str | None = None
@@ -196,13 +198,12 @@ def _from_file(path: Path) -> dict[str, object]:
         elif key == "public_endpoint":
             _expect(source, "server.public_endpoint", value, str, "a URL")
             out["public_endpoint"] = value
-        elif key == "upstream_timeout_seconds":
+        elif key in ("upstream_timeout_seconds", "session_timeout_seconds"):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(
-                    f"{source}: server.upstream_timeout_seconds: expected a positive number, "
-                    f"got {value!r}"
+                    f"{source}: server.{key}: expected a positive number, got {value!r}"
                 )
-            out["upstream_timeout_seconds"] = float(value)
+            out[key] = float(value)
         elif key == "max_outbound_bytes":
             _expect(source, "server.max_outbound_bytes", value, int, "an integer")
             out["max_outbound_bytes"] = value

@@ -7,6 +7,7 @@ hands the same bytes to every target connection's outlet.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Iterable
@@ -70,7 +71,8 @@ from hubbub.protocol.messages import (
     SequenceAckMessage,
     ServiceMessage,
 )
-from hubbub.protocol.tokens import ClientClaims, reconnection_token
+from hubbub.protocol.reliable import ReliableBuffer
+from hubbub.protocol.tokens import ClientClaims, reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream, UpstreamResponse
 
@@ -133,6 +135,7 @@ class Node:
         self.broker = broker
         self.upstream = upstream
         self.hubs = hubs if hubs is not None else HubRegistry()
+        self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -217,6 +220,7 @@ class Node:
             outlet=outlet,
             subprotocol=subprotocol,
             state=state,
+            reliable=ReliableBuffer() if codec.reliable else None,
         )
         hub = self.hubs.ensure(hub_name)
         hub.add(connection)
@@ -232,8 +236,70 @@ class Node:
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
 
+    # -- reliable sessions (client-protocols.md §4) --------------------------------------------
+
+    def socket_closed(self, connection: Connection, outlet: Outlet, close_code: int | None) -> None:
+        """The socket behind ``outlet`` is gone: keep a recoverable session, else end it.
+
+        A session survives a dropped socket when it is reliable, the service did not close it,
+        its buffer is within limits and the client did not close with 1000.
+        """
+        if connection.outlet is not outlet:
+            return  # a recovery already moved the session to a newer socket
+        recoverable = (
+            connection.reliable is not None
+            and not connection.reliable.overflowed
+            and connection.close_reason is None
+            and close_code != CLOSE_NORMAL
+            and connection.id in self._hub_connections(connection.hub)
+        )
+        if not recoverable:
+            self.disconnect(connection)
+            return
+        connection.outlet = _Detached(self, connection)
+        loop = asyncio.get_running_loop()
+        timeout = self.config.session_timeout_seconds
+        self._expiry[connection.id] = loop.call_later(timeout, self._expire, connection)
+        log.debug("session %s detached, kept %.0f s", connection.id, timeout)
+
+    def _hub_connections(self, hub: HubName) -> dict[ConnectionId, Connection]:
+        state = self.hubs.get(hub)
+        return state.connections if state is not None else {}
+
+    def _expire(self, connection: Connection) -> None:
+        self._expiry.pop(connection.id, None)
+        if isinstance(connection.outlet, _Detached):
+            connection.close_reason = connection.close_reason or "Session expired."
+            self.disconnect(connection)
+
+    def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
+        """The reliable session a recovery request names, if its token is right."""
+        if not verify_reconnection_token(token, self.config.access_keys, connection_id):
+            return None
+        connection = self._hub_connections(hub).get(ConnectionId(connection_id))
+        if connection is None or connection.reliable is None or connection.close_reason:
+            return None
+        return connection
+
+    def resume(self, connection: Connection, outlet: Outlet) -> None:
+        """Move a session to a new socket and resend every unacknowledged frame in order."""
+        handle = self._expiry.pop(connection.id, None)
+        if handle is not None:
+            handle.cancel()
+        previous = connection.outlet
+        connection.outlet = outlet
+        if not isinstance(previous, _Detached):
+            previous.close(CLOSE_NORMAL, "replaced by a recovered connection")
+        assert connection.reliable is not None
+        for frame in connection.reliable.unacked():
+            outlet.send(frame)
+        log.debug("session %s resumed, %d frames resent", connection.id, len(connection.reliable))
+
     def disconnect(self, connection: Connection) -> None:
-        """Forget a connection whose socket is gone; tell the ``disconnected`` handler why."""
+        """End a connection's session; tell the ``disconnected`` handler why."""
+        handle = self._expiry.pop(connection.id, None)
+        if handle is not None:
+            handle.cancel()
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
         self._notify(connection, "disconnected", orjson.dumps({"reason": connection.close_reason}))
@@ -252,7 +318,8 @@ class Node:
         if isinstance(message, EventMessage) and connection.codec.plain:
             await self._plain_message(connection, message)
         elif isinstance(message, SequenceAckMessage):
-            pass  # nothing is buffered for recovery yet (reliable sessions issue)
+            if connection.reliable is not None:
+                connection.reliable.ack(message.sequence_id)
         else:
             await self._acked(connection, message)
 
@@ -406,6 +473,22 @@ class Node:
         return len(targets)
 
 
+class _Detached:
+    """The outlet of a session whose socket dropped: frames wait in the reliable buffer."""
+
+    __slots__ = ("_connection", "_node")
+
+    def __init__(self, node: Node, connection: Connection) -> None:
+        self._node = node
+        self._connection = connection
+
+    def send(self, frame: bytes) -> None:
+        pass  # kept by Connection.send_sequenced; other frames are not replayed
+
+    def close(self, code: int, reason: str) -> None:
+        self._node.disconnect(self._connection)
+
+
 def _reply_type(content_type: str | None, body: bytes) -> DataType:
     """The data type of a handler's reply to a subprotocol client (upstream.md §6.2)."""
     data_type = data_type_of(content_type) or DataType.BINARY
@@ -454,8 +537,9 @@ def deliver(
             data = encoded[codec] = codec.encode_data(message)
         frame = data.frame
         if frame is None:
-            frame = data.sequenced(connection.take_sequence_id())
-        connection.outlet.send(frame)
+            connection.send_sequenced(data)
+        else:
+            connection.outlet.send(frame)
         count += 1
     return count
 

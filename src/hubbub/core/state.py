@@ -10,13 +10,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from hubbub.closecodes import CLOSE_POLICY_VIOLATION
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.protocol.codec import Codec
+from hubbub.protocol.codec import Codec, EncodedData
+from hubbub.protocol.reliable import ReliableBuffer
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet"]
 
 K = TypeVar("K", bound=str)
+
+REASON_UNACKED_OVERFLOW = "Too many unacknowledged messages."
 
 ACK_CACHE_SIZE = 4096
 """Processed ackIds remembered per connection for ``Duplicate`` (spec: size unconfirmed)."""
@@ -50,6 +54,8 @@ class Connection:
     """Opaque connection state set by event handlers (``ce-connectionState``)."""
     close_reason: str | None = None
     """Why the service closed this connection, once it decided to."""
+    reliable: ReliableBuffer | None = None
+    """Unacknowledged frames, for the reliable subprotocols only."""
     next_sequence_id: int = 1
     next_event_id: int = 1
     _acks: dict[int, None] = field(default_factory=dict)
@@ -114,11 +120,18 @@ class Connection:
         self.next_event_id = event_id + 1
         return event_id
 
-    def take_sequence_id(self) -> int:
-        """The next ``sequenceId`` of this connection (1, 2, 3, ...)."""
+    def send_sequenced(self, data: EncodedData) -> None:
+        """Send a data message with this connection's next ``sequenceId`` and keep it until
+        acknowledged; a connection past the buffer limits is closed, unrecoverable (§4)."""
         sequence_id = self.next_sequence_id
         self.next_sequence_id = sequence_id + 1
-        return sequence_id
+        frame = data.sequenced(sequence_id)
+        self.outlet.send(frame)
+        buffer = self.reliable
+        if buffer is not None and not buffer.push(sequence_id, frame):
+            if self.close_reason is None:
+                self.close_reason = REASON_UNACKED_OVERFLOW
+                self.outlet.close(CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW)
 
 
 class Hub:

@@ -16,14 +16,14 @@ from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
-from hubbub.node import ConnectDecision, ConnectRequest, Node
+from hubbub.node import ConnectRequest, Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.writer import CorkedOutlet, Flusher
-from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from hubbub.types import GroupName, HubName, UserId
 
 __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
 
@@ -109,7 +109,7 @@ class ClientEndpoint:
                 raise HandshakeError("a WebSocket upgrade is required", 400)
             subprotocol = select_subprotocol(offered)
             if "awps_connection_id" in request.query:
-                return await self._refuse_recovery(request, subprotocol)
+                return await self._recover(request, hub, subprotocol)
             claims = self._claims(request, hub)
             connection_id = self._node.new_connection_id()
             decision = await self._node.connect_event(
@@ -119,25 +119,45 @@ class ClientEndpoint:
             return error_response(exc.status, str(exc))
         if decision.subprotocol is not None:
             subprotocol = decision.subprotocol
-        return await self._serve(request, hub, connection_id, decision, subprotocol)
+        socket = await self._open(request, hub, subprotocol)
+        if socket.outlet is None:
+            return socket.ws
+        user_id = decision.user_id
+        connection = self._node.connect(
+            hub,
+            UserId(user_id) if user_id is not None else None,
+            decision.roles,
+            [GroupName(g) for g in decision.groups],
+            codec_for(subprotocol),
+            socket.outlet,
+            connection_id=connection_id,
+            subprotocol=subprotocol,
+            state=decision.state,
+        )
+        return await self._run(socket, connection)
 
-    async def _refuse_recovery(
-        self, request: web.Request, subprotocol: str | None
+    async def _recover(
+        self, request: web.Request, hub: HubName, offered: str | None
     ) -> web.WebSocketResponse:
-        """Reliable recovery: accepted, then closed with 1008 so the SDK opens a new connection."""
-        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else (), compress=False)
-        await ws.prepare(request)
-        await ws.close(code=CLOSE_POLICY_VIOLATION, message=REASON_NOT_RECOVERABLE.encode())
-        return ws
+        """Resume a reliable session, or accept and close with 1008 when it cannot be (§4)."""
+        connection = self._node.find_session(
+            hub,
+            request.query.get("awps_connection_id", ""),
+            request.query.get("awps_reconnection_token", ""),
+        )
+        if connection is None:
+            ws = web.WebSocketResponse(protocols=[offered] if offered else (), compress=False)
+            await ws.prepare(request)
+            await ws.close(code=CLOSE_POLICY_VIOLATION, message=REASON_NOT_RECOVERABLE.encode())
+            return ws
+        socket = await self._open(request, hub, connection.subprotocol)
+        if socket.outlet is None:
+            return socket.ws
+        self._node.resume(connection, socket.outlet)
+        return await self._run(socket, connection)
 
-    async def _serve(
-        self,
-        request: web.Request,
-        hub: HubName,
-        connection_id: ConnectionId,
-        decision: ConnectDecision,
-        subprotocol: str | None,
-    ) -> web.WebSocketResponse:
+    async def _open(self, request: web.Request, hub: HubName, subprotocol: str | None) -> _Socket:
+        """Complete the upgrade and give the socket its corked outlet."""
         settings = self._node.config.hub(hub)
         ws = web.WebSocketResponse(
             protocols=[subprotocol] if subprotocol else (),
@@ -147,51 +167,34 @@ class ClientEndpoint:
             decode_text=False,
         )
         await ws.prepare(request)
+        socket = _Socket(ws)
         transport = request.transport
         if transport is None:
-            return ws
+            return socket
         loop = asyncio.get_running_loop()
         if self._flusher is None:
             self._flusher = Flusher(loop)
-
-        closing: list[asyncio.Task[bool]] = []
-
-        def closer(code: int, reason: str) -> None:
-            if not ws.closed and not closing:
-                closing.append(loop.create_task(_close(ws, code, reason)))
-
-        outlet = CorkedOutlet(
-            transport,
-            self._flusher,
-            self._node.config.max_outbound_bytes,
-            closer,
+        socket.outlet = CorkedOutlet(
+            transport, self._flusher, self._node.config.max_outbound_bytes, socket.close
         )
-        codec = codec_for(subprotocol)
-        user_id = decision.user_id
-        connection = self._node.connect(
-            hub,
-            UserId(user_id) if user_id is not None else None,
-            decision.roles,
-            [GroupName(g) for g in decision.groups],
-            codec,
-            outlet,
-            connection_id=connection_id,
-            subprotocol=subprotocol,
-            state=decision.state,
-        )
+        return socket
+
+    async def _run(self, socket: _Socket, connection: Connection) -> web.WebSocketResponse:
+        assert socket.outlet is not None
         try:
-            await self._pump(ws, connection)
-            if closing:
-                await closing[0]
+            await self._pump(socket.ws, connection, socket.outlet)
+            if socket.closing is not None:
+                await socket.closing
         finally:
-            outlet.mark_closed()
-            self._node.disconnect(connection)
-        return ws
+            socket.outlet.mark_closed()
+            self._node.socket_closed(connection, socket.outlet, socket.ws.close_code)
+        return socket.ws
 
-    async def _pump(self, ws: web.WebSocketResponse, connection: Connection) -> None:
+    async def _pump(
+        self, ws: web.WebSocketResponse, connection: Connection, outlet: CorkedOutlet
+    ) -> None:
         codec = connection.codec
         node = self._node
-        outlet = connection.outlet
         async for msg in ws:
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
@@ -207,10 +210,26 @@ class ClientEndpoint:
                         ack = AckMessage(exc.ack_id, False, exc.name, str(exc))
                         frame = codec.encode(ack)
                         if frame is not None:
-                            outlet.send(frame)
+                            connection.outlet.send(frame)
             elif msg.type is WSMsgType.ERROR:
                 log.debug("connection %s: %s", connection.id, ws.exception())
                 break
+
+
+class _Socket:
+    """One upgraded WebSocket: its outlet and the close handshake the service started."""
+
+    __slots__ = ("closing", "outlet", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.outlet: CorkedOutlet | None = None
+        self.closing: asyncio.Task[bool] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the close handshake once (the outlet's closer)."""
+        if not self.ws.closed and self.closing is None:
+            self.closing = asyncio.get_running_loop().create_task(_close(self.ws, code, reason))
 
 
 async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> bool:
