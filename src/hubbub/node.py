@@ -11,33 +11,25 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import lru_cache
 
-import msgspec
 import orjson
 
-from hubbub.broker.base import (
-    AddToGroup,
-    AddUserToGroup,
-    Broker,
-    CheckPermission,
-    CloseConnections,
-    Command,
-    GrantPermission,
-    GroupsByFilter,
-    Publication,
-    RemoveFromGroup,
-    RemoveUserFromGroup,
-    RevokePermission,
-    Target,
-)
+from hubbub.broker.base import Broker
 from hubbub.closecodes import CLOSE_NORMAL
 from hubbub.config import Config
+from hubbub.core.commands import (
+    Command,
+    Publication,
+    Target,
+    apply_command,
+    deliver,
+    deliver_publication,
+)
 from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.core.state import Connection, Hub, HubRegistry, Outlet
-from hubbub.errors import ForbiddenError, HandshakeError, OperationError, UpstreamError
+from hubbub.core.state import Connection, HubRegistry, Outlet
+from hubbub.errors import ForbiddenError, OperationError, UpstreamError
+from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
 from hubbub.metrics import (
     CONNECTIONS,
     CONNECTIONS_CLOSED,
@@ -45,26 +37,15 @@ from hubbub.metrics import (
     DELIVERIES,
     PUBLICATIONS,
 )
-from hubbub.protocol.cloudevents import (
-    EventContext,
-    connect_body,
-    content_type_for,
-    data_type_of,
-    parse_connect_response,
-)
-from hubbub.protocol.codec import Codec, EncodedData
-from hubbub.protocol.filters import Filter, parse_filter
+from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import (
     AckMessage,
     ClientMessage,
     ConnectedMessage,
     DataMessage,
-    DataType,
-    DisconnectedMessage,
     EventMessage,
     JoinGroupMessage,
     LeaveGroupMessage,
-    Payload,
     PingMessage,
     PongMessage,
     SendToGroupMessage,
@@ -72,11 +53,11 @@ from hubbub.protocol.messages import (
     ServiceMessage,
 )
 from hubbub.protocol.reliable import ReliableBuffer
-from hubbub.protocol.tokens import ClientClaims, reconnection_token, verify_reconnection_token
+from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
-from hubbub.upstream import Upstream, UpstreamResponse
+from hubbub.upstream import Upstream
 
-__all__ = ["ConnectDecision", "ConnectRequest", "Node"]
+__all__ = ["Node"]
 
 log = logging.getLogger("hubbub.node")
 
@@ -86,33 +67,6 @@ AckedMessage = JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | Event
 
 class InternalError(OperationError):
     """A user event that could not be handled: ack ``InternalServerError``."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRequest:
-    """What the ``connect`` event tells the handler about the handshake."""
-
-    claims: ClientClaims
-    query: list[tuple[str, str]]
-    headers: list[tuple[str, str]]
-    subprotocols: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectDecision:
-    """Identity of a new connection: the token's, as the ``connect`` handler amended it."""
-
-    user_id: str | None
-    roles: tuple[str, ...]
-    groups: tuple[str, ...]
-    subprotocol: str | None
-    state: str | None
-
-
-@lru_cache(maxsize=256)
-def compiled_filter(text: str) -> Filter:
-    """Filters repeat across publishes; compile each text once."""
-    return parse_filter(text)
 
 
 def _send(connection: Connection, message: ServiceMessage) -> None:
@@ -133,7 +87,7 @@ class Node:
     ) -> None:
         self.config = config
         self.broker = broker
-        self.upstream = upstream
+        self.events = EventDispatcher(upstream)
         self.hubs = hubs if hubs is not None else HubRegistry()
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
@@ -145,54 +99,12 @@ class Node:
     async def connect_event(
         self, hub: HubName, connection_id: ConnectionId, request: ConnectRequest
     ) -> ConnectDecision:
-        """Ask the hub's ``connect`` handler, if there is one (upstream.md §5.1).
+        """Run the hub's ``connect`` event, if it has a handler for it (upstream.md §5.1).
 
         Raises:
             HandshakeError: the handler refused (its 4xx status) or failed (500).
         """
-        claims = request.claims
-        decision = ConnectDecision(claims.user_id, claims.roles, claims.groups, None, None)
-        handler = self.upstream.handler(hub, "connect", True) if self.upstream else None
-        if handler is None or self.upstream is None:
-            return decision
-        context = EventContext(hub, connection_id, claims.user_id, None, None, 0)
-        body = connect_body(claims.claims, request.query, request.headers, request.subprotocols)
-        try:
-            response = await self.upstream.invoke(
-                handler, context, "connect", True, body, "application/json; charset=utf-8"
-            )
-            answer = parse_connect_response(response.body)
-        except UpstreamError as exc:
-            status = exc.status if exc.status is not None and 400 <= exc.status < 500 else 500
-            raise HandshakeError(f"connect event handler refused: {exc}", status) from exc
-        except ValueError as exc:
-            raise HandshakeError(f"connect event handler failed: {exc}", 500) from exc
-        if answer.subprotocol is not None and answer.subprotocol not in request.subprotocols:
-            raise HandshakeError("connect event handler chose a subprotocol not offered", 500)
-        return ConnectDecision(
-            answer.user_id if answer.user_id is not None else claims.user_id,
-            answer.roles if answer.roles is not None else claims.roles,
-            answer.groups if answer.groups else claims.groups,
-            answer.subprotocol,
-            response.connection_state,
-        )
-
-    def _context(self, connection: Connection) -> EventContext:
-        return EventContext(
-            connection.hub,
-            connection.id,
-            connection.user_id,
-            connection.subprotocol,
-            connection.state,
-            connection.take_event_id(),
-        )
-
-    def _notify(self, connection: Connection, event: str, body: bytes) -> None:
-        if self.upstream is None:
-            return
-        handler = self.upstream.handler(connection.hub, event, True)
-        if handler is not None:
-            self.upstream.notify(handler, self._context(connection), event, body)
+        return await self.events.connect(hub, connection_id, request)
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -232,7 +144,7 @@ class Node:
         _send(connection, ConnectedMessage(connection_id, user_id, token))
         CONNECTIONS.inc()
         CONNECTIONS_OPENED.inc()
-        self._notify(connection, "connected", b"{}")
+        self.events.notify(connection, "connected", b"{}")
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
 
@@ -302,7 +214,9 @@ class Node:
             handle.cancel()
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
-        self._notify(connection, "disconnected", orjson.dumps({"reason": connection.close_reason}))
+        self.events.notify(
+            connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
+        )
         hub = self.hubs.get(connection.hub)
         if hub is not None and hub.remove(connection.id) is not None:
             self.hubs.release(hub)
@@ -371,106 +285,40 @@ class Node:
         else:
             hub.leave(connection, group)
 
-    async def _invoke_user_event(
-        self, connection: Connection, event: str, payload: Payload | None
-    ) -> UpstreamResponse | None:
-        """Call the user event handler; None when the hub has none (upstream.md §6)."""
-        handler = self.upstream.handler(connection.hub, event, False) if self.upstream else None
-        if handler is None or self.upstream is None:
-            return None
-        data_type = payload.data_type if payload is not None else DataType.BINARY
-        body = payload.data if payload is not None else b""
-        response = await self.upstream.invoke(
-            handler, self._context(connection), event, False, body, content_type_for(data_type)
-        )
-        if response.connection_state is not None:
-            connection.state = response.connection_state
-        return response
-
     async def _user_event(self, connection: Connection, message: EventMessage) -> None:
         """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
         try:
-            response = await self._invoke_user_event(connection, message.event, message.payload)
+            reply = await self.events.user_event(connection, message.event, message.payload)
         except UpstreamError as exc:
-            log.info("event %r of %s failed: %s", message.event, connection.id, exc)
-            raise InternalError(f"The event handler for event '{message.event}' failed.") from exc
-        if response is None:
-            raise InternalError(f"No event handler is configured for event '{message.event}'.")
-        if response.body:
-            reply = Payload(_reply_type(response.content_type, response.body), response.body)
+            log.info("event %r of %s not handled: %s", message.event, connection.id, exc)
+            raise InternalError(str(exc)) from exc
+        if reply is not None:
             deliver((connection,), DataMessage(reply))
 
     async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
         """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
         try:
-            response = await self._invoke_user_event(connection, "message", message.payload)
+            reply = await self.events.user_event(connection, "message", message.payload)
         except UpstreamError as exc:
-            log.info("message event of %s failed: %s", connection.id, exc)
-            response = None
-        if response is None:
+            log.info("message event of %s not handled: %s", connection.id, exc)
             connection.close_reason = "message event not handled"
             connection.outlet.close(CLOSE_NORMAL, "")
             return
-        if response.body:
-            data_type = data_type_of(response.content_type) or DataType.BINARY
-            deliver((connection,), DataMessage(Payload(data_type, response.body)))
+        if reply is not None:
+            deliver((connection,), DataMessage(reply))
 
     # -- BrokerHandler: publications ----------------------------------------------------------
 
     def handle_publication(self, publication: Publication) -> None:
         """Deliver a publication to the local connections it targets."""
-        hub = self.hubs.get(publication.hub)
-        if hub is None:
-            return
-        targets = _targets(hub, publication.target, publication.name)
-        group = publication.name if publication.from_group else None
-        message = DataMessage(publication.payload, group, publication.from_user_id)
-        flt = compiled_filter(publication.filter) if publication.filter else None
         PUBLICATIONS.inc()
-        DELIVERIES.inc(deliver(targets, message, publication.excluded, flt))
+        DELIVERIES.inc(deliver_publication(self.hubs, publication))
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 
     def handle_command(self, command: Command) -> int:
         """Apply a cluster-wide command to the local connections."""
-        hub = self.hubs.get(command.hub)
-        if hub is None:
-            return 0
-        if isinstance(command, CloseConnections):
-            return self._close(hub, command)
-        if isinstance(command, GroupsByFilter):
-            return _groups_by_filter(hub, command)
-        if isinstance(command, (AddUserToGroup, RemoveUserFromGroup)):
-            return _user_groups(hub, command)
-        connection = hub.connections.get(command.connection_id)
-        if connection is None:
-            return 0
-        if isinstance(command, AddToGroup):
-            hub.join(connection, command.group)
-        elif isinstance(command, RemoveFromGroup):
-            if command.group is None:
-                hub.leave_all(connection)
-            else:
-                hub.leave(connection, command.group)
-        elif isinstance(command, GrantPermission):
-            connection.grant(command.permission, command.group)
-        elif isinstance(command, RevokePermission):
-            connection.revoke(command.permission, command.group)
-        elif isinstance(command, CheckPermission):
-            return int(connection.has_permission(command.permission, command.group))
-        return 1
-
-    def _close(self, hub: Hub, command: CloseConnections) -> int:
-        targets = [
-            c for c in _targets(hub, command.target, command.name) if c.id not in command.excluded
-        ]
-        for connection in targets:
-            connection.close_reason = command.reason
-            _send(connection, DisconnectedMessage(command.reason))
-            connection.outlet.close(CLOSE_NORMAL, command.reason)
-            hub.remove(connection.id)
-        self.hubs.release(hub)
-        return len(targets)
+        return apply_command(self.hubs, command)
 
 
 class _Detached:
@@ -487,89 +335,3 @@ class _Detached:
 
     def close(self, code: int, reason: str) -> None:
         self._node.disconnect(self._connection)
-
-
-def _reply_type(content_type: str | None, body: bytes) -> DataType:
-    """The data type of a handler's reply to a subprotocol client (upstream.md §6.2)."""
-    data_type = data_type_of(content_type) or DataType.BINARY
-    if data_type is DataType.JSON:
-        try:
-            msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            return DataType.TEXT
-    return data_type
-
-
-def _targets(hub: Hub, target: Target, name: str) -> Iterable[Connection]:
-    if target is Target.HUB:
-        return hub.connections.values()
-    if target is Target.GROUP:
-        return hub.members(GroupName(name))
-    if target is Target.USER:
-        return hub.user_connections(UserId(name))
-    connection = hub.connections.get(ConnectionId(name))
-    return () if connection is None else (connection,)
-
-
-def deliver(
-    targets: Iterable[Connection],
-    message: DataMessage,
-    excluded: frozenset[ConnectionId] = frozenset(),
-    flt: Filter | None = None,
-) -> int:
-    """The hot path: encode once per codec, write the same bytes to every target.
-
-    Returns:
-        The number of connections the message was handed to.
-    """
-    encoded: dict[Codec, EncodedData] = {}
-    count = 0
-    for connection in targets:
-        if excluded and connection.id in excluded:
-            continue
-        if flt is not None and not flt.matches(
-            connection.id, connection.user_id, connection.groups
-        ):
-            continue
-        codec = connection.codec
-        data = encoded.get(codec)
-        if data is None:
-            data = encoded[codec] = codec.encode_data(message)
-        frame = data.frame
-        if frame is None:
-            connection.send_sequenced(data)
-        else:
-            connection.outlet.send(frame)
-        count += 1
-    return count
-
-
-def _selected(hub: Hub, text: str | None) -> list[Connection]:
-    connections = list(hub.connections.values())
-    if not text:
-        return connections
-    flt = compiled_filter(text)
-    return [c for c in connections if flt.matches(c.id, c.user_id, c.groups)]
-
-
-def _groups_by_filter(hub: Hub, command: GroupsByFilter) -> int:
-    selected = _selected(hub, command.filter)
-    for connection in selected:
-        for group in command.groups:
-            if command.add:
-                hub.join(connection, group)
-            else:
-                hub.leave(connection, group)
-    return len(selected)
-
-
-def _user_groups(hub: Hub, command: AddUserToGroup | RemoveUserFromGroup) -> int:
-    connections = list(hub.user_connections(command.user_id))
-    for connection in connections:
-        if isinstance(command, AddUserToGroup):
-            hub.join(connection, command.group)
-        elif command.group is None:
-            hub.leave_all(connection)
-        else:
-            hub.leave(connection, command.group)
-    return len(connections)

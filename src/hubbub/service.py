@@ -12,24 +12,22 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hubbub.broker.base import (
+from hubbub.broker.base import Broker, Member, Presence
+from hubbub.closecodes import REASON_CLOSED_BY_APP_SERVER
+from hubbub.config import Config
+from hubbub.core.commands import (
     AddToGroup,
     AddUserToGroup,
-    Broker,
     CheckPermission,
     CloseConnections,
     GrantPermission,
     GroupsByFilter,
-    Member,
-    Presence,
     Publication,
     RemoveFromGroup,
     RemoveUserFromGroup,
     RevokePermission,
     Target,
 )
-from hubbub.closecodes import REASON_CLOSED_BY_APP_SERVER
-from hubbub.config import Config
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, NotFoundError
 from hubbub.protocol.filters import FilterError, parse_filter

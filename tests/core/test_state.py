@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from hubbub.broker.base import (
+from hubbub.broker.base import Broker, Presence
+from hubbub.broker.memory import MemoryBroker, MemoryPresence
+from hubbub.config import Config
+from hubbub.core.commands import (
     AddToGroup,
     AddUserToGroup,
-    Broker,
     CheckPermission,
     CloseConnections,
     GrantPermission,
     GroupsByFilter,
-    Presence,
     Publication,
     RemoveFromGroup,
     RemoveUserFromGroup,
     RevokePermission,
     Target,
 )
-from hubbub.broker.memory import MemoryBroker, MemoryPresence
-from hubbub.config import Config
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection
 from hubbub.node import Node

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hubbub.broker.base import BrokerHandler, Command, Member, Publication
+from hubbub.broker.base import BrokerHandler, Member
+from hubbub.core.commands import Command, Publication
 from hubbub.core.state import HubRegistry
 from hubbub.errors import BrokerError
 from hubbub.types import ConnectionId, GroupName, HubName, UserId

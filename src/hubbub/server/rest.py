@@ -14,7 +14,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from hubbub.broker.base import Target
+from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, OperationError

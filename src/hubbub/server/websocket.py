@@ -16,7 +16,8 @@ from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
-from hubbub.node import ConnectRequest, Node
+from hubbub.events import ConnectRequest
+from hubbub.node import Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
