@@ -144,7 +144,7 @@ class HttpUpstream:
     async def _probe(self, url: str) -> bool:
         try:
             async with self._client().options(url, headers=validation_headers(self._origin)) as r:
-                allowed = r.headers.get("WebHook-Allowed-Origin")
+                allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
                 if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
                     return True
                 log.warning(

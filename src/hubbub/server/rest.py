@@ -61,6 +61,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason)
+    except Exception:
+        log.error("%s %s failed", request.method, request.path, exc_info=True)
+        return error_response(500, "internal server error")
 
 
 def _bearer(request: web.Request) -> str | None:

@@ -52,7 +52,7 @@ def _connect_request(
 ) -> ConnectRequest:
     """The handshake as the ``connect`` event shows it: no token, no Authorization header."""
     query = [(k, v) for k, v in request.query.items() if k != "access_token"]
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() != "authorization"]
+    headers = [(str(k), v) for k, v in request.headers.items() if k.lower() != "authorization"]
     return ConnectRequest(claims, query, headers, offered)
 
 
@@ -118,6 +118,9 @@ class ClientEndpoint:
             )
         except HandshakeError as exc:
             return error_response(exc.status, str(exc))
+        except Exception:
+            log.error("handshake failed", exc_info=True)
+            return error_response(500, "internal server error")
         if decision.subprotocol is not None:
             subprotocol = decision.subprotocol
         socket = await self._open(request, hub, subprotocol)
