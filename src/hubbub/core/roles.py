@@ -248,7 +248,7 @@ class RoleSet:
         Returns:
             The parsed, immutable role set.
         """
-        return cls(tuple(role for role in roles if isinstance(role, str)))
+        return _parsed(tuple(role for role in roles if isinstance(role, str)))
 
     def allows(self, permission: Permission, group: str) -> bool:
         """Tells whether the roles grant ``permission`` on ``group``.
@@ -277,3 +277,9 @@ class RoleSet:
     def pattern_allows(self, permission: Permission, group: str) -> bool:
         """Tells whether a wildcard role (``webpubsub.<permission>Groups.<pattern>``) matches."""
         return any(match(group) for match in self._patterns[permission])
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(roles: tuple[str, ...]) -> RoleSet:
+    """Connections mostly share a few role lists; one immutable RoleSet serves them all."""
+    return RoleSet(roles)

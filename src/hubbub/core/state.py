@@ -58,35 +58,39 @@ class Connection:
     """Unacknowledged frames, for the reliable subprotocols only."""
     next_sequence_id: int = 1
     next_event_id: int = 1
-    _acks: dict[int, None] = field(default_factory=dict)
-    _grants: dict[Permission, set[str | None]] = field(default_factory=dict)
-    _revokes: dict[Permission, set[str | None]] = field(default_factory=dict)
+    # Allocated on first use: most connections never need them (memory per idle connection).
+    _acks: dict[int, None] | None = None
+    _grants: dict[Permission, set[str | None]] | None = None
+    _revokes: dict[Permission, set[str | None]] | None = None
 
     def can(self, permission: Permission, group: str) -> bool:
         """True when this connection may join/leave or send to ``group`` (§7)."""
-        revoked = self._revokes.get(permission)
-        if revoked and (None in revoked or group in revoked):
-            return False
-        granted = self._grants.get(permission)
-        if granted and (None in granted or group in granted):
-            return True
+        if self._revokes is not None:
+            revoked = self._revokes.get(permission)
+            if revoked and (None in revoked or group in revoked):
+                return False
+        if self._grants is not None:
+            granted = self._grants.get(permission)
+            if granted and (None in granted or group in granted):
+                return True
         return self.roles.allows(permission, group)
 
     def has_permission(self, permission: Permission, group: str | None) -> bool:
         """The REST check: ``group`` None asks for the permission on every group."""
         if group is not None:
             return self.can(permission, group)
-        revoked = self._revokes.get(permission)
-        if revoked and None in revoked:
+        if None in (self._revokes or {}).get(permission, ()):
             return False
-        if None in self._grants.get(permission, ()):
+        if None in (self._grants or {}).get(permission, ()):
             return True
         return self.roles.allows_all(permission)
 
     def grant(self, permission: Permission, group: str | None) -> None:
         """Grant at run time; ``group`` None grants it on every group."""
+        if self._grants is None:
+            self._grants = {}
         self._grants.setdefault(permission, set()).add(group)
-        revoked = self._revokes.get(permission)
+        revoked = (self._revokes or {}).get(permission)
         if revoked:
             if group is None:
                 revoked.clear()
@@ -95,21 +99,25 @@ class Connection:
 
     def revoke(self, permission: Permission, group: str | None) -> None:
         """Revoke at run time; a revoke wins over roles, also over wildcard roles."""
-        granted = self._grants.get(permission)
+        granted = (self._grants or {}).get(permission)
         if granted:
             if group is None:
                 granted.clear()
             else:
                 granted.discard(group)
+        if self._revokes is None:
+            self._revokes = {}
         self._revokes.setdefault(permission, set()).add(group)
 
     def ack_seen(self, ack_id: int) -> bool:
         """True when ``ack_id`` was already processed successfully (§3.3 ``Duplicate``)."""
-        return ack_id in self._acks
+        return self._acks is not None and ack_id in self._acks
 
     def remember_ack(self, ack_id: int) -> None:
         """Remember a successful ``ack_id``, forgetting the oldest beyond the cache size."""
         acks = self._acks
+        if acks is None:
+            acks = self._acks = {}
         acks[ack_id] = None
         if len(acks) > ACK_CACHE_SIZE:
             del acks[next(iter(acks))]

@@ -24,7 +24,7 @@ class ReliableBuffer:
     def __init__(
         self, max_messages: int = MAX_UNACKED_MESSAGES, max_bytes: int = MAX_UNACKED_BYTES
     ) -> None:
-        self._frames: deque[tuple[int, bytes]] = deque()
+        self._frames: deque[tuple[int, bytes]] | None = None  # allocated on the first push
         self._size = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -33,9 +33,12 @@ class ReliableBuffer:
 
     def push(self, sequence_id: int, frame: bytes) -> bool:
         """Keep ``frame``; False when that passes a limit (the frame is still kept)."""
-        self._frames.append((sequence_id, frame))
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        frames.append((sequence_id, frame))
         self._size += len(frame)
-        if len(self._frames) > self._max_messages or self._size > self._max_bytes:
+        if len(frames) > self._max_messages or self._size > self._max_bytes:
             self.overflowed = True
         return not self.overflowed
 
@@ -43,17 +46,17 @@ class ReliableBuffer:
         """Drop every frame with a ``sequenceId`` up to ``sequence_id``; returns how many."""
         frames = self._frames
         dropped = 0
-        while frames and frames[0][0] <= sequence_id:
+        while frames is not None and frames and frames[0][0] <= sequence_id:
             self._size -= len(frames.popleft()[1])
             dropped += 1
         return dropped
 
     def unacked(self) -> list[bytes]:
         """The kept frames in sequence order, for resending after a recovery."""
-        return [frame for _, frame in self._frames]
+        return [frame for _, frame in self._frames or ()]
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) if self._frames is not None else 0
 
     @property
     def size(self) -> int:

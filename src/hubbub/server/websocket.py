@@ -138,6 +138,8 @@ class ClientEndpoint:
             subprotocol=subprotocol,
             state=decision.state,
         )
+        # The frame lives as long as the connection: keep only what it needs.
+        del claims, decision, offered
         return await self._run(socket, connection)
 
     async def _recover(
