@@ -46,3 +46,30 @@ async def test_default_hub_does_not_ping_every_second(server: ServerLike, hub: s
         await client.send_json({"type": "ping"})
         msg = await client.recv()  # a ping frame sent in the meantime would come first
         assert msg.type == WSMsgType.TEXT and msg.data == '{"type":"pong"}', (msg.type, msg.data)
+
+
+async def test_silent_client_is_dropped_after_three_intervals(server: ServerLike) -> None:
+    """A client that answers nothing for three 1 s intervals is dropped (PingTimeout)."""
+    async with Wire(server) as wire:
+        client = await wire.connect("fastping", user="silent", autoping=False)
+        started = time.monotonic()
+        while True:
+            msg = await client.ws.receive(timeout=8)
+            if msg.type != WSMsgType.PING:
+                break
+        elapsed = time.monotonic() - started
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR), msg
+        assert 2.5 <= elapsed <= 6.0, elapsed
+
+
+async def test_any_frame_counts_as_alive(server: ServerLike) -> None:
+    """A client that ignores ping frames but keeps sending messages stays connected."""
+    async with Wire(server) as wire:
+        client = await wire.connect("fastping", user="chatty", autoping=False)
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            await client.send_json({"type": "ping"})
+            while (msg := await client.recv()).type == WSMsgType.PING:
+                pass
+            assert msg.type == WSMsgType.TEXT and msg.data == '{"type":"pong"}', msg
+            await asyncio.sleep(0.5)

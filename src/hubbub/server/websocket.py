@@ -23,6 +23,7 @@ from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
+from hubbub.server.keepalive import KeepAlive
 from hubbub.server.writer import CorkedOutlet, Flusher
 from hubbub.types import GroupName, HubName, UserId
 
@@ -73,6 +74,7 @@ class ClientEndpoint:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._flusher: Flusher | None = None
+        self.keepalive = KeepAlive()
 
     def _hub(self, request: web.Request) -> HubName:
         raw = request.match_info.get("hub") or request.query.get("hub")
@@ -169,15 +171,15 @@ class ClientEndpoint:
             protocols=[subprotocol] if subprotocol else (),
             compress=False,
             max_msg_size=MAX_MESSAGE_BYTES,
-            heartbeat=float(settings.keep_alive_seconds),
+            autoping=False,
             decode_text=False,
         )
         await ws.prepare(request)
-        socket = _Socket(ws)
+        loop = asyncio.get_running_loop()
+        socket = _Socket(ws, float(settings.keep_alive_seconds), loop.time())
         transport = request.transport
         if transport is None:
             return socket
-        loop = asyncio.get_running_loop()
         if self._flusher is None:
             self._flusher = Flusher(loop)
         socket.outlet = CorkedOutlet(
@@ -187,22 +189,29 @@ class ClientEndpoint:
 
     async def _run(self, socket: _Socket, connection: Connection) -> web.WebSocketResponse:
         assert socket.outlet is not None
+        self.keepalive.add(socket, socket.interval)
         try:
-            await self._pump(socket.ws, connection, socket.outlet)
+            await self._pump(socket, connection)
             if socket.closing is not None:
                 await socket.closing
         finally:
+            self.keepalive.discard(socket, socket.interval)
             socket.outlet.mark_closed()
             self._node.socket_closed(connection, socket.outlet, socket.ws.close_code)
         return socket.ws
 
-    async def _pump(
-        self, ws: web.WebSocketResponse, connection: Connection, outlet: CorkedOutlet
-    ) -> None:
+    async def _pump(self, socket: _Socket, connection: Connection) -> None:
         codec = connection.codec
         node = self._node
+        ws = socket.ws
+        outlet = socket.outlet
+        assert outlet is not None
+        loop = asyncio.get_running_loop()
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+            socket.last_seen = loop.time()
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
                 data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
                 try:
                     message = codec.decode(data, msg.type is WSMsgType.BINARY)
@@ -225,12 +234,24 @@ class ClientEndpoint:
 class _Socket:
     """One upgraded WebSocket: its outlet and the close handshake the service started."""
 
-    __slots__ = ("closing", "outlet", "ws")
+    __slots__ = ("closing", "interval", "last_seen", "outlet", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, interval: float, now: float) -> None:
         self.ws = ws
+        self.interval = interval
+        self.last_seen = now
         self.outlet: CorkedOutlet | None = None
         self.closing: asyncio.Task[bool] | None = None
+
+    def ping(self, frame: bytes) -> None:
+        """Keep-alive: queue a ping frame behind the pending data."""
+        if self.outlet is not None:
+            self.outlet.send(frame)
+
+    def abort(self) -> None:
+        """Keep-alive: the client went silent; drop the socket as if the network had."""
+        if self.outlet is not None:
+            self.outlet.abort()
 
     def close(self, code: int, reason: str) -> None:
         """Start the close handshake once (the outlet's closer)."""

@@ -142,6 +142,11 @@ class CorkedOutlet:
         self._closed = True
         self._closer(code, reason)
 
+    def abort(self) -> None:
+        """Drop the connection at once: no flush, no close handshake."""
+        self.mark_closed()
+        self._transport.abort()
+
     def mark_closed(self) -> None:
         """The socket is gone: drop pending frames and accept no more."""
         self._closed = True
