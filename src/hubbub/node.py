@@ -40,10 +40,13 @@ from hubbub.metrics import (
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import (
     AckMessage,
+    CancelInvocationMessage,
     ClientMessage,
     ConnectedMessage,
     DataMessage,
     EventMessage,
+    InvokeMessage,
+    InvokeResponseMessage,
     JoinGroupMessage,
     LeaveGroupMessage,
     PingMessage,
@@ -208,7 +211,10 @@ class Node:
         log.debug("session %s resumed, %d frames resent", connection.id, len(connection.reliable))
 
     def disconnect(self, connection: Connection) -> None:
-        """End a connection's session; tell the ``disconnected`` handler why."""
+        """End a connection's session, once; tell the ``disconnected`` handler why."""
+        if connection.ended:
+            return
+        connection.ended = True
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
@@ -231,6 +237,10 @@ class Node:
             return
         if isinstance(message, EventMessage) and connection.codec.plain:
             await self._plain_message(connection, message)
+        elif isinstance(message, InvokeMessage):
+            await self._invoke(connection, message)
+        elif isinstance(message, CancelInvocationMessage):
+            pass  # the handler call already runs; its answer is simply not awaited
         elif isinstance(message, SequenceAckMessage):
             if connection.reliable is not None:
                 connection.reliable.ack(message.sequence_id)
@@ -295,6 +305,26 @@ class Node:
         if reply is not None:
             deliver((connection,), DataMessage(reply))
 
+    async def _invoke(self, connection: Connection, message: InvokeMessage) -> None:
+        """An invocation: the ``event`` handler's reply comes back as ``invokeResponse``."""
+        response: InvokeResponseMessage
+        if message.target != "event":
+            error = f"Invocation target '{message.target}' is not supported."
+            response = InvokeResponseMessage(
+                message.invocation_id, False, None, "BadRequest", error
+            )
+        else:
+            try:
+                reply = await self.events.user_event(connection, message.event, message.payload)
+            except UpstreamError as exc:
+                log.info("invocation of %r by %s failed: %s", message.event, connection.id, exc)
+                response = InvokeResponseMessage(
+                    message.invocation_id, False, None, "InternalServerError", str(exc)
+                )
+            else:
+                response = InvokeResponseMessage(message.invocation_id, True, reply)
+        _send(connection, response)
+
     async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
         """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
         try:
@@ -334,4 +364,5 @@ class _Detached:
         pass  # kept by Connection.send_sequenced; other frames are not replayed
 
     def close(self, code: int, reason: str) -> None:
-        self._node.disconnect(self._connection)
+        # Deferred: this may be called from inside a fan-out over the session's groups.
+        asyncio.get_running_loop().call_soon(self._node.disconnect, self._connection)

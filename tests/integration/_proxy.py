@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from types import TracebackType
@@ -42,9 +43,11 @@ class CuttingProxy:
         for client, upstream in pairs:
             for writer in (client, upstream):
                 sock = writer.get_extra_info("socket")
-                if sock is not None:
+                if sock is not None and not writer.transport.is_closing():
                     # SO_LINGER 0: close sends RST, as a dropped network path would look.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    with contextlib.suppress(OSError):
+                        linger = struct.pack("ii", 1, 0)
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 writer.transport.abort()
         self.cuts += len(pairs)
         return len(pairs)

@@ -470,6 +470,30 @@ async def test_event_without_handler_acks_internal_server_error(
         await wire.marker(hub, a)
 
 
+async def test_invoke_without_handler_answers_failed_invoke_response(
+    server: ServerLike, hub: str
+) -> None:
+    """An invocation no handler takes fails with an invokeResponse; the connection stays."""
+    async with Wire(server) as wire:
+        a = await wire.connect(hub, user="a")
+        await a.send_json(
+            {
+                "type": "invoke",
+                "invocationId": "7",
+                "target": "event",
+                "event": "order",
+                "dataType": "json",
+                "data": {"n": 1},
+            }
+        )
+        response = await a.recv_json()
+        assert response["type"] == "invokeResponse" and response["invocationId"] == "7"
+        assert response["success"] is False
+        assert response["error"]["name"] == "InternalServerError"
+        await a.send_json({"type": "cancelInvocation", "invocationId": "7"})
+        await a.ping_pong()
+
+
 # --------------------------------------------------------------------------- malformed input
 
 

@@ -67,6 +67,7 @@ HUBS = [
     "marker",
     "anonymous",
     "grants",
+    "invoke",
 ]
 
 
@@ -1022,6 +1023,50 @@ async def test_reply_content_types(stack: Stack) -> None:
         await raw.ws.send_str("empty")
         await raw.ws.send_str("text")  # nothing came for "empty": the next frame is this reply
         assert await raw.recv_text() == "t \u2603"
+
+
+async def test_invoke_gets_the_handler_reply(stack: Stack) -> None:
+    """invoke calls the user event handler; its reply, or its failure, is the invokeResponse."""
+
+    @stack.rule("invoke")
+    async def answer(seen: Seen, request: web.Request) -> web.StreamResponse | None:
+        if seen.method == "POST" and seen.event == "fail":
+            return web.Response(status=400)
+        return None
+
+    async with Wire(stack.server) as wire:
+        client = await wire.connect("invoke", user="invoker")
+        await client.send_json(
+            {
+                "type": "invoke",
+                "invocationId": "1",
+                "target": "event",
+                "event": "order",
+                "dataType": "json",
+                "data": {"n": 1},
+            }
+        )
+        assert await client.recv_json() == {
+            "type": "invokeResponse",
+            "invocationId": "1",
+            "success": True,
+            "dataType": "json",
+            "data": {"n": 1},
+        }
+        await client.send_json(
+            {
+                "type": "invoke",
+                "invocationId": "2",
+                "target": "event",
+                "event": "fail",
+                "dataType": "text",
+                "data": "x",
+            }
+        )
+        response = await client.recv_json()
+        assert response["success"] is False and response["invocationId"] == "2"
+        assert response["error"]["name"] == "InternalServerError"
+        await client.ping_pong()
 
 
 # --------------------------------------------------------------------------- isolation

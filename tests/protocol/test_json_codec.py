@@ -221,3 +221,25 @@ def test_plain_codec() -> None:
     binary = plain.encode_data(DataMessage(Payload(DataType.BINARY, b"\x01\x02")))
     assert binary.frame == b"\x82\x02\x01\x02"
     assert codec_for("custom.protocol") is plain
+
+
+def test_invoke_round_trip() -> None:
+    """invoke decodes with its payload; invokeResponse encodes success and failure."""
+    from hubbub.protocol.messages import InvokeMessage, InvokeResponseMessage
+
+    message = JSON.decode(
+        b'{"type":"invoke","invocationId":"1","target":"event","event":"order",'
+        b'"dataType":"text","data":"hi"}',
+        binary=False,
+    )
+    assert message == InvokeMessage("1", "order", Payload(DataType.TEXT, b"hi"), "event")
+    ok = JSON.encode(InvokeResponseMessage("1", True, Payload(DataType.JSON, b'{"a": 1}')))
+    assert ok is not None and payload_of(ok) == (
+        b'{"type":"invokeResponse","invocationId":"1","success":true,"dataType":"json",'
+        b'"data":{"a":1}}'
+    )
+    failed = JSON.encode(InvokeResponseMessage("2", False, None, "InternalServerError", "no"))
+    assert failed is not None and payload_of(failed) == (
+        b'{"type":"invokeResponse","invocationId":"2","success":false,'
+        b'"error":{"name":"InternalServerError","message":"no"}}'
+    )

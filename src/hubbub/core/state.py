@@ -54,6 +54,8 @@ class Connection:
     """Opaque connection state set by event handlers (``ce-connectionState``)."""
     close_reason: str | None = None
     """Why the service closed this connection, once it decided to."""
+    ended: bool = False
+    """The session is over: no socket, no recovery."""
     reliable: ReliableBuffer | None = None
     """Unacknowledged frames, for the reliable subprotocols only."""
     next_sequence_id: int = 1

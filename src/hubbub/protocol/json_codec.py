@@ -20,12 +20,15 @@ from hubbub.protocol.codec import EncodedData
 from hubbub.protocol.frames import OP_TEXT, frame
 from hubbub.protocol.messages import (
     AckMessage,
+    CancelInvocationMessage,
     ClientMessage,
     ConnectedMessage,
     DataMessage,
     DataType,
     DisconnectedMessage,
     EventMessage,
+    InvokeMessage,
+    InvokeResponseMessage,
     JoinGroupMessage,
     LeaveGroupMessage,
     Payload,
@@ -72,6 +75,18 @@ class _Event(msgspec.Struct, tag_field="type", tag="event"):
     dataType: DataTypeName = "json"
 
 
+class _Invoke(msgspec.Struct, tag_field="type", tag="invoke"):
+    invocationId: str
+    event: str
+    target: str = "event"
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    dataType: DataTypeName = "json"
+
+
+class _CancelInvocation(msgspec.Struct, tag_field="type", tag="cancelInvocation"):
+    invocationId: str
+
+
 class _Ping(msgspec.Struct, tag_field="type", tag="ping"):
     pass
 
@@ -80,7 +95,9 @@ class _SequenceAck(msgspec.Struct, tag_field="type", tag="sequenceAck"):
     sequenceId: UInt64
 
 
-_Inbound = _Join | _Leave | _SendToGroup | _Event | _Ping | _SequenceAck
+_Inbound = (
+    _Join | _Leave | _SendToGroup | _Event | _Ping | _SequenceAck | _Invoke | _CancelInvocation
+)
 _decoder = msgspec.json.Decoder(_Inbound)
 _str_decoder = msgspec.json.Decoder(str)
 
@@ -119,6 +136,11 @@ def _message(struct: _Inbound) -> ClientMessage:
         return EventMessage(struct.event, event_payload, struct.ackId)
     if isinstance(struct, _SequenceAck):
         return SequenceAckMessage(struct.sequenceId)
+    if isinstance(struct, _Invoke):
+        invoke_payload = _payload(struct.dataType, struct.data, None) if struct.data else None
+        return InvokeMessage(struct.invocationId, struct.event, invoke_payload, struct.target)
+    if isinstance(struct, _CancelInvocation):
+        return CancelInvocationMessage(struct.invocationId)
     return PingMessage()
 
 
@@ -202,4 +224,12 @@ def _encode_control(message: ServiceMessage, reliable: bool) -> bytes:
         return orjson.dumps({"type": "system", "event": "disconnected", "message": message.reason})
     if isinstance(message, PongMessage):
         return b'{"type":"pong"}'
+    if isinstance(message, InvokeResponseMessage):
+        head = b'{"type":"invokeResponse","invocationId":' + orjson.dumps(message.invocation_id)
+        if not message.success:
+            error = orjson.dumps({"name": message.error_name, "message": message.error_message})
+            return head + b',"success":false,"error":' + error + b"}"
+        if message.payload is None:
+            return head + b',"success":true}'
+        return head + b',"success":true,' + _json_data(message.payload) + b"}"
     raise TypeError(f"not a control message: {message!r}")

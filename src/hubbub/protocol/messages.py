@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 __all__ = [
     "AckMessage",
+    "CancelInvocationMessage",
     "ClientMessage",
     "ConnectedMessage",
     "DataMessage",
     "DataType",
     "DisconnectedMessage",
     "EventMessage",
+    "InvokeMessage",
+    "InvokeResponseMessage",
     "JoinGroupMessage",
     "LeaveGroupMessage",
     "Payload",
@@ -86,6 +89,21 @@ class EventMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class InvokeMessage:
+    """A request to the ``event`` handler that expects its answer (preview, §3.5)."""
+
+    invocation_id: str
+    event: str
+    payload: Payload | None
+    target: str = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelInvocationMessage:
+    invocation_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PingMessage:
     pass
 
@@ -102,6 +120,8 @@ ClientMessage = (
     | EventMessage
     | PingMessage
     | SequenceAckMessage
+    | InvokeMessage
+    | CancelInvocationMessage
 )
 
 
@@ -142,4 +162,22 @@ class PongMessage:
     pass
 
 
-ServiceMessage = AckMessage | DataMessage | ConnectedMessage | DisconnectedMessage | PongMessage
+@dataclass(frozen=True, slots=True)
+class InvokeResponseMessage:
+    """The answer to an :class:`InvokeMessage`: the handler's reply, or an error."""
+
+    invocation_id: str
+    success: bool
+    payload: Payload | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+
+
+ServiceMessage = (
+    AckMessage
+    | DataMessage
+    | ConnectedMessage
+    | DisconnectedMessage
+    | PongMessage
+    | InvokeResponseMessage
+)

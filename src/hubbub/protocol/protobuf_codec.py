@@ -27,6 +27,7 @@ from hubbub.protocol.messages import (
     DataType,
     DisconnectedMessage,
     EventMessage,
+    InvokeResponseMessage,
     JoinGroupMessage,
     LeaveGroupMessage,
     Payload,
@@ -256,6 +257,8 @@ class ProtobufCodec:
         """
         if isinstance(message, DataMessage):
             raise TypeError("data messages go through encode_data")
+        if isinstance(message, InvokeResponseMessage):
+            return None  # the protobuf subprotocols have no invocations
         return frame(OP_BINARY, _downstream(message, self.reliable).SerializeToString())
 
     def encode_data(self, message: DataMessage) -> EncodedData:

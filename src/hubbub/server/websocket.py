@@ -16,7 +16,7 @@ from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
-from hubbub.events import ConnectRequest
+from hubbub.events import ConnectDecision, ConnectRequest
 from hubbub.node import Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
@@ -25,7 +25,7 @@ from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.keepalive import KeepAlive
 from hubbub.server.writer import CorkedOutlet, Flusher
-from hubbub.types import GroupName, HubName, UserId
+from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
 
@@ -111,20 +111,34 @@ class ClientEndpoint:
             if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
                 raise HandshakeError("a WebSocket upgrade is required", 400)
             subprotocol = select_subprotocol(offered)
-            if "awps_connection_id" in request.query:
-                return await self._recover(request, hub, subprotocol)
-            claims = self._claims(request, hub)
-            connection_id = self._node.new_connection_id()
-            decision = await self._node.connect_event(
-                hub, connection_id, _connect_request(request, claims, offered)
-            )
+            recovering = "awps_connection_id" in request.query
+            if not recovering:
+                claims = self._claims(request, hub)
+                connection_id = self._node.new_connection_id()
+                decision = await self._node.connect_event(
+                    hub, connection_id, _connect_request(request, claims, offered)
+                )
         except HandshakeError as exc:
             return error_response(exc.status, str(exc))
         except Exception:
             log.error("handshake failed", exc_info=True)
             return error_response(500, "internal server error")
-        if decision.subprotocol is not None:
-            subprotocol = decision.subprotocol
+        # A client that goes away from here on is aiohttp's to log (at debug level).
+        if recovering:
+            return await self._recover(request, hub, subprotocol)
+        del claims, offered  # the frame lives as long as the connection
+        return await self._accept(request, hub, connection_id, decision, subprotocol)
+
+    async def _accept(
+        self,
+        request: web.Request,
+        hub: HubName,
+        connection_id: ConnectionId,
+        decision: ConnectDecision,
+        offered: str | None,
+    ) -> web.StreamResponse:
+        """Upgrade a new connection and serve it until its socket closes."""
+        subprotocol = decision.subprotocol if decision.subprotocol is not None else offered
         socket = await self._open(request, hub, subprotocol)
         if socket.outlet is None:
             return socket.ws
@@ -140,8 +154,7 @@ class ClientEndpoint:
             subprotocol=subprotocol,
             state=decision.state,
         )
-        # The frame lives as long as the connection: keep only what it needs.
-        del claims, decision, offered
+        del decision
         return await self._run(socket, connection)
 
     async def _recover(
