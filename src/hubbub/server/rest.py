@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import msgspec
 import orjson
@@ -76,6 +76,13 @@ def _bearer(request: web.Request) -> str | None:
 # -- parameter parsing --------------------------------------------------------------------------
 
 
+PARAMS: web.RequestKey[dict[str, str]] = web.RequestKey("params", dict)
+
+
+def _param(request: web.Request, name: str) -> str:
+    return request[PARAMS][name]
+
+
 def _service(request: web.Request) -> Service:
     return request.app[SERVICE]
 
@@ -85,15 +92,15 @@ def _hub(request: web.Request) -> HubName:
 
 
 def _group(request: web.Request) -> GroupName:
-    return validate_group(request.match_info["group"])
+    return validate_group(_param(request, "group"))
 
 
 def _conn(request: web.Request) -> ConnectionId:
-    return ConnectionId(request.match_info["connectionId"])
+    return ConnectionId(_param(request, "connectionId"))
 
 
 def _user(request: web.Request) -> UserId:
-    return UserId(request.match_info["userId"])
+    return UserId(_param(request, "userId"))
 
 
 def _int(request: web.Request, name: str, low: int, high: int) -> int | None:
@@ -114,7 +121,7 @@ def _excluded(request: web.Request) -> frozenset[ConnectionId]:
 
 
 def _permission(request: web.Request) -> Permission:
-    raw = request.match_info["permission"]
+    raw = _param(request, "permission")
     for permission in Permission:
         if permission.value == raw:
             return permission
@@ -357,38 +364,60 @@ async def generate_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
+# The routes under /api/hubs/{hub}, keyed by method and path shape: names sit at the odd
+# positions (``groups/*/connections/*``), so one dict lookup finds the handler instead of one
+# regular expression per route.
+_NAMES = {
+    "connections": "connectionId",
+    "groups": "group",
+    "users": "userId",
+    "permissions": "permission",
+}
+_HUB_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", ":addToGroups"): add_to_groups,
+    ("POST", ":closeConnections"): close_all,
+    ("POST", ":generateToken"): generate_token,
+    ("POST", ":removeFromGroups"): remove_from_groups,
+    ("POST", ":send"): send_to_all,
+    ("DELETE", "connections/*"): close_connection,
+    ("HEAD", "connections/*"): connection_exists,
+    ("POST", "connections/*/:send"): send_to_connection,
+    ("DELETE", "connections/*/groups"): remove_connection_from_all_groups,
+    ("HEAD", "groups/*"): group_exists,
+    ("POST", "groups/*/:closeConnections"): close_group,
+    ("POST", "groups/*/:send"): send_to_group,
+    ("GET", "groups/*/connections"): list_group_connections,
+    ("DELETE", "groups/*/connections/*"): remove_connection_from_group,
+    ("PUT", "groups/*/connections/*"): add_connection_to_group,
+    ("DELETE", "permissions/*/connections/*"): revoke_permission,
+    ("HEAD", "permissions/*/connections/*"): check_permission,
+    ("PUT", "permissions/*/connections/*"): grant_permission,
+    ("HEAD", "users/*"): user_exists,
+    ("POST", "users/*/:closeConnections"): close_user,
+    ("POST", "users/*/:send"): send_to_user,
+    ("DELETE", "users/*/groups"): remove_user_from_all_groups,
+    ("DELETE", "users/*/groups/*"): remove_user_from_group,
+    ("PUT", "users/*/groups/*"): add_user_to_group,
+}
+
+
+async def hub_route(request: web.Request) -> web.StreamResponse:
+    """Dispatch ``/api/hubs/{hub}/...`` on the method and the shape of the path."""
+    tail = request.raw_path.split("?", 1)[0].split("/", 4)[4:]
+    segments = [unquote(s) for s in tail[0].split("/")] if tail else []
+    shape = "/".join(s if i % 2 == 0 else "*" for i, s in enumerate(segments))
+    handler = _HUB_ROUTES.get((request.method, shape))
+    if handler is None or not all(segments):
+        return error_response(404, "no such operation")
+    pairs = zip(segments[::2], segments[1::2], strict=False)
+    request[PARAMS] = {_NAMES.get(kind, kind): name for kind, name in pairs}
+    return await handler(request)
+
+
 def routes() -> list[web.RouteDef]:
-    """Every data-plane route, in the spec's order."""
-    hub = "/api/hubs/{hub}"
-    conn = hub + "/connections/{connectionId}"
-    group = hub + "/groups/{group}"
-    user = hub + "/users/{userId}"
-    perm = hub + "/permissions/{permission}/connections/{connectionId}"
+    """Every data-plane route: health, and one dispatcher for everything under a hub."""
     return [
         web.head("/api/health", health),
         web.get("/api/health", health, allow_head=False),
-        web.post(hub + "/:addToGroups", add_to_groups),
-        web.post(hub + "/:closeConnections", close_all),
-        web.post(hub + "/:generateToken", generate_token),
-        web.post(hub + "/:removeFromGroups", remove_from_groups),
-        web.post(hub + "/:send", send_to_all),
-        web.delete(conn, close_connection),
-        web.head(conn, connection_exists),
-        web.post(conn + "/:send", send_to_connection),
-        web.delete(conn + "/groups", remove_connection_from_all_groups),
-        web.head(group, group_exists),
-        web.post(group + "/:closeConnections", close_group),
-        web.post(group + "/:send", send_to_group),
-        web.get(group + "/connections", list_group_connections),
-        web.delete(group + "/connections/{connectionId}", remove_connection_from_group),
-        web.put(group + "/connections/{connectionId}", add_connection_to_group),
-        web.delete(perm, revoke_permission),
-        web.head(perm, check_permission),
-        web.put(perm, grant_permission),
-        web.head(user, user_exists),
-        web.post(user + "/:closeConnections", close_user),
-        web.post(user + "/:send", send_to_user),
-        web.delete(user + "/groups", remove_user_from_all_groups),
-        web.delete(user + "/groups/{group}", remove_user_from_group),
-        web.put(user + "/groups/{group}", add_user_to_group),
+        web.route("*", "/api/hubs/{hub}/{tail:.+}", hub_route),
     ]
