@@ -235,24 +235,30 @@ def deliver(
     Returns:
         The number of connections the message was handed to.
     """
+    if excluded or flt is not None:
+        targets = [
+            c
+            for c in targets
+            if c.id not in excluded and (flt is None or flt.matches(c.id, c.user_id, c.groups))
+        ]
     encoded: dict[Codec, EncodedData] = {}
+    last_codec: Codec | None = None
+    data: EncodedData | None = None
+    frame: bytes | None = None
     count = 0
     for connection in targets:
-        if excluded and connection.id in excluded:
-            continue
-        if flt is not None and not flt.matches(
-            connection.id, connection.user_id, connection.groups
-        ):
-            continue
         codec = connection.codec
-        data = encoded.get(codec)
-        if data is None:
-            data = encoded[codec] = codec.encode_data(message)
-        frame = data.frame
-        if frame is None:
-            connection.send_sequenced(data)
-        else:
+        if codec is not last_codec:  # fan-outs are mostly one codec: skip the dict lookup
+            last_codec = codec
+            data = encoded.get(codec)
+            if data is None:
+                data = encoded[codec] = codec.encode_data(message)
+            frame = data.frame
+        if frame is not None:
             connection.outlet.send(frame)
+        else:
+            assert data is not None
+            connection.send_sequenced(data)
         count += 1
     return count
 
