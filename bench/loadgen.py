@@ -13,6 +13,16 @@ reply line on stdout with the same ``id``. Roles:
     Probe connections (every ``probe_every``-th, when switched on) read the send timestamp in
     each message for the latency scenario.
 
+``echo``
+    Opens ``count`` plain WebSocket connections (no subprotocol); during a ``run`` each one sends
+    a ``size``-byte text frame and sends the next as soon as the echo arrives (closed loop),
+    recording each round trip.
+
+``handler``
+    An upstream event handler (aiohttp) on ``port``: answers the abuse-protection probe
+    (``OPTIONS`` with ``WebHook-Allowed-Origin: *``) and echoes every ``POST`` body back with its
+    Content-Type.
+
 ``publisher``
     Publishes through REST (``rest-group``, ``rest-user``) or a client's ``sendToGroup``
     (``ws-group``), at the maximum rate (closed loop: ``concurrency`` requests in flight, and
@@ -85,12 +95,14 @@ class Server:
     key: str
     hub: str
 
-    def client_path(self, group: str | None, user: str | None, roles: list[str]) -> str:
+    def client_path(
+        self, group: str | None, user: str | None, roles: list[str], echo: bool = False
+    ) -> str:
         base = f"/client/hubs/{self.hub}"
         if self.kind != "hubbub":
-            query = "&".join(
-                f"{k}={v}" for k, v in (("group", group), ("user", user)) if v is not None
-            )
+            # The references echo in-process when asked to (hubbub echoes through its handler).
+            pairs = (("group", group), ("user", user), ("echo", "1" if echo else None))
+            query = "&".join(f"{k}={v}" for k, v in pairs if v is not None)
             return base + ("?" + query if query else "")
         claims: dict[str, Any] = {
             "aud": f"http://{self.host}:{self.port}{base}",
@@ -135,7 +147,9 @@ class Stats:
 class WsClient(asyncio.Protocol):
     """A WebSocket client connection that counts data frames without parsing them."""
 
-    def __init__(self, server: Server, path: str, stats: Stats) -> None:
+    def __init__(
+        self, server: Server, path: str, stats: Stats, subprotocol: str | None = SUBPROTOCOL
+    ) -> None:
         self.stats = stats
         self.probe = False
         self.transport: asyncio.Transport | None = None
@@ -149,11 +163,12 @@ class WsClient(asyncio.Protocol):
         self._header: list[bytes] = []  # its first header bytes, one bytes object each
         key = base64.b64encode(os.urandom(16))
         self._accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
+        offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
         self._handshake = (
             f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+            f"{offer}\r\n"
         ).encode()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -280,10 +295,18 @@ async def open_socket(server: Server, source_ip: str) -> socket.socket:
     return sock
 
 
-async def open_ws(server: Server, source_ip: str, path: str, stats: Stats) -> WsClient:
+async def open_ws(
+    server: Server,
+    source_ip: str,
+    path: str,
+    stats: Stats,
+    subprotocol: str | None = SUBPROTOCOL,
+) -> WsClient:
     loop = asyncio.get_running_loop()
     sock = await open_socket(server, source_ip)
-    _, client = await loop.create_connection(lambda: WsClient(server, path, stats), sock=sock)
+    _, client = await loop.create_connection(
+        lambda: WsClient(server, path, stats, subprotocol), sock=sock
+    )
     await asyncio.wait_for(client.opened, 30)
     return client
 
@@ -542,7 +565,120 @@ class Publisher(Role):
         return await super().handle(op, args)
 
 
-async def serve(role: Role) -> None:
+class Echo(Role):
+    """Plain WebSocket clients, each with one text frame in flight that the server echoes."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.count: int = spec["count"]
+        self.size: int = spec.get("size", 100)
+        self.concurrency: int = spec.get("concurrency", 50)
+        self.clients: list[WsClient] = []
+        self.sent = 0
+        self._deadline = 0.0
+
+    async def connect(self) -> dict[str, Any]:
+        sem = asyncio.Semaphore(self.concurrency)
+        path = self.server.client_path(None, None, [], echo=True)
+
+        async def one() -> None:
+            async with sem:
+                try:
+                    client = await open_ws(self.server, self.source_ip, path, self.stats, None)
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    self.stats.failed += 1
+                    self.stats.first_error = self.stats.first_error or repr(exc)
+                    return
+            client.probe = True  # every echo is parsed for its send time
+            client.on_frames = self._next(client)
+            self.stats.opened += 1
+            self.clients.append(client)
+
+        await asyncio.gather(*(one() for _ in range(self.count)))
+        return self.snapshot()
+
+    def _send(self, client: WsClient) -> None:
+        self.sent += 1
+        client.send(client_frame(OP_TEXT, payload(self.size, time.monotonic_ns())))
+
+    def _next(self, client: WsClient) -> Any:
+        def on_frames(count: int) -> None:
+            if time.monotonic() < self._deadline:
+                self._send(client)
+
+        return on_frames
+
+    async def run(self, duration: float) -> dict[str, Any]:
+        start = time.monotonic()
+        self._deadline = start + duration
+        for client in self.clients:
+            self._send(client)
+        await asyncio.sleep(duration)
+        # The last frames in flight are answered (or not) within 10 s.
+        for _ in range(200):
+            if self.stats.frames >= self.sent:
+                break
+            await asyncio.sleep(0.05)
+        out = self.snapshot()
+        out["elapsed"] = time.monotonic() - start
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        out = super().snapshot()
+        out["sent"] = self.sent
+        return out
+
+    async def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if op == "connect":
+            return await self.connect()
+        if op == "run":
+            return await self.run(float(args["duration"]))
+        return await super().handle(op, args)
+
+
+class Handler:
+    """The upstream event handler of the echo scenario: probe answered, every body echoed."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.port: int = spec["port"]
+        self.requests = 0
+        self.probes = 0
+        self.runner: Any = None
+
+    async def start(self) -> dict[str, Any]:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if request.method == "OPTIONS":
+                self.probes += 1
+                return web.Response(headers={"WebHook-Allowed-Origin": "*"})
+            if request.method != "POST":
+                return web.Response(status=405)
+            self.requests += 1
+            body = await request.read()
+            kind = request.headers.get("Content-Type", "application/octet-stream")
+            return web.Response(body=body, headers={"Content-Type": kind})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, backlog=1024).start()
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        t = os.times()
+        return {"requests": self.requests, "probes": self.probes, "cpu": t.user + t.system}
+
+    async def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if op == "prepare":
+            return await self.start()
+        if op == "stats":
+            return self.snapshot()
+        raise ValueError(f"unknown op {op!r}")
+
+
+async def serve(role: Role | Handler) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -578,7 +714,13 @@ def main() -> None:
     if spec.get("nice"):
         # Publishers wake up promptly on the shared load CPU: their round trips pace the run.
         os.setpriority(os.PRIO_PROCESS, 0, int(spec["nice"]))
-    role: Role = Members(spec) if spec["role"] == "members" else Publisher(spec)
+    roles: dict[str, type[Role] | type[Handler]] = {
+        "members": Members,
+        "publisher": Publisher,
+        "echo": Echo,
+        "handler": Handler,
+    }
+    role = roles[spec["role"]](spec)
     try:
         import uvloop
     except ImportError:

@@ -76,11 +76,14 @@ class Plan:
     group_size: int = 10
     users: int = 1000
     idle_counts: tuple[int, ...] = (10_000, 50_000)
+    echo_clients: int = 200
 
     @staticmethod
     def make(quick: bool, repeat: int | None) -> Plan:
         if quick:
-            return Plan(True, repeat or 1, 0.5, 1.5, 2.0, idle_counts=(2_000, 5_000))
+            return Plan(
+                True, repeat or 1, 0.5, 1.5, 2.0, idle_counts=(2_000, 5_000), echo_clients=100
+            )
         return Plan(False, repeat or 3, 2.0, 4.0, 6.0)
 
 
@@ -229,7 +232,9 @@ class ServerProcess:
         self.port = port
 
     @classmethod
-    async def start(cls, children: Children, kind: str) -> ServerProcess:
+    async def start(
+        cls, children: Children, kind: str, config: Path | None = None
+    ) -> ServerProcess:
         port = free_port()
         if kind == "hubbub":
             argv = [
@@ -246,6 +251,8 @@ class ServerProcess:
                 "--log-level",
                 "warning",
             ]
+            if config is not None:
+                argv += ["--config", str(config)]
         elif kind == "node":
             argv = ["node", str(BENCH / "refs" / "ws_server.mjs"), str(port)]
         else:
@@ -714,6 +721,104 @@ async def scenario_users(
         await children.stop(server.proc)
 
 
+ECHO_SIZE = 100
+
+
+def echo_config(handler_port: int) -> Path:
+    """hubbub's config for (f): the bench hub hands every user event to the echo handler."""
+    path = OUT / "hubbub-echo.toml"
+    path.write_text(
+        f"[hubs.{HUB}]\n\n"
+        f"[[hubs.{HUB}.event_handlers]]\n"
+        f'url_template = "http://127.0.0.1:{handler_port}/{{event}}"\n'
+        'user_event_pattern = "*"\n'
+        "system_events = []\n"
+    )
+    return path
+
+
+async def scenario_echo(plan: Plan, children: Children, kind: str, results: Results) -> None:
+    """(f) plain WebSocket echo: through an upstream handler (hubbub), in-process (references).
+
+    ``plan.echo_clients`` plain connections each keep one 100 B text frame in flight (closed
+    loop). For hubbub every frame is a ``message`` user event POSTed to the handler process
+    (pinned to the load CPU), whose answer is the frame sent back.
+    """
+    handler: LoadProcess | None = None
+    config = None
+    if kind == "hubbub":
+        port = free_port()
+        handler = await LoadProcess.start(
+            children, {"role": "handler", "port": port}, f"handler-{kind}"
+        )
+        await handler.call("prepare", limit_s=30)
+        config = echo_config(port)
+    server = await ServerProcess.start(children, kind, config)
+    spec = {
+        "role": "echo",
+        "server": server_spec(server),
+        "source_ip": "127.0.0.2",
+        "count": plan.echo_clients,
+        "size": ECHO_SIZE,
+        "nice": PUBLISHER_NICE,
+    }
+    echo = await LoadProcess.start(children, spec, f"echo-{kind}")
+    load = [echo] if handler is None else [echo, handler]
+    try:
+        reply = await echo.call("connect", limit_s=120)
+        if reply["opened"] < plan.echo_clients:
+            raise RuntimeError(
+                f"{kind}: only {reply['opened']} of {plan.echo_clients} echo connections "
+                f"opened: {reply.get('error')}"
+            )
+
+        async def snap() -> tuple[float, float, dict[str, Any], list[dict[str, Any]]]:
+            t0, cpu0 = time.monotonic(), server.cpu_seconds()
+            stats = await asyncio.gather(*(p.call("stats", limit_s=30) for p in load))
+            t1, cpu1 = time.monotonic(), server.cpu_seconds()
+            return (t0 + t1) / 2, (cpu0 + cpu1) / 2, stats[0], stats
+
+        run = asyncio.ensure_future(
+            echo.call(
+                "run",
+                limit_s=plan.warmup + plan.measure + 60,
+                duration=plan.warmup + plan.measure + 0.5,
+            )
+        )
+        await asyncio.sleep(plan.warmup)
+        t0, cpu0, e0, all0 = await snap()
+        await echo.call("latencies")  # drop the warm-up's round trips
+        await asyncio.sleep(plan.measure)
+        t1, cpu1, e1, all1 = await snap()
+        lat: list[int] = sorted((await echo.call("latencies"))["latencies_us"])
+        final = await run
+    finally:
+        await echo.quit(children)
+        if handler is not None:
+            await handler.quit(children)
+        await children.stop(server.proc)
+    dt, cpu = t1 - t0, cpu1 - cpu0
+    echoes = e1["frames"] - e0["frames"]
+    figures: dict[str, Any] = {
+        "clients": plan.echo_clients,
+        "echoes_per_s": echoes / dt,
+        "echoes_per_cpu_s": echoes / cpu if cpu > 0 else 0.0,
+        "server_cpu_util": cpu / dt,
+        "loadgen_cpu_util": (sum(s["cpu"] for s in all1) - sum(s["cpu"] for s in all0)) / dt,
+        "samples": len(lat),
+        "p50_ms": percentile(lat, 50) / 1000,
+        "p99_ms": percentile(lat, 99) / 1000,
+        "max_ms": (lat[-1] / 1000) if lat else float("nan"),
+        "lost_connections": final["lost"],
+        "delivered_fraction": final["frames"] / max(1, final["sent"]),
+    }
+    if handler is not None:
+        figures["upstream_calls_per_s"] = (all1[1]["requests"] - all0[1]["requests"]) / dt
+        figures["handler_cpu_util"] = (all1[1]["cpu"] - all0[1]["cpu"]) / dt
+    results.setdefault("f-echo", {}).setdefault(kind, []).append(figures)
+    progress("f echo", kind, figures)
+
+
 def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
@@ -924,6 +1029,17 @@ def rows(plan: Plan) -> list[Row]:
             higher_is_better=False,
         ),
     ]
+    f = (
+        f"(f) plain WS echo, {plan.echo_clients} clients, 100 B (hubbub via upstream handler; "
+        "refs: echo in-process, no upstream hop)"
+    )
+    out += [
+        Row("f-echo", "echoes_per_s", f"{f}: echoes/s", "{:,.0f}"),
+        Row("f-echo", "echoes_per_cpu_s", f"{f}: echoes / server CPU-s", "{:,.0f}"),
+        Row("f-echo", "server_cpu_util", f"{f}: server CPU, %", "{:.0%}"),
+        Row("f-echo", "p50_ms", f"{f}: round trip p50, ms", "{:.2f}", higher_is_better=False),
+        Row("f-echo", "p99_ms", f"{f}: round trip p99, ms", "{:.2f}", higher_is_better=False),
+    ]
     return out
 
 
@@ -982,30 +1098,24 @@ def render_table(
                 "met": met,
             }
         )
-    lines.append(
-        "| (f) plain WebSocket echo through an upstream handler | not available | "
-        "not available | not available | - | - | | |"
-    )
-    table.append(
-        {
-            "scenario": "f-upstream-echo",
-            "metric": None,
-            "label": "(f) plain WebSocket echo through an upstream handler",
-            "values": None,
-            "note": UPSTREAM_NOTE,
-        }
-    )
     return head + "\n".join(lines) + "\n", table
 
 
-UPSTREAM_NOTE = "not available: hubbub does not call upstream event handlers yet"
+ECHO_NOTE = (
+    "(f) is not like for like: hubbub echoes through an upstream event handler (each frame is a "
+    "`message` user event POSTed to a separate aiohttp handler process on the load CPU, whose "
+    "answer is sent back), while Node ws and uWS echo in-process, no upstream hop (the frame "
+    "is sent straight back by the reference server itself). The ratios in the (f) rows "
+    "therefore include the cost of the upstream hop."
+)
 
 
 def load_side_note(plan: Plan, results: Results) -> str:
     """The load generators' own CPU use, to show they are not the bottleneck."""
     med = medians(results)
     parts = []
-    for key in ("a-rest-100", "a-rest-2048", "a-ws-100", "a-ws-2048", "b-groups", "c-users"):
+    keys = ("a-rest-100", "a-rest-2048", "a-ws-100", "a-ws-2048", "b-groups", "c-users", "f-echo")
+    for key in keys:
         cells = []
         for kind in SERVERS:
             m = med.get(key, {}).get(kind)
@@ -1076,7 +1186,8 @@ def write_report(
                 f"the open-file limit is {fd_limit():,} (hard) and the harness may not raise it "
                 f"(no CAP_SYS_RESOURCE), so that row is measured at {idle_target(wanted):,}."
             )
-    notes.append(f"- (f) {UPSTREAM_NOTE}.")
+    if "f-echo" in results:
+        notes.append(f"- {ECHO_NOTE}")
     notes += [
         "- Ratios are hubbub / reference, measured in this invocation; the (a) ratio targets "
         "compare deliveries per server CPU-second, which stays exact when a server is not "
@@ -1192,13 +1303,13 @@ async def main_async(args: argparse.Namespace) -> int:
                         )
                     if "d" in wanted:
                         await scenario_idle(plan, children, kind, results)
+                    if "f" in wanted:
+                        await scenario_echo(plan, children, kind, results)
                 except ServerUnavailable as exc:
                     unavailable[kind] = str(exc).splitlines()[-1][:200]
                     print(f"!! {exc}", flush=True)
                 finally:
                     await children.stop_all()
-        if "f" in wanted:
-            print(f"(f) {UPSTREAM_NOTE}", flush=True)
     finally:
         await children.stop_all()
     text = write_report(plan, info, results, unavailable, started, rev, args.hubbub_rev)

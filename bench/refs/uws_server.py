@@ -5,6 +5,8 @@ It speaks the small protocol the harness uses for every reference server:
 * WebSocket ``/client/hubs/{hub}?group=G&user=U``: the connection subscribes to group ``G`` and
   to user ``U`` (both optional). The first offered subprotocol is accepted.
 * A client text message ``{"type":"sendToGroup","group":G,"data":...}`` is published to ``G``.
+* A connection opened with ``?echo=1`` gets every frame it sends echoed back as it came: the
+  in-process counterpart of hubbub's echo through an upstream handler (scenario f).
 * ``POST /api/hubs/{hub}/groups/{G}/:send`` and ``POST /api/hubs/{hub}/users/{U}/:send``
   publish the request body; the answer is 202. ``HEAD/GET /api/health`` answers 200.
 
@@ -49,19 +51,25 @@ def main() -> None:
         query = parse_qs(urlsplit(req.get_full_url()).query)
         group = query.get("group", [""])[0]
         user = query.get("user", [""])[0]
-        res.upgrade(key, protocol, "", context, (group, user) if group or user else None)
+        echo = "echo" in query
+        data = (group, user, echo) if group or user or echo else None
+        res.upgrade(key, protocol, "", context, data)
 
     def on_open(ws: Any) -> None:
         data = ws.get_user_data()
         if data is None:
             return
-        group, user = data
+        group, user, _ = data
         if group:
             ws.subscribe("g:" + group)
         if user:
             ws.subscribe("u:" + user)
 
     def on_message(ws: Any, message: str | bytes, opcode: Any) -> None:
+        data = ws.get_user_data()
+        if data is not None and data[2]:
+            ws.send(message, opcode)
+            return
         raw = message.encode() if isinstance(message, str) else message
         msg = json.loads(raw)
         if msg.get("type") == "sendToGroup":

@@ -6,6 +6,8 @@
 //   POST /api/hubs/{hub}/groups/{G}/:send and /api/hubs/{hub}/users/{U}/:send broadcast the body
 //   (202); HEAD/GET /api/health answers 200.
 // Each publication is serialized once and sent with ws.send() to every subscriber.
+// A connection opened with ?echo=1 gets every frame it sends echoed back as it came (text or
+// binary): the in-process counterpart of hubbub's echo through an upstream handler (scenario f).
 //
 // Usage: node bench/refs/ws_server.mjs PORT
 
@@ -73,6 +75,10 @@ wss.on("connection", (ws, req) => {
   const query = new URL(req.url, "http://localhost").searchParams;
   const group = query.get("group");
   const user = query.get("user");
+  if (query.get("echo") !== null) {
+    ws.on("message", (raw, isBinary) => ws.send(raw, { binary: isBinary }));
+    return;
+  }
   if (group) subscribe("g:" + group, ws);
   if (user) subscribe("u:" + user, ws);
   ws.on("message", (raw) => {
