@@ -11,7 +11,9 @@ reply line on stdout with the same ``id``. Roles:
     so a received chunk is checked with a strided slice (every frame head must be a FIN text
     frame of that length) and counted in one step. Pings are answered, closes are counted.
     Probe connections (every ``probe_every``-th, when switched on) read the send timestamp in
-    each message for the latency scenario.
+    each message for the latency scenario. With ``stall``, the members are slow consumers:
+    each completes the handshake on a socket with a small ``SO_RCVBUF`` and then stops
+    reading (``resume`` reads again, to see how the server closed them).
 
 ``echo``
     Opens ``count`` plain WebSocket connections (no subprotocol); during a ``run`` each one sends
@@ -56,6 +58,8 @@ TS_KEY = b'"t":"'
 TS_DIGITS = 20
 IP_BIND_ADDRESS_NO_PORT = 24
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+STALL_RCVBUF = 4096
+"""SO_RCVBUF of a stalled member (the kernel doubles it), so its window fills at once."""
 
 OP_TEXT = 0x1
 OP_CLOSE = 0x8
@@ -280,11 +284,17 @@ class WsClient(asyncio.Protocol):
             self.stats.latencies_us.append((time.monotonic_ns() - sent) // 1000)
 
 
-async def open_socket(server: Server, source_ip: str) -> socket.socket:
-    """A connected non-blocking TCP socket from ``source_ip`` (a loopback address)."""
+async def open_socket(server: Server, source_ip: str, rcvbuf: int = 0) -> socket.socket:
+    """A connected non-blocking TCP socket from ``source_ip`` (a loopback address).
+
+    ``rcvbuf`` (set before connecting, so the advertised window stays small) for a client that
+    is meant to stop reading.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
         sock.bind((source_ip, 0))
@@ -301,9 +311,10 @@ async def open_ws(
     path: str,
     stats: Stats,
     subprotocol: str | None = SUBPROTOCOL,
+    rcvbuf: int = 0,
 ) -> WsClient:
     loop = asyncio.get_running_loop()
-    sock = await open_socket(server, source_ip)
+    sock = await open_socket(server, source_ip, rcvbuf)
     _, client = await loop.create_connection(
         lambda: WsClient(server, path, stats, subprotocol), sock=sock
     )
@@ -380,6 +391,7 @@ class Members(Role):
         self.users: bool = spec.get("users", False)
         self.probe_every: int = spec.get("probe_every", 0)
         self.concurrency: int = spec.get("concurrency", 50)
+        self.stall: bool = spec.get("stall", False)
         self.clients: list[WsClient] = []
 
     async def connect(self) -> dict[str, Any]:
@@ -395,7 +407,16 @@ class Members(Role):
                     self.stats.failed += 1
                     return
                 try:
-                    client = await open_ws(self.server, self.source_ip, path, self.stats)
+                    client = await open_ws(
+                        self.server,
+                        self.source_ip,
+                        path,
+                        self.stats,
+                        rcvbuf=STALL_RCVBUF if self.stall else 0,
+                    )
+                    if self.stall:
+                        assert client.transport is not None
+                        client.transport.pause_reading()
                 except (TimeoutError, OSError, ConnectionError) as exc:
                     self.stats.failed += 1
                     self.stats.first_error = self.stats.first_error or repr(exc)
@@ -414,6 +435,13 @@ class Members(Role):
             for i, client in enumerate(self.clients):
                 client.probe = on and self.probe_every > 0 and i % self.probe_every == 0
             return {"probes": sum(c.probe for c in self.clients)}
+        if op == "resume":
+            # A stalled member reads again: what the server sent before closing (its close
+            # frame among it) arrives, and the close codes are counted in ``closes``.
+            for client in self.clients:
+                if client.transport is not None and not client.transport.is_closing():
+                    client.transport.resume_reading()
+            return {}
         if op == "close":
             for client in self.clients:
                 if client.transport is not None:

@@ -1,6 +1,6 @@
 """The hubbub benchmark: hubbub against a Node.js ``ws`` and a uWebSockets reference, in one run.
 
-    python bench/run.py [--quick] [--scenarios a,b,c,d,e,f] [--repeat 3] [--profile]
+    python bench/run.py [--quick] [--scenarios a,b,c,d,e,f,g] [--repeat 3] [--profile]
 
 The server under test runs pinned to CPU 0; the load generators (``bench/loadgen.py``, several
 processes) and this harness run pinned to CPU 1. Server CPU time is read from
@@ -77,12 +77,22 @@ class Plan:
     users: int = 1000
     idle_counts: tuple[int, ...] = (10_000, 50_000)
     echo_clients: int = 200
+    slow_members: int = 500
+    slow_stalled: int = 20
+    slow_seconds: float = 20.0
 
     @staticmethod
     def make(quick: bool, repeat: int | None) -> Plan:
         if quick:
             return Plan(
-                True, repeat or 1, 0.5, 1.5, 2.0, idle_counts=(2_000, 5_000), echo_clients=100
+                True,
+                repeat or 1,
+                0.5,
+                1.5,
+                2.0,
+                idle_counts=(2_000, 5_000),
+                echo_clients=100,
+                slow_seconds=12.0,
             )
         return Plan(False, repeat or 3, 2.0, 4.0, 6.0)
 
@@ -297,13 +307,17 @@ class ServerProcess:
 
     async def counted_deliveries(self) -> float | None:
         """hubbub's own count (``hubbub_deliveries_total``); None for the references."""
+        return await self.metric("hubbub_deliveries_total")
+
+    async def metric(self, name: str) -> float | None:
+        """One unlabelled value of hubbub's ``/metrics``; None for the references."""
         if self.kind != "hubbub":
             return None
         answer = await self._http(
             b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         )
         for line in answer.decode(errors="replace").splitlines():
-            if line.startswith("hubbub_deliveries_total"):
+            if line.split(" ", 1)[0] == name:
                 return float(line.split()[-1])
         return None
 
@@ -819,6 +833,160 @@ async def scenario_echo(plan: Plan, children: Children, kind: str, results: Resu
     progress("f echo", kind, figures)
 
 
+SLOW_OUTBOUND_BYTES = 1024 * 1024
+"""hubbub's ``server.max_outbound_bytes`` in (g): unsent bytes per connection before closing."""
+SLOW_RATE = 200.0
+"""Publications per second in (g), REST, 2 KB each, to the one group."""
+SLOW_SIZE = 2048
+SLOW_CLOSES_METRIC = "hubbub_slow_client_closes_total"
+
+
+def slow_config() -> Path:
+    """hubbub's config for (g): a bounded outbound buffer per connection."""
+    path = OUT / "hubbub-slow.toml"
+    path.write_text(f"[server]\nmax_outbound_bytes = {SLOW_OUTBOUND_BYTES}\n")
+    return path
+
+
+async def slow_run(plan: Plan, children: Children, kind: str, stalled: int) -> dict[str, Any]:
+    """One run of (g): the members' latency and the server's RSS, with ``stalled`` slow ones."""
+    server = await ServerProcess.start(children, kind, slow_config())
+    procs: list[LoadProcess] = []
+    members: list[LoadProcess] = []
+    try:
+        slow: LoadProcess | None = None
+        if stalled:
+            spec = {
+                "role": "members",
+                "server": server_spec(server),
+                "source_ip": "127.0.0.8",
+                "start": 0,
+                "count": stalled,
+                "per_group": stalled,
+                "stall": True,
+                "concurrency": 20,
+            }
+            slow = await LoadProcess.start(children, spec, f"stalled-{kind}")
+            procs.append(slow)
+            reply = await slow.call("connect")
+            if reply["opened"] < stalled:
+                raise RuntimeError(
+                    f"{kind}: only {reply['opened']} of {stalled} stalled members opened: "
+                    f"{reply.get('error')}"
+                )
+        n = plan.slow_members
+        members = await start_members(children, server, n - 1, per_group=n, probes=LATENCY_PROBES)
+        procs += members
+        pub = await start_publisher(
+            children,
+            server,
+            0,
+            mode="rest-group",
+            targets=["g0"],
+            size=SLOW_SIZE,
+            concurrency=16,
+            window=0,
+            probe_group="g0",
+        )
+        procs.append(pub)
+        await asyncio.gather(*(m.call("probe", on=True) for m in members))
+        await asyncio.gather(*(m.call("latencies") for m in members))
+        closes0 = await server.metric(SLOW_CLOSES_METRIC)
+        rss0 = server.rss_kib()
+        peak = rss0
+        done = False
+
+        async def watch_rss() -> None:
+            nonlocal peak
+            while not done:
+                peak = max(peak, server.rss_kib())
+                await asyncio.sleep(0.1)
+
+        watcher = asyncio.ensure_future(watch_rss())
+        try:
+            figures = await measure(
+                plan,
+                server,
+                members,
+                [pub],
+                fan=n,
+                rate=SLOW_RATE,
+                duration=plan.slow_seconds,
+            )
+        finally:
+            done = True
+            await watcher
+        peak = max(peak, server.rss_kib())
+        lat: list[int] = []
+        for reply in await asyncio.gather(*(m.call("latencies") for m in members)):
+            lat.extend(reply["latencies_us"])
+        closes1 = await server.metric(SLOW_CLOSES_METRIC)
+        codes: dict[str, int] = {}
+        gone = 0
+        if slow is not None:
+            # Read again: the close frame, behind what the server had queued, shows the code.
+            await slow.call("resume")
+            for _ in range(25):
+                await asyncio.sleep(0.2)
+                st = await slow.call("stats")
+                codes, gone = st["closes"], st["lost"]
+                if gone >= stalled:
+                    break
+    finally:
+        await close_all(children, procs)
+        await children.stop(server.proc)
+    lat.sort()
+    figures.update(
+        members=n,
+        stalled=stalled,
+        rate_msgs_per_s=SLOW_RATE,
+        size=SLOW_SIZE,
+        max_outbound_bytes=SLOW_OUTBOUND_BYTES,
+        samples=len(lat),
+        p50_ms=percentile(lat, 50) / 1000,
+        p99_ms=percentile(lat, 99) / 1000,
+        max_ms=(lat[-1] / 1000) if lat else float("nan"),
+        rss_before_kib=rss0,
+        rss_peak_kib=peak,
+        rss_growth_mib=(peak - rss0) / 1024,
+        slow_closes=(closes1 or 0.0) - (closes0 or 0.0) if closes1 is not None else None,
+        close_codes_seen_by_stalled=codes,
+        stalled_connections_gone=gone,
+    )
+    return figures
+
+
+async def scenario_slow(plan: Plan, children: Children, kind: str, results: Results) -> None:
+    """(g) slow consumers: the latency of the others with and without stalled members (hubbub).
+
+    ``plan.slow_members`` members of one group (``LATENCY_PROBES`` of them read each message's
+    send time) while a REST publisher sends 2 KB messages to the group at a fixed rate; in the
+    second run ``plan.slow_stalled`` more members of the group never read. hubbub runs with a
+    bounded outbound buffer; each stalled member must be closed and counted
+    (``hubbub_slow_client_closes_total``) while the others' latency and the RSS stay put.
+    """
+    if kind != "hubbub":
+        return
+    base = await slow_run(plan, children, kind, 0)
+    progress("g no slow", kind, base)
+    slow = await slow_run(plan, children, kind, plan.slow_stalled)
+    progress(f"g {plan.slow_stalled} slow", kind, slow)
+    figures: dict[str, Any] = {
+        "base_p50_ms": base["p50_ms"],
+        "base_p99_ms": base["p99_ms"],
+        "slow_p50_ms": slow["p50_ms"],
+        "slow_p99_ms": slow["p99_ms"],
+        "base_rss_growth_mib": base["rss_growth_mib"],
+        "slow_rss_growth_mib": slow["rss_growth_mib"],
+        "slow_closes": slow["slow_closes"],
+        "base_slow_closes": base["slow_closes"],
+        "stalled": plan.slow_stalled,
+        "base": base,
+        "slow": slow,
+    }
+    results.setdefault("g-slow", {}).setdefault(kind, []).append(figures)
+
+
 def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
@@ -887,6 +1055,8 @@ class Row:
     extra_checks: list[Callable[[dict[str, float | None]], bool | None]] = field(
         default_factory=list
     )
+    shown: tuple[str, ...] = ()
+    """Metrics shown together in the cell (``fmt`` each, joined by " / "); default ``metric``."""
 
 
 def _ge(server: str, value: float) -> Callable[[dict[str, float | None]], bool | None]:
@@ -901,6 +1071,14 @@ def _le(value: float) -> Callable[[dict[str, float | None]], bool | None]:
     def check(m: dict[str, float | None]) -> bool | None:
         v = m.get("hubbub")
         return None if v is None else v <= value
+
+    return check
+
+
+def _eq(value: float) -> Callable[[dict[str, float | None]], bool | None]:
+    def check(m: dict[str, float | None]) -> bool | None:
+        v = m.get("hubbub")
+        return None if v is None else v == value
 
     return check
 
@@ -1040,6 +1218,37 @@ def rows(plan: Plan) -> list[Row]:
         Row("f-echo", "p50_ms", f"{f}: round trip p50, ms", "{:.2f}", higher_is_better=False),
         Row("f-echo", "p99_ms", f"{f}: round trip p99, ms", "{:.2f}", higher_is_better=False),
     ]
+    k = plan.slow_stalled
+    g = (
+        f"(g) {plan.slow_members} members, {SLOW_RATE:.0f} msgs/s of 2 KB (REST), "
+        f"max_outbound_bytes {SLOW_OUTBOUND_BYTES // 1024} KiB"
+    )
+    out += [
+        Row(
+            "g-slow",
+            "slow_p99_ms",
+            f"{g}: latency of the others p50/p99, ms, no slow clients / with {k} slow clients",
+            "{:.2f}",
+            higher_is_better=False,
+            shown=("base_p50_ms", "base_p99_ms", "slow_p50_ms", "slow_p99_ms"),
+        ),
+        Row(
+            "g-slow",
+            "slow_closes",
+            f"(g) slow clients closed (of {k})",
+            "{:,.0f}",
+            f"= {k}",
+            _eq(k),
+        ),
+        Row(
+            "g-slow",
+            "slow_rss_growth_mib",
+            f"(g) server RSS growth, MiB, no slow clients / with {k} slow clients",
+            "{:.1f}",
+            higher_is_better=False,
+            shown=("base_rss_growth_mib", "slow_rss_growth_mib"),
+        ),
+    ]
     return out
 
 
@@ -1073,6 +1282,9 @@ def render_table(
             v = values[kind]
             if v is None:
                 return "n/a" if kind in unavailable else "-"
+            if row.shown:
+                got = med.get(row.key, {}).get(kind, {})
+                return " / ".join(row.fmt.format(got[m]) if m in got else "-" for m in row.shown)
             return row.fmt.format(v)
 
         ratios = []
@@ -1257,8 +1469,8 @@ medians of repeated runs; ratios compare with the references measured in the sam
 
 async def main_async(args: argparse.Namespace) -> int:
     plan = Plan.make(args.quick, args.repeat)
-    wanted = set(args.scenarios.split(",")) if args.scenarios else set("abcdef")
-    unknown = wanted - set("abcdef")
+    wanted = set(args.scenarios.split(",")) if args.scenarios else set("abcdefg")
+    unknown = wanted - set("abcdefg")
     if unknown:
         print(f"unknown scenarios: {','.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -1305,6 +1517,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         await scenario_idle(plan, children, kind, results)
                     if "f" in wanted:
                         await scenario_echo(plan, children, kind, results)
+                    if "g" in wanted:
+                        await scenario_slow(plan, children, kind, results)
                 except ServerUnavailable as exc:
                     unavailable[kind] = str(exc).splitlines()[-1][:200]
                     print(f"!! {exc}", flush=True)
@@ -1322,7 +1536,7 @@ async def main_async(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small and short (~2 minutes)")
-    parser.add_argument("--scenarios", help="comma-separated subset of a,b,c,d,e,f (default all)")
+    parser.add_argument("--scenarios", help="comma-separated subset of a,b,c,d,e,f,g (default all)")
     parser.add_argument("--servers", help="comma-separated subset of hubbub,node,uws (default all)")
     parser.add_argument("--repeat", type=int, help="runs per figure (default 3, quick 1)")
     parser.add_argument(
