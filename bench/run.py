@@ -592,6 +592,8 @@ async def scenario_fanout(
                 for reply in await asyncio.gather(*(m.call("latencies") for m in members)):
                     lat.extend(reply["latencies_us"])
                 await asyncio.gather(*(m.call("probe", on=False) for m in members))
+                if profile and kind == "hubbub":
+                    await profile_server(plan, server, [pub], "e-latency", rate=rate)
             finally:
                 await pub.quit(children)
             lat.sort()
@@ -610,13 +612,17 @@ async def scenario_fanout(
 
 
 async def profile_server(
-    plan: Plan, server: ServerProcess, publishers: Sequence[LoadProcess], label: str
+    plan: Plan,
+    server: ServerProcess,
+    publishers: Sequence[LoadProcess],
+    label: str,
+    rate: float | None = None,
 ) -> None:
-    """A py-spy sample of hubbub while ``publishers`` run flat out (an extra, unmeasured window)."""
+    """A py-spy sample of hubbub while ``publishers`` run (flat out unless ``rate``; unmeasured)."""
     out = OUT / f"profile-hubbub-{label}.txt"
     seconds = max(3, int(plan.measure))
     runs = [
-        asyncio.ensure_future(p.call("run", duration=seconds + 2, rate=None)) for p in publishers
+        asyncio.ensure_future(p.call("run", duration=seconds + 2, rate=rate)) for p in publishers
     ]
     await asyncio.sleep(1)
     spy = await asyncio.create_subprocess_exec(
@@ -1528,7 +1534,8 @@ async def main_async(args: argparse.Namespace) -> int:
         await children.stop_all()
     text = write_report(plan, info, results, unavailable, started, rev, args.hubbub_rev)
     print(text)
-    if not plan.quick:
+    if not plan.quick and wanted == set("abcdefg") and tuple(servers) == SERVERS:
+        # Only a whole run replaces the table; a partial one stays in bench/out/.
         (BENCH / "RESULTS.md").write_text(RESULTS_HEAD + text)
     return 0
 
