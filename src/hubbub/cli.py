@@ -78,6 +78,7 @@ async def _serve(config: Config) -> None:
     from aiohttp import web
 
     from hubbub.server.app import build_app
+    from hubbub.server.port import listen
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,9 +86,8 @@ async def _serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     try:
-        await site.start()
+        listener = await listen(runner, config.host, config.port)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
@@ -101,6 +101,7 @@ async def _serve(config: Config) -> None:
     print(f"hubbub {__version__} listening on http://{config.host}:{config.port}")
     print(f"Connection string: {config.connection_string}", flush=True)
     await stop.wait()
+    listener.close()
     await runner.cleanup()
 
 

@@ -8,10 +8,25 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["OP_BINARY", "OP_TEXT", "frame", "frame_header"]
+__all__ = [
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "OP_TEXT",
+    "close_frame",
+    "frame",
+    "frame_header",
+]
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+MAX_CLOSE_REASON_BYTES = 123
+"""A control frame carries at most 125 bytes: the 2-byte code and the reason."""
 
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
@@ -30,3 +45,9 @@ def frame_header(opcode: int, length: int) -> bytes:
 def frame(opcode: int, payload: bytes) -> bytes:
     """Return a complete frame: header and payload."""
     return frame_header(opcode, len(payload)) + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A close frame: ``code``, then ``reason`` cut to whole UTF-8 characters within 123 bytes."""
+    data = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
+    return frame(OP_CLOSE, code.to_bytes(2, "big") + data)

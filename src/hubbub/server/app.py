@@ -52,6 +52,7 @@ def build_app(config: Config) -> web.Application:
         await broker.start(node)
 
     async def stop_engine(app: web.Application) -> None:
+        endpoint.close_all()
         await endpoint.keepalive.close()
         await upstream.close()
         await broker.close()

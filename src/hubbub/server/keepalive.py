@@ -15,13 +15,13 @@ import contextlib
 import logging
 from typing import Protocol
 
-from hubbub.protocol.frames import frame
+from hubbub.protocol.frames import OP_PING, frame
 
 __all__ = ["PING_FRAME", "PING_TIMEOUT_FACTOR", "KeepAlive", "Pingable"]
 
 log = logging.getLogger("hubbub.keepalive")
 
-PING_FRAME = frame(0x9, b"")
+PING_FRAME = frame(OP_PING, b"")
 PING_TIMEOUT_FACTOR = 3
 """Intervals without any frame from the client before it counts as gone (PingTimeout)."""
 

@@ -1,38 +1,51 @@
 """The client endpoint: ``/client/hubs/{hub}`` and ``/client/?hub=`` (client-protocols.md §1).
 
 Everything is decided before the upgrade (hub, token, subprotocol), so a refusal is a plain
-HTTP answer with the service's status. After the upgrade this adapter only moves frames:
-inbound to the codec and the node, outbound through the connection's corked outlet.
+HTTP answer with the service's status. aiohttp answers the handshake; then its port
+(:mod:`hubbub.server.port`) hands the connection over and aiohttp's request is freed. From there
+this adapter only moves frames: inbound through aiohttp's frame reader to the codec and the node,
+outbound through the connection's corked outlet. One task per connection reads its messages in
+order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 
 from aiohttp import WSMsgType, web
+from aiohttp._websocket.reader import WebSocketDataQueue
+from aiohttp.http_websocket import WebSocketError, WebSocketReader
+from aiohttp.streams import EofStream
 
-from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
+from hubbub.closecodes import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
-from hubbub.events import ConnectDecision, ConnectRequest
+from hubbub.events import ConnectRequest
 from hubbub.node import Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
+from hubbub.protocol.frames import OP_PONG, close_frame, frame
 from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.keepalive import KeepAlive
+from hubbub.server.port import Port
 from hubbub.server.writer import CorkedOutlet, Flusher
-from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from hubbub.types import GroupName, HubName, UserId
 
 __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
 
 log = logging.getLogger("hubbub.websocket")
 
 MAX_MESSAGE_BYTES = 1024 * 1024
-"""One client message may be at most 1 MB (client-protocols.md §10); aiohttp closes with 1009."""
+"""One client message may be at most 1 MB (client-protocols.md §10); a bigger one closes 1009."""
+CLOSE_TIMEOUT_SECONDS = 10.0
+"""How long a close frame of ours waits for the client's before the socket is dropped."""
+READ_QUEUE_BYTES = 64 * 1024
+"""Inbound messages queued per connection before reading from its socket pauses."""
 
 
 def select_subprotocol(offered: list[str]) -> str | None:
@@ -74,6 +87,7 @@ class ClientEndpoint:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._flusher: Flusher | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.keepalive = KeepAlive()
 
     def _hub(self, request: web.Request) -> HubName:
@@ -104,12 +118,18 @@ class ClientEndpoint:
         return claims
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Validate the handshake, upgrade, then pump frames until the socket closes."""
+        """Validate the handshake, upgrade, and hand the socket to its own reading task."""
+        port = request.transport
+        if not isinstance(port, Port):
+            log.error("a client connection that did not come through hubbub's listener")
+            return error_response(500, "internal server error")
         try:
             hub = self._hub(request)
             offered = _offered(request)
             if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
                 raise HandshakeError("a WebSocket upgrade is required", 400)
+            # What the client sends from now on belongs to the WebSocket, if it is accepted.
+            port.hold()
             subprotocol = select_subprotocol(offered)
             recovering = "awps_connection_id" in request.query
             if not recovering:
@@ -119,142 +139,212 @@ class ClientEndpoint:
                     hub, connection_id, _connect_request(request, claims, offered)
                 )
         except HandshakeError as exc:
+            port.release()
             return error_response(exc.status, str(exc))
         except Exception:
+            port.release()
             log.error("handshake failed", exc_info=True)
             return error_response(500, "internal server error")
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
-            return await self._recover(request, hub, subprotocol)
-        del claims, offered  # the frame lives as long as the connection
-        return await self._accept(request, hub, connection_id, decision, subprotocol)
-
-    async def _accept(
-        self,
-        request: web.Request,
-        hub: HubName,
-        connection_id: ConnectionId,
-        decision: ConnectDecision,
-        offered: str | None,
-    ) -> web.StreamResponse:
-        """Upgrade a new connection and serve it until its socket closes."""
-        subprotocol = decision.subprotocol if decision.subprotocol is not None else offered
-        socket = await self._open(request, hub, subprotocol)
-        if socket.outlet is None:
-            return socket.ws
-        user_id = decision.user_id
-        connection = self._node.connect(
-            hub,
-            UserId(user_id) if user_id is not None else None,
-            decision.roles,
-            [GroupName(g) for g in decision.groups],
-            codec_for(subprotocol),
-            socket.outlet,
-            connection_id=connection_id,
-            subprotocol=subprotocol,
-            state=decision.state,
-        )
-        del decision
-        return await self._run(socket, connection)
-
-    async def _recover(
-        self, request: web.Request, hub: HubName, offered: str | None
-    ) -> web.WebSocketResponse:
-        """Resume a reliable session, or accept and close with 1008 when it cannot be (§4)."""
-        connection = self._node.find_session(
-            hub,
-            request.query.get("awps_connection_id", ""),
-            request.query.get("awps_reconnection_token", ""),
-        )
-        if connection is None:
-            ws = web.WebSocketResponse(protocols=[offered] if offered else (), compress=False)
-            await ws.prepare(request)
-            await ws.close(code=CLOSE_POLICY_VIOLATION, message=REASON_NOT_RECOVERABLE.encode())
+            connection = self._node.find_session(
+                hub,
+                request.query.get("awps_connection_id", ""),
+                request.query.get("awps_reconnection_token", ""),
+            )
+            if connection is None:
+                # §4: the upgrade is accepted, then closed with 1008.
+                ws, socket = await self._upgrade(request, port, hub, subprotocol)
+                if socket is not None:
+                    socket.close(CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE)
+                    self._spawn(self._drain(socket))
+                return ws
+            ws, socket = await self._upgrade(request, port, hub, connection.subprotocol)
+            if socket is not None and socket.outlet is not None:
+                self._node.resume(connection, socket.outlet)
+                self._spawn(self._run(socket, connection))
             return ws
-        socket = await self._open(request, hub, connection.subprotocol)
-        if socket.outlet is None:
-            return socket.ws
-        self._node.resume(connection, socket.outlet)
-        return await self._run(socket, connection)
+        subprotocol = decision.subprotocol if decision.subprotocol is not None else subprotocol
+        ws, socket = await self._upgrade(request, port, hub, subprotocol)
+        if socket is not None and socket.outlet is not None:
+            user_id = decision.user_id
+            connection = self._node.connect(
+                hub,
+                UserId(user_id) if user_id is not None else None,
+                decision.roles,
+                [GroupName(g) for g in decision.groups],
+                codec_for(subprotocol),
+                socket.outlet,
+                connection_id=connection_id,
+                subprotocol=subprotocol,
+                state=decision.state,
+            )
+            self._spawn(self._run(socket, connection))
+        return ws
 
-    async def _open(self, request: web.Request, hub: HubName, subprotocol: str | None) -> _Socket:
-        """Complete the upgrade and give the socket its corked outlet."""
-        settings = self._node.config.hub(hub)
+    async def _upgrade(
+        self, request: web.Request, port: Port, hub: HubName, subprotocol: str | None
+    ) -> tuple[web.WebSocketResponse, _Socket | None]:
+        """Answer the handshake (aiohttp), then take the connection over from aiohttp."""
         ws = web.WebSocketResponse(
-            protocols=[subprotocol] if subprotocol else (),
-            compress=False,
-            max_msg_size=MAX_MESSAGE_BYTES,
-            autoping=False,
-            decode_text=False,
+            protocols=[subprotocol] if subprotocol else (), compress=False, autoping=False
         )
-        await ws.prepare(request)
+        port.hold()
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            port.release()
+            raise
+        if port.is_closing():
+            port.release()
+            return ws, None
         loop = asyncio.get_running_loop()
-        socket = _Socket(ws, float(settings.keep_alive_seconds), loop.time())
-        transport = request.transport
-        if transport is None:
-            return socket
+        socket = _Socket(port, float(self._node.config.hub(hub).keep_alive_seconds), loop)
         if self._flusher is None:
             self._flusher = Flusher(loop)
         socket.outlet = CorkedOutlet(
-            transport, self._flusher, self._node.config.max_outbound_bytes, socket.close
+            socket.transport, self._flusher, self._node.config.max_outbound_bytes, socket.close
         )
-        return socket
+        return ws, socket
 
-    async def _run(self, socket: _Socket, connection: Connection) -> web.WebSocketResponse:
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close_all(self) -> None:
+        """Drop every upgraded connection (the node is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _run(self, socket: _Socket, connection: Connection) -> None:
         assert socket.outlet is not None
         self.keepalive.add(socket, socket.interval)
         try:
             await self._pump(socket, connection)
-            if socket.closing is not None:
-                await socket.closing
+        except asyncio.CancelledError:
+            socket.outlet.abort()
+        except Exception:
+            log.error("connection %s failed", connection.id, exc_info=True)
+            socket.outlet.abort()
         finally:
             self.keepalive.discard(socket, socket.interval)
             socket.outlet.mark_closed()
-            self._node.socket_closed(connection, socket.outlet, socket.ws.close_code)
-        return socket.ws
+            socket.finish()
+            self._node.socket_closed(connection, socket.outlet, socket.close_code)
+
+    async def _drain(self, socket: _Socket) -> None:
+        """Wait for the client's answer to a close frame of ours (or for the timeout)."""
+        try:
+            while True:
+                msg = await socket.queue.read()
+                if msg.type is WSMsgType.CLOSE:
+                    return
+        except (EofStream, WebSocketError, asyncio.CancelledError):
+            return
+        finally:
+            socket.finish()
 
     async def _pump(self, socket: _Socket, connection: Connection) -> None:
         codec = connection.codec
         node = self._node
-        ws = socket.ws
+        queue = socket.queue
         outlet = socket.outlet
         assert outlet is not None
         loop = asyncio.get_running_loop()
-        async for msg in ws:
+        while True:
+            try:
+                msg = await queue.read()
+            except EofStream:
+                return
+            except WebSocketError as exc:
+                # A frame the reader refused (1002, 1007, 1009): nothing after it can be read.
+                # The socket stays open (input discarded) until the client, having read our
+                # close frame, closes it, or the close timeout drops it.
+                log.debug("connection %s: %s", connection.id, exc)
+                outlet.close(exc.code, "")
+                await socket.gone()
+                return
             socket.last_seen = loop.time()
-            if msg.type is WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+            kind = msg.type
+            if socket.close_sent:
+                if kind is WSMsgType.CLOSE:
+                    return
+                continue  # after our close frame only the client's close counts
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                data = msg.data if type(msg.data) is bytes else bytes(msg.data)
                 try:
-                    message = codec.decode(data, msg.type is WSMsgType.BINARY)
+                    message = codec.decode(data, kind is WSMsgType.BINARY)
                     await node.handle_client_message(connection, message)
                 except ProtocolError as exc:
                     connection.close_reason = str(exc)
                     outlet.close(exc.close_code, str(exc))
-                    break
                 except OperationError as exc:
                     if exc.ack_id is not None:
                         ack = AckMessage(exc.ack_id, False, exc.name, str(exc))
-                        frame = codec.encode(ack)
-                        if frame is not None:
-                            connection.outlet.send(frame)
-            elif msg.type is WSMsgType.ERROR:
-                log.debug("connection %s: %s", connection.id, ws.exception())
-                break
+                        reply = codec.encode(ack)
+                        if reply is not None:
+                            connection.outlet.send(reply)
+            elif kind is WSMsgType.PING:
+                outlet.send(frame(OP_PONG, msg.data))
+            elif kind is WSMsgType.CLOSE:
+                socket.close_code = msg.data
+                outlet.close(CLOSE_NORMAL, "")
+                return
+            # a PONG is only a sign of life
 
 
 class _Socket:
-    """One upgraded WebSocket: its outlet and the close handshake the service started."""
+    """One upgraded WebSocket: aiohttp's frame reader in, the corked outlet out."""
 
-    __slots__ = ("closing", "interval", "last_seen", "outlet", "ws")
+    __slots__ = (
+        "_gone",
+        "_timer",
+        "close_code",
+        "close_sent",
+        "interval",
+        "last_seen",
+        "outlet",
+        "queue",
+        "reader",
+        "transport",
+    )
 
-    def __init__(self, ws: web.WebSocketResponse, interval: float, now: float) -> None:
-        self.ws = ws
+    def __init__(self, port: Port, interval: float, loop: asyncio.AbstractEventLoop) -> None:
+        # The queue pauses and resumes the port's reading (duck-typed as aiohttp's protocol).
+        self.queue = WebSocketDataQueue(port, READ_QUEUE_BYTES, loop=loop)  # type: ignore[arg-type]
+        self.reader = WebSocketReader(
+            self.queue, MAX_MESSAGE_BYTES, compress=False, decode_text=False
+        )
         self.interval = interval
-        self.last_seen = now
+        self.last_seen = loop.time()
         self.outlet: CorkedOutlet | None = None
-        self.closing: asyncio.Task[bool] | None = None
+        self.close_code: int | None = None
+        """The client's close code, or ours when we closed first; None when the socket broke."""
+        self.close_sent = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._gone: asyncio.Future[None] | None = None
+        self.transport = port.hand_over(self)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client (the port's stream)."""
+        self.reader.feed_data(data)
+
+    def lost(self) -> None:
+        """The socket is gone (the port's stream)."""
+        if self.outlet is not None:
+            self.outlet.mark_closed()
+        self.reader.feed_eof()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    async def gone(self) -> None:
+        """Wait until the socket is closed (by the client, or by the close timeout)."""
+        if self.transport.is_closing():
+            return
+        if self._gone is None:
+            self._gone = asyncio.get_running_loop().create_future()
+        await self._gone
 
     def ping(self, frame: bytes) -> None:
         """Keep-alive: queue a ping frame behind the pending data."""
@@ -267,12 +357,22 @@ class _Socket:
             self.outlet.abort()
 
     def close(self, code: int, reason: str) -> None:
-        """Start the close handshake once (the outlet's closer)."""
-        if not self.ws.closed and self.closing is None:
-            self.closing = asyncio.get_running_loop().create_task(_close(self.ws, code, reason))
+        """Send our close frame once (the outlet's closer); the client's answer ends the socket."""
+        if self.close_sent:
+            return
+        self.close_sent = True
+        if self.close_code is None:
+            self.close_code = code
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(close_frame(code, reason))
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(CLOSE_TIMEOUT_SECONDS, transport.abort)
 
-
-async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> bool:
-    """The close handshake, without waiting for a client that stopped reading to drain."""
-    message = reason.encode()[:123].decode("utf-8", "ignore").encode()
-    return await ws.close(code=code, message=message, drain=False)
+    def finish(self) -> None:
+        """Close the transport once what was written is sent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.transport.close()

@@ -1,0 +1,200 @@
+"""The listening side: one :class:`Port` per accepted TCP connection.
+
+aiohttp serves every HTTP request (REST, health, metrics, the WebSocket handshake). Once a
+client connection is upgraded, aiohttp steps aside: the port stops feeding aiohttp, tells it the
+connection is gone (so its request, handler and parser are freed) and hands the bytes that follow
+to the WebSocket adapter (:mod:`hubbub.server.websocket`). An idle WebSocket then costs the
+transport, aiohttp's frame reader and hubbub's own few objects, not a parked HTTP request.
+
+Towards aiohttp the port is the transport: writes and flow control pass through to the real
+one until the hand-over, and are dropped after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol, cast
+
+from aiohttp import web
+
+__all__ = ["Port", "Stream", "listen"]
+
+LISTEN_BACKLOG = 2048
+"""Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
+
+
+class Stream(Protocol):
+    """What receives the bytes of an upgraded connection."""
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the client."""
+        ...
+
+    def lost(self) -> None:
+        """The connection is gone."""
+        ...
+
+
+class Port(asyncio.Protocol, asyncio.Transport):
+    """One TCP connection: HTTP through aiohttp, then, once upgraded, a WebSocket stream."""
+
+    __slots__ = ("_held", "_http", "_reading_paused", "_server", "_stream", "_transport")
+
+    def __init__(self, server: web.Server) -> None:
+        super().__init__()
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._http: asyncio.Protocol | None = None
+        self._held: list[bytes] | None = None
+        self._stream: Stream | None = None
+        self._reading_paused = False
+
+    # -- the real transport's protocol -----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._http = self._server()
+        self._http.connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stream is not None:
+            self._stream.feed(data)
+        elif self._held is not None:
+            self._held.append(data)
+        elif self._http is not None:
+            self._http.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._http is not None and self._held is None:
+            return self._http.eof_received()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        stream, http = self._stream, self._http
+        self._stream = self._http = None
+        self._held = None
+        if stream is not None:
+            stream.lost()
+        if http is not None:
+            http.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._http is not None:
+            self._http.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._http is not None:
+            self._http.resume_writing()
+
+    # -- the hand-over --------------------------------------------------------------------------
+
+    @property
+    def upgraded(self) -> bool:
+        return self._stream is not None
+
+    def hold(self) -> None:
+        """From now on keep what arrives: it belongs to the WebSocket about to be accepted."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """The upgrade did not happen: what arrived meanwhile goes to aiohttp after all."""
+        held, self._held = self._held, None
+        if held and self._http is not None:
+            for data in held:
+                self._http.data_received(data)
+
+    def hand_over(self, stream: Stream) -> asyncio.Transport:
+        """Detach aiohttp (it sees the connection end) and feed ``stream`` from now on."""
+        assert self._transport is not None
+        http, held = self._http, self._held or []
+        self._http, self._held = None, None
+        self._stream = stream
+        if http is not None:
+            http.connection_lost(None)
+        for data in held:
+            stream.feed(data)
+        return self._transport
+
+    # -- the transport aiohttp writes to ----------------------------------------------------------
+
+    def _live(self) -> asyncio.Transport | None:
+        return self._transport if self._http is not None else None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        transport = self._live()
+        if transport is not None:
+            transport.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        transport = self._live()
+        if transport is not None:
+            transport.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        transport = self._live()
+        if transport is not None:
+            transport.write_eof()
+
+    def can_write_eof(self) -> bool:
+        transport = self._live()
+        return transport.can_write_eof() if transport is not None else False
+
+    def is_closing(self) -> bool:
+        transport = self._live()
+        return transport.is_closing() if transport is not None else True
+
+    def close(self) -> None:
+        transport = self._live()
+        if transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        transport = self._live()
+        if transport is not None:
+            transport.abort()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)
+
+    def is_reading(self) -> bool:
+        return self._transport is not None and self._transport.is_reading()
+
+    def pause_reading(self) -> None:
+        """Used by aiohttp before the hand-over and by the WebSocket reader's queue after it."""
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits() if self._transport is not None else (0, 0)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if self._transport is not None:
+            self._transport.set_write_buffer_limits(high, low)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._http if self._http is not None else self
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        raise NotImplementedError("a port's protocol is fixed")
+
+
+async def listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server:
+    """Listen on ``host:port`` with a :class:`Port` per connection around the runner's server."""
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: Port(server), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+    )
