@@ -78,16 +78,20 @@ async def _serve(config: Config) -> None:
     from aiohttp import web
 
     from hubbub.server.app import build_app
+    from hubbub.server.fastlane import FastLane
     from hubbub.server.port import listen
+    from hubbub.server.rest import SERVICE
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False)
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
+    lane = FastLane(app[SERVICE], config.access_keys)
     try:
-        listener = await listen(runner, config.host, config.port)
+        listener = await listen(runner, config.host, config.port, lane)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(

@@ -12,6 +12,7 @@ __all__ = [
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
     "DELIVERIES",
+    "FAST_SENDS",
     "PUBLICATIONS",
     "REGISTRY",
     "SLOW_CLIENT_CLOSES",
@@ -32,6 +33,11 @@ PUBLICATIONS = Counter(
 )
 DELIVERIES = Counter(
     "hubbub_deliveries", "Messages handed to client connections.", registry=REGISTRY
+)
+FAST_SENDS = Counter(
+    "hubbub_rest_fast_sends",
+    "REST sends answered by the fast lane (the rest of the REST calls go through aiohttp).",
+    registry=REGISTRY,
 )
 SLOW_CLIENT_CLOSES = Counter(
     "hubbub_slow_client_closes",

@@ -88,6 +88,23 @@ def _continuation(token: str | None) -> str | None:
         raise BadRequestError("invalid continuationToken") from exc
 
 
+def _publication(
+    hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
+) -> Publication:
+    if not 0 <= options.ttl_seconds <= MAX_TTL_SECONDS:
+        raise BadRequestError("messageTtlSeconds must be from 0 to 300")
+    return Publication(
+        hub,
+        target,
+        name,
+        payload,
+        from_group=target is Target.GROUP,
+        excluded=options.excluded,
+        filter=validate_filter(options.filter),
+        ttl_seconds=options.ttl_seconds,
+    )
+
+
 class Service:
     """The data plane of a node."""
 
@@ -102,20 +119,13 @@ class Service:
         self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
     ) -> None:
         """Send to the hub, a group, a user or a connection; nothing matched is not an error."""
-        if not 0 <= options.ttl_seconds <= MAX_TTL_SECONDS:
-            raise BadRequestError("messageTtlSeconds must be from 0 to 300")
-        await self._broker.publish(
-            Publication(
-                hub,
-                target,
-                name,
-                payload,
-                from_group=target is Target.GROUP,
-                excluded=options.excluded,
-                filter=validate_filter(options.filter),
-                ttl_seconds=options.ttl_seconds,
-            )
-        )
+        await self._broker.publish(_publication(hub, target, name, payload, options))
+
+    def send_nowait(
+        self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
+    ) -> None:
+        """:meth:`send` without waiting for the engine (a send is fire-and-forget anyway)."""
+        self._broker.publish_nowait(_publication(hub, target, name, payload, options))
 
     # -- membership ---------------------------------------------------------------------------
 

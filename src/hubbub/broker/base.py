@@ -58,6 +58,10 @@ class Broker(Protocol):
         """Fan ``publication`` out to every node (fire-and-forget for the caller)."""
         ...
 
+    def publish_nowait(self, publication: Publication) -> None:
+        """:meth:`publish` without waiting, in the same order as ``publish`` calls."""
+        ...
+
     async def command(self, command: Command) -> int:
         """Apply ``command`` on every node; return the total count of matched connections."""
         ...

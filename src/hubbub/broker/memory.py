@@ -31,6 +31,9 @@ class MemoryBroker:
     async def publish(self, publication: Publication) -> None:
         self._require().handle_publication(publication)
 
+    def publish_nowait(self, publication: Publication) -> None:
+        self._require().handle_publication(publication)
+
     async def command(self, command: Command) -> int:
         return self._require().handle_command(command)
 

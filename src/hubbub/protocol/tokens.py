@@ -8,6 +8,7 @@ because the SDKs disagree on case, default ports and query strings (tokens.md §
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import time
@@ -62,6 +63,7 @@ def _as_strings(value: object) -> tuple[str, ...]:
     raise TokenError("claim must be a string or an array of strings")
 
 
+@functools.lru_cache(maxsize=4096)
 def audience_path(url: str) -> str:
     """The comparable form of an audience or request URL: its path, lower case, no trailing /."""
     path = urlsplit(url).path if "://" in url else url.split("?", 1)[0]

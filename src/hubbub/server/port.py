@@ -17,6 +17,8 @@ from typing import Any, Protocol, cast
 
 from aiohttp import web
 
+from hubbub.server.fastlane import FastLane, Sniffer
+
 __all__ = ["Port", "Stream", "listen"]
 
 LISTEN_BACKLOG = 2048
@@ -38,11 +40,22 @@ class Stream(Protocol):
 class Port(asyncio.Protocol, asyncio.Transport):
     """One TCP connection: HTTP through aiohttp, then, once upgraded, a WebSocket stream."""
 
-    __slots__ = ("_held", "_http", "_reading_paused", "_server", "_stream", "_transport")
+    __slots__ = (
+        "_held",
+        "_http",
+        "_lane",
+        "_reading_paused",
+        "_server",
+        "_sniffer",
+        "_stream",
+        "_transport",
+    )
 
-    def __init__(self, server: web.Server) -> None:
+    def __init__(self, server: web.Server, lane: FastLane | None = None) -> None:
         super().__init__()
         self._server = server
+        self._lane = lane
+        self._sniffer: Sniffer | None = None
         self._transport: asyncio.Transport | None = None
         self._http: asyncio.Protocol | None = None
         self._held: list[bytes] | None = None
@@ -55,6 +68,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._http = self._server()
         self._http.connection_made(self)
+        if self._lane is not None:
+            self._sniffer = Sniffer(self._lane, self._transport.write)
 
     def data_received(self, data: bytes) -> None:
         if self._stream is not None:
@@ -62,6 +77,12 @@ class Port(asyncio.Protocol, asyncio.Transport):
         elif self._held is not None:
             self._held.append(data)
         elif self._http is not None:
+            if self._sniffer is not None:
+                rest = self._sniffer.feed(data)
+                if rest is None:
+                    return  # every request so far was a plain send, answered
+                self._sniffer = None  # from this request on, aiohttp serves the connection
+                data = rest
             self._http.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -190,11 +211,13 @@ class Port(asyncio.Protocol, asyncio.Transport):
         raise NotImplementedError("a port's protocol is fixed")
 
 
-async def listen(runner: web.AppRunner, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port`` with a :class:`Port` per connection around the runner's server."""
+async def listen(
+    runner: web.AppRunner, host: str, port: int, lane: FastLane | None = None
+) -> asyncio.Server:
+    """Listen on ``host:port``: a :class:`Port` per connection around the runner's server."""
     server = runner.server
     assert server is not None, "runner.setup() first"
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Port(server), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        lambda: Port(server, lane), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
     )

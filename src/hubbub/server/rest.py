@@ -32,7 +32,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", Service)
 ACCESS_KEYS: web.AppKey[tuple[str, ...]] = web.AppKey("access_keys")
 
-_CONTENT_TYPES = {
+CONTENT_TYPES = {
     "text/plain": DataType.TEXT,
     "application/json": DataType.JSON,
     "application/octet-stream": DataType.BINARY,
@@ -134,13 +134,17 @@ def _target_name(request: web.Request) -> str | None:
 
 async def _payload(request: web.Request) -> Payload:
     content_type = request.content_type
-    data_type = _CONTENT_TYPES.get(content_type)
+    data_type = CONTENT_TYPES.get(content_type)
     if data_type is None:
         raise web.HTTPUnsupportedMediaType(
             reason=f"unsupported Content-Type {content_type!r}: use "
             "application/json, text/plain or application/octet-stream"
         )
-    body = await request.read()
+    return payload_of(data_type, await request.read())
+
+
+def payload_of(data_type: DataType, body: bytes) -> Payload:
+    """A message body as sent: JSON must parse, text must be UTF-8."""
     if data_type is DataType.JSON:
         try:
             msgspec.json.decode(body)
