@@ -1,0 +1,118 @@
+"""The fast lane's request framing, without sockets: which bytes it answers, which go to aiohttp."""
+
+from __future__ import annotations
+
+import pytest
+
+from hubbub.server.fastlane import MAX_BODY_BYTES, MAX_HEAD_BYTES, Sniffer
+
+
+class Lane:
+    """Takes every send whose body does not start with ``no``; records what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
+
+    def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
+        self.seen.append((url, headers, body))
+        return None if body.startswith(b"no") else b"202:" + body
+
+
+def request(body: bytes = b"hello", *, method: str = "POST", extra: str = "") -> bytes:
+    return (
+        f"{method} /api/hubs/h/users/u/:send?api-version=2024-12-01 HTTP/1.1\r\n"
+        f"Host: x\r\nAuthorization: Bearer t\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def sniffer() -> tuple[Sniffer, Lane, list[bytes]]:
+    lane, written = Lane(), []
+    return Sniffer(lane, written.append), lane, written  # type: ignore[arg-type]
+
+
+def test_a_plain_send_is_answered_and_nothing_goes_on() -> None:
+    s, lane, written = sniffer()
+    assert s.feed(request()) is None
+    assert written == [b"202:hello"]
+    url, headers, body = lane.seen[0]
+    assert url == b"/api/hubs/h/users/u/:send?api-version=2024-12-01"
+    assert headers[b"authorization"] == b"Bearer t"
+    assert headers[b"content-type"] == b"text/plain"
+    assert body == b"hello"
+    assert b"host" not in headers  # only the headers the lane reads are kept
+
+
+def test_pipelined_sends_in_one_chunk_are_answered_in_order() -> None:
+    s, _, written = sniffer()
+    assert s.feed(request(b"a") + request(b"b") + request(b"c")) is None
+    assert written == [b"202:a", b"202:b", b"202:c"]
+
+
+@pytest.mark.parametrize("step", [1, 2, 7, 64])
+def test_a_request_split_anywhere_is_answered_once_whole(step: int) -> None:
+    s, _, written = sniffer()
+    data = request(b"x" * 300) + request(b"second")
+    for i in range(0, len(data), step):
+        assert s.feed(data[i : i + step]) is None
+    assert written == [b"202:" + b"x" * 300, b"202:second"]
+
+
+def test_from_the_first_refused_request_on_every_byte_goes_to_aiohttp() -> None:
+    s, _, written = sniffer()
+    rest = request(b"no thanks") + request(b"after")
+    assert s.feed(request(b"first") + rest) == rest
+    assert written == [b"202:first"]
+
+
+def test_what_was_buffered_goes_along_when_the_lane_steps_aside() -> None:
+    s, _, written = sniffer()
+    data = request(b"no")
+    assert s.feed(data[:10]) is None
+    assert s.feed(data[10:]) == data
+    assert written == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request(method="GET"),
+        request(method="PUT"),
+        request(extra="Expect: 100-continue\r\n"),
+        request(extra="Connection: close\r\n"),
+        request(b"x" * (MAX_BODY_BYTES + 1)),
+        b"POST /api/hubs/h/:send?api-version=1 HTTP/1.0\r\nContent-Length: 1\r\n\r\nx",
+        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\n\r\n",  # no Content-Length
+        b"GET /client/hubs/h HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=[
+        "get",
+        "put",
+        "expect",
+        "connection-close",
+        "body-too-big",
+        "http-1.0",
+        "chunked",
+        "no-length",
+        "upgrade",
+        "garbage",
+    ],
+)
+def test_requests_the_lane_does_not_take_go_to_aiohttp_untouched(data: bytes) -> None:
+    s, lane, written = sniffer()
+    assert s.feed(data) == data
+    assert written == [] and lane.seen == []
+
+
+def test_a_head_that_never_ends_goes_to_aiohttp() -> None:
+    s, _, _ = sniffer()
+    data = b"POST /x HTTP/1.1\r\nX-Long: " + b"a" * MAX_HEAD_BYTES
+    assert s.feed(data) == data
+
+
+def test_an_incomplete_head_waits() -> None:
+    s, lane, written = sniffer()
+    assert s.feed(b"POST /api/hubs/h/:send?api-version=1 HTTP/1.1\r\n") is None
+    assert lane.seen == [] and written == []
