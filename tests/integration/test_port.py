@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import struct
+from collections.abc import AsyncIterator
 from typing import Any
 
 from _wire import JSON, ROLE_JOIN, ROLE_SEND, TIMEOUT, ServerLike, Wire, mint_client_token
@@ -99,6 +101,23 @@ class RawSocket:
         self.writer.close()
 
 
+@contextlib.asynccontextmanager
+async def upgraded(
+    server: ServerLike, hub: str, **claims: Any
+) -> AsyncIterator[tuple[RawSocket, dict[str, Any]]]:
+    """A raw socket past the handshake, with the ``connected`` message it got."""
+    sock = await RawSocket.open(server)
+    try:
+        token = mint_client_token(server, hub, **claims)
+        status, head = await sock.http(sock.upgrade_request(server, hub, token))
+        assert status == 101, head
+        connected = await sock.message()
+        assert connected["event"] == "connected"
+        yield sock, connected
+    finally:
+        sock.close()
+
+
 async def test_upgrade_after_keep_alive_requests_on_the_same_socket(
     server: ServerLike, hub: str
 ) -> None:
@@ -147,12 +166,7 @@ async def test_a_burst_over_the_read_queue_arrives_whole_and_in_order(
     server: ServerLike, hub: str
 ) -> None:
     """2 MiB of messages at once: reading pauses and resumes, every message is handled in order."""
-    sock = await RawSocket.open(server)
-    try:
-        token = mint_client_token(server, hub, roles=[ROLE_JOIN, ROLE_SEND])
-        status, _ = await sock.http(sock.upgrade_request(server, hub, token))
-        assert status == 101
-        assert (await sock.message())["event"] == "connected"
+    async with upgraded(server, hub, roles=[ROLE_JOIN, ROLE_SEND]) as (sock, _):
         sock.send({"type": "joinGroup", "group": "burst", "ackId": 1})
         assert (await sock.message())["ackId"] == 1
         count, filler = 1000, "x" * 2048
@@ -183,18 +197,11 @@ async def test_a_burst_over_the_read_queue_arrives_whole_and_in_order(
         await writing
         assert [a["ackId"] for a in acks] == [100 + i for i in range(count)]
         assert all(a["success"] for a in acks)
-    finally:
-        sock.close()
 
 
 async def test_service_close_waits_for_the_clients_close(server: ServerLike, hub: str) -> None:
     """REST close: the close frame, then the client's answer ends the TCP connection."""
-    sock = await RawSocket.open(server)
-    try:
-        token = mint_client_token(server, hub, user="closing-user")
-        status, _ = await sock.http(sock.upgrade_request(server, hub, token))
-        assert status == 101
-        connected = await sock.message()
+    async with upgraded(server, hub, user="closing-user") as (sock, connected):
         async with Wire(server) as wire:
             status, _ = await wire.rest(
                 "POST", f"/api/hubs/{hub}/users/closing-user/:closeConnections"
@@ -206,19 +213,12 @@ async def test_service_close_waits_for_the_clients_close(server: ServerLike, hub
         assert struct.unpack("!H", payload[:2])[0] == 1000
         sock.writer.write(masked(0x8, payload[:2]))
         assert await sock.closed()
-        assert connected["connectionId"]
-    finally:
-        sock.close()
+        assert connected["userId"] == "closing-user"
 
 
 async def test_oversized_message_closes_1009(server: ServerLike, hub: str) -> None:
     """The close frame reaches the client even with the rest of the frame still arriving."""
-    sock = await RawSocket.open(server)
-    try:
-        token = mint_client_token(server, hub)
-        status, _ = await sock.http(sock.upgrade_request(server, hub, token))
-        assert status == 101
-        await sock.message()
+    async with upgraded(server, hub) as (sock, _):
         sock.writer.write(masked(0x1, b"x" * (1024 * 1024 + 1)))
         opcode, payload = await sock.frame()
         assert opcode == 0x8
@@ -226,18 +226,9 @@ async def test_oversized_message_closes_1009(server: ServerLike, hub: str) -> No
         # The server reads no frame after a refused one; it closes when the client has gone.
         sock.writer.write_eof()
         assert await sock.closed()
-    finally:
-        sock.close()
 
 
 async def test_ping_gets_pong_with_the_same_payload(server: ServerLike, hub: str) -> None:
-    sock = await RawSocket.open(server)
-    try:
-        token = mint_client_token(server, hub)
-        status, _ = await sock.http(sock.upgrade_request(server, hub, token))
-        assert status == 101
-        await sock.message()
+    async with upgraded(server, hub) as (sock, _):
         sock.writer.write(masked(0x9, b"are you there"))
         assert await sock.frame() == (0xA, b"are you there")
-    finally:
-        sock.close()
