@@ -17,6 +17,7 @@ connection has gone to aiohttp it stays there, so answers keep the order of the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.rest import CONTENT_TYPES, payload_of
 from hubbub.service import SendOptions, Service
+from hubbub.types import HubName
 
 __all__ = ["FastLane", "Sniffer"]
 
@@ -69,25 +71,10 @@ class FastLane:
 
     def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
         """Publish a plain send and return the ``202`` answer; None: aiohttp must answer."""
-        path, _, query = url.partition(b"?")
-        if (
-            not query.startswith(b"api-version=")
-            or len(query) == len(b"api-version=")
-            or b"&" in query
-            or b"%" in path
-            or not path.isascii()
-        ):
+        route = _route(url)
+        if route is None:
             return None
-        parts = path.split(b"/")
-        if len(parts) < 5 or parts[1] != b"api" or parts[2] != b"hubs":
-            return None
-        tail = parts[4:]
-        if tail == [b":send"]:
-            target, name = Target.HUB, ""
-        elif len(tail) == 3 and tail[2] == b":send" and tail[0] in _TARGETS and tail[1]:
-            target, name = _TARGETS[tail[0]], tail[1].decode()
-        else:
-            return None
+        hub, target, name, path = route
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
         data_type = CONTENT_TYPES.get(
             headers.get(b"content-type", b"").partition(b";")[0].strip().lower().decode("latin-1")
@@ -95,17 +82,14 @@ class FastLane:
         if scheme.lower() != b"bearer" or not token.strip() or data_type is None:
             return None
         try:
-            verify_rest_token(token.strip().decode("latin-1"), self._keys, path.decode())
-            hub = validate_hub(parts[3].decode())
-            if target is Target.GROUP:
-                name = validate_group(name)
+            verify_rest_token(token.strip().decode("latin-1"), self._keys, path)
             payload = payload_of(data_type, body)
         except (TokenError, BadRequestError):
             return None
         try:
             self._service.send_nowait(hub, target, name, payload, _NO_OPTIONS)
         except Exception:
-            log.error("POST %s failed", path.decode(), exc_info=True)
+            log.error("POST %s failed", path, exc_info=True)
             return _INTERNAL_ERROR
         FAST_SENDS.inc()
         return self._accepted()
@@ -122,6 +106,37 @@ class FastLane:
                 + b"\r\n\r\n"
             )
         return self._date
+
+
+@functools.lru_cache(maxsize=4096)
+def _route(url: bytes) -> tuple[HubName, Target, str, str] | None:
+    """Hub, target, name and path of a plain send's URL; None for any other URL."""
+    path, _, query = url.partition(b"?")
+    if (
+        not query.startswith(b"api-version=")
+        or len(query) == len(b"api-version=")
+        or b"&" in query
+        or b"%" in path
+        or not path.isascii()
+    ):
+        return None
+    parts = path.split(b"/")
+    if len(parts) < 5 or parts[1] != b"api" or parts[2] != b"hubs":
+        return None
+    tail = parts[4:]
+    if tail == [b":send"]:
+        target, name = Target.HUB, ""
+    elif len(tail) == 3 and tail[2] == b":send" and tail[0] in _TARGETS and tail[1]:
+        target, name = _TARGETS[tail[0]], tail[1].decode()
+    else:
+        return None
+    try:
+        hub = validate_hub(parts[3].decode())
+        if target is Target.GROUP:
+            name = validate_group(name)
+    except BadRequestError:
+        return None
+    return hub, target, name, path.decode()
 
 
 class _Head:
