@@ -77,10 +77,8 @@ def _fail(message: str) -> int:
 async def _serve(config: Config) -> None:
     from aiohttp import web
 
-    from hubbub.server.app import build_app
-    from hubbub.server.fastlane import FastLane
+    from hubbub.server.app import FAST_LANE, build_app
     from hubbub.server.port import listen
-    from hubbub.server.rest import SERVICE
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,9 +87,8 @@ async def _serve(config: Config) -> None:
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    lane = FastLane(app[SERVICE], config.access_keys)
     try:
-        listener = await listen(runner, config.host, config.port, lane)
+        listener = await listen(runner, config.host, config.port, app[FAST_LANE])
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(

@@ -8,14 +8,16 @@ from hubbub.broker.memory import MemoryBroker, MemoryPresence
 from hubbub.config import Config
 from hubbub.metrics import render
 from hubbub.node import Node
+from hubbub.server.fastlane import FastLane
 from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
 
-__all__ = ["NODE", "build_app"]
+__all__ = ["FAST_LANE", "NODE", "build_app"]
 
 NODE = web.AppKey("node", Node)
+FAST_LANE = web.AppKey("fast_lane", FastLane)
 
 MAX_REST_BODY_BYTES = 1024 * 1024
 """Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
@@ -34,7 +36,9 @@ def build_app(config: Config) -> web.Application:
     presence = MemoryPresence(node.hubs)
     app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REST_BODY_BYTES)
     app[NODE] = node
-    app[SERVICE] = Service(config, broker, presence)
+    service = Service(config, broker, presence)
+    app[SERVICE] = service
+    app[FAST_LANE] = FastLane(service, config.access_keys)
     app[ACCESS_KEYS] = config.access_keys
     endpoint = ClientEndpoint(node)
     app.add_routes(

@@ -109,10 +109,6 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     # -- the hand-over --------------------------------------------------------------------------
 
-    @property
-    def upgraded(self) -> bool:
-        return self._stream is not None
-
     def hold(self) -> None:
         """From now on keep what arrives: it belongs to the WebSocket about to be accepted."""
         if self._held is None:

@@ -224,6 +224,7 @@ class ClientEndpoint:
             await self._pump(socket, connection)
         except asyncio.CancelledError:
             socket.outlet.abort()
+            raise
         except Exception:
             log.error("connection %s failed", connection.id, exc_info=True)
             socket.outlet.abort()
