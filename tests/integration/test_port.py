@@ -72,14 +72,24 @@ class RawSocket:
         ).encode()
 
     async def frame(self) -> tuple[int, bytes]:
-        """The next server frame: opcode and payload (server frames are not masked)."""
-        b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
-        n = b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return b0 & 0x0F, await asyncio.wait_for(self.reader.readexactly(n), TIMEOUT)
+        """The next server frame but a ping: opcode and payload (server frames are not masked).
+
+        The server's keep-alive sweep pings every connection on its own clock, so a ping can
+        land between any two frames; it is answered with a pong, as a browser would, and
+        skipped.
+        """
+        while True:
+            b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), TIMEOUT)
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            opcode = b0 & 0x0F
+            payload = await asyncio.wait_for(self.reader.readexactly(n), TIMEOUT)
+            if opcode != 0x9:
+                return opcode, payload
+            self.writer.write(masked(0xA, payload))
 
     async def message(self) -> Any:
         opcode, payload = await self.frame()
