@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CLOSE_GOING_AWAY",
     "CLOSE_INVALID_DATA",
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
@@ -11,11 +12,14 @@ __all__ = [
     "CLOSE_UNSUPPORTED_DATA",
     "REASON_CLOSED_BY_APP_SERVER",
     "REASON_NOT_RECOVERABLE",
+    "REASON_SERVICE_RELOAD",
     "REASON_SLOW_CLIENT",
 ]
 
 CLOSE_NORMAL = 1000
 """Normal close: REST close routes, and a plain client whose message event has no handler."""
+CLOSE_GOING_AWAY = 1001
+"""The node is stopping; clients reconnect (reliable ones try to recover first)."""
 CLOSE_UNSUPPORTED_DATA = 1003
 """A binary frame on a JSON subprotocol."""
 CLOSE_INVALID_DATA = 1007
@@ -30,3 +34,5 @@ CLOSE_SLOW_CLIENT = 1013
 REASON_CLOSED_BY_APP_SERVER = "Closed by REST API."
 REASON_NOT_RECOVERABLE = "The connection could not be recovered."
 REASON_SLOW_CLIENT = "SlowClient"
+REASON_SERVICE_RELOAD = "ServiceReload"
+"""What Azure tells clients it closes for maintenance (service-features.md §7.13)."""

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 import orjson
 
 from hubbub.broker.base import Broker
-from hubbub.closecodes import CLOSE_NORMAL
+from hubbub.closecodes import CLOSE_GOING_AWAY, CLOSE_NORMAL, REASON_SERVICE_RELOAD
 from hubbub.config import Config
 from hubbub.core.commands import (
+    CloseConnections,
     Command,
     Publication,
     Target,
@@ -343,6 +344,23 @@ class Node:
         """Deliver a publication to the local connections it targets."""
         PUBLICATIONS.inc()
         DELIVERIES.inc(deliver_publication(self.hubs, publication))
+
+    def shut_down(self) -> int:
+        """Close every connection of this node, which is stopping; returns how many.
+
+        Each gets ``disconnected`` with Azure's maintenance reason, then a 1001 close: the SDKs
+        reconnect (reliable ones first try to recover, which a restarted node refuses with 1008).
+        Sessions waiting for a recovery end too.
+        """
+        count = 0
+        for hub in self.hubs:
+            count += apply_command(
+                self.hubs,
+                CloseConnections(
+                    hub.name, Target.HUB, "", REASON_SERVICE_RELOAD, code=CLOSE_GOING_AWAY
+                ),
+            )
+        return count
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 

@@ -117,6 +117,7 @@ class CloseConnections:
     name: str
     reason: str
     excluded: frozenset[ConnectionId] = frozenset()
+    code: int = CLOSE_NORMAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ def apply_command(hubs: HubRegistry, command: Command) -> int:
 
 
 def _close(hub: Hub, command: CloseConnections) -> int:
-    """Send each target ``disconnected`` with the reason, then close it with 1000."""
+    """Send each target ``disconnected`` with the reason, then close it with the command's code."""
     targets = [
         c for c in _targets(hub, command.target, command.name) if c.id not in command.excluded
     ]
@@ -210,7 +211,7 @@ def _close(hub: Hub, command: CloseConnections) -> int:
         frame = connection.codec.encode(DisconnectedMessage(command.reason))
         if frame is not None:
             connection.outlet.send(frame)
-        connection.outlet.close(CLOSE_NORMAL, command.reason)
+        connection.outlet.close(command.code, command.reason)
         hub.remove(connection.id)
     return len(targets)
 

@@ -55,6 +55,9 @@ def build_app(config: Config) -> web.Application:
     async def start_engine(app: web.Application) -> None:
         await broker.start(node)
 
+    async def close_connections(app: web.Application) -> None:
+        await endpoint.shut_down()
+
     async def stop_engine(app: web.Application) -> None:
         endpoint.close_all()
         await endpoint.keepalive.close()
@@ -62,5 +65,6 @@ def build_app(config: Config) -> web.Application:
         await broker.close()
 
     app.on_startup.append(start_engine)
+    app.on_shutdown.append(close_connections)
     app.on_cleanup.append(stop_engine)
     return app

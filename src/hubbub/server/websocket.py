@@ -44,6 +44,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 """One client message may be at most 1 MB (client-protocols.md §10); a bigger one closes 1009."""
 CLOSE_TIMEOUT_SECONDS = 10.0
 """How long a close frame of ours waits for the client's before the socket is dropped."""
+SHUTDOWN_GRACE_SECONDS = 3.0
+"""How long a stopping node waits for clients to answer its close frames."""
 READ_QUEUE_BYTES = 64 * 1024
 """Inbound messages queued per connection before reading from its socket pauses."""
 
@@ -212,8 +214,15 @@ class ClientEndpoint:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def shut_down(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Close every connection with a close frame; wait up to ``grace`` for the clients'."""
+        closed = self._node.shut_down()
+        if self._tasks:
+            log.info("closing %d connections", closed)
+            await asyncio.wait(set(self._tasks), timeout=grace)
+
     def close_all(self) -> None:
-        """Drop every upgraded connection (the node is stopping)."""
+        """Drop every upgraded connection still open (the node is stopping)."""
         for task in list(self._tasks):
             task.cancel()
 
