@@ -15,6 +15,8 @@ class Lane:
 
     def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
         self.seen.append((url, headers, body))
+        if body == b"boom":
+            raise RuntimeError("a defect in the lane")
         return None if body.startswith(b"no") else b"202:" + body
 
 
@@ -61,6 +63,13 @@ def test_a_request_split_anywhere_is_answered_once_whole(step: int) -> None:
 def test_from_the_first_refused_request_on_every_byte_goes_to_aiohttp() -> None:
     s, _, written = sniffer()
     rest = request(b"no thanks") + request(b"after")
+    assert s.feed(request(b"first") + rest) == rest
+    assert written == [b"202:first"]
+
+
+def test_a_failure_in_the_lane_hands_the_failing_request_to_aiohttp() -> None:
+    s, _, written = sniffer()
+    rest = request(b"boom") + request(b"after")
     assert s.feed(request(b"first") + rest) == rest
     assert written == [b"202:first"]
 

@@ -180,7 +180,17 @@ class Sniffer:
         """Answer the plain sends in ``data``; return the bytes for aiohttp from the first other
         request on (None while every request so far was the lane's)."""
         buffer = self._buffer + data if self._buffer else data
+        self._buffer = b""
+        try:
+            return self._answer(buffer)
+        except Exception:
+            # ``_buffer`` holds what is left from the request that failed: aiohttp answers it.
+            log.error("the fast lane failed on a request; aiohttp answers it", exc_info=True)
+            return self._buffer
+
+    def _answer(self, buffer: bytes) -> bytes | None:
         while buffer:
+            self._buffer = buffer
             end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
             if end < 0:
                 if len(buffer) >= MAX_HEAD_BYTES:
