@@ -66,12 +66,15 @@ def free_port() -> int:
 
 
 def start_server(
-    tmp: Path, extra_args: list[str] | None = None, config_toml: str = CONFIG_TOML
+    tmp: Path,
+    extra_args: list[str] | None = None,
+    config_toml: str = CONFIG_TOML,
+    port: int | None = None,
 ) -> Server:
     """Start `hubbub serve` in a subprocess and wait until its health endpoint answers."""
     config = tmp / "hubbub.toml"
     config.write_text(config_toml)
-    port = free_port()
+    port = port or free_port()
     log = open(tmp / "server.log", "wb")
     cmd = [
         sys.executable,
