@@ -85,7 +85,12 @@ async def _serve(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.http_keep_alive_seconds,
+    )
     await runner.setup()
     try:
         listener = await listen(runner, config.host, config.port, app[FAST_LANE])

@@ -78,6 +78,8 @@ class Config:
     """How long a reliable session outlives its dropped socket (the service keeps >= 30 s)."""
     upstream_timeout_seconds: float = 20.0
     """How long one event handler request may take before it counts as failed."""
+    http_keep_alive_seconds: float = 75.0
+    """How long an HTTP connection may go without a request before it is closed."""
     public_endpoint: str | None = None
     """The endpoint clients see (behind a proxy); default ``http://host:port``."""
     key_generated: bool = False
@@ -198,7 +200,11 @@ def _from_file(path: Path) -> dict[str, object]:
         elif key == "public_endpoint":
             _expect(source, "server.public_endpoint", value, str, "a URL")
             out["public_endpoint"] = value
-        elif key in ("upstream_timeout_seconds", "session_timeout_seconds"):
+        elif key in (
+            "upstream_timeout_seconds",
+            "session_timeout_seconds",
+            "http_keep_alive_seconds",
+        ):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(
                     f"{source}: server.{key}: expected a positive number, got {value!r}"

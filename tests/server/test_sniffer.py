@@ -30,7 +30,7 @@ def request(body: bytes = b"hello", *, method: str = "POST", extra: str = "") ->
 
 def sniffer() -> tuple[Sniffer, Lane, list[bytes]]:
     lane, written = Lane(), []
-    return Sniffer(lane, written.append), lane, written  # type: ignore[arg-type]
+    return Sniffer(lane, written.append, lambda: None), lane, written  # type: ignore[arg-type]
 
 
 def test_a_plain_send_is_answered_and_nothing_goes_on() -> None:

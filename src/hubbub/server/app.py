@@ -38,7 +38,7 @@ def build_app(config: Config) -> web.Application:
     app[NODE] = node
     service = Service(config, broker, presence)
     app[SERVICE] = service
-    app[FAST_LANE] = FastLane(service, config.access_keys)
+    lane = app[FAST_LANE] = FastLane(service, config.access_keys, config.http_keep_alive_seconds)
     app[ACCESS_KEYS] = config.access_keys
     endpoint = ClientEndpoint(node)
     app.add_routes(
@@ -60,6 +60,7 @@ def build_app(config: Config) -> web.Application:
 
     async def stop_engine(app: web.Application) -> None:
         endpoint.close_all()
+        lane.close()
         await endpoint.keepalive.close()
         await upstream.close()
         await broker.close()

@@ -13,10 +13,14 @@ Everything else, and every request that would be refused, goes to aiohttp byte f
 answers it (errors included) through :mod:`hubbub.server.rest`: there is one implementation of
 every rule, this module only skips the objects for the case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
+
+aiohttp does not see a connection until its first request for aiohttp: the lane closes the ones
+it alone serves once they have been idle for the keep-alive time, as aiohttp does its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -44,6 +48,8 @@ MAX_HEAD_BYTES = 16 * 1024
 """A request head longer than this is aiohttp's to judge (it answers 431 or 400)."""
 MAX_BODY_BYTES = 1024 * 1024
 """Bodies up to the REST limit; a bigger one is aiohttp's to refuse (413)."""
+KEEP_ALIVE_SECONDS = 75.0
+"""An HTTP connection that sends nothing for this long is closed (aiohttp's usual default)."""
 
 _TARGETS = {b"users": Target.USER, b"groups": Target.GROUP, b"connections": Target.CONNECTION}
 _WANTED = frozenset(
@@ -63,11 +69,54 @@ _INTERNAL_ERROR = (
 class FastLane:
     """Publishes plain REST sends of one node (shared by every port)."""
 
-    def __init__(self, service: Service, access_keys: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        access_keys: tuple[str, ...],
+        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+    ) -> None:
         self._service = service
         self._keys = access_keys
         self._date = b""
         self._date_second = -1
+        self._keep_alive = keep_alive_seconds
+        self._sniffers: set[Sniffer] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- the connections the lane serves --------------------------------------------------------
+
+    def sniffer(self, write: Callable[[bytes], None], close: Callable[[], None]) -> Sniffer:
+        """A sniffer for a new connection, watched for idleness until :meth:`forget`."""
+        sniffer = Sniffer(self, write, close)
+        self._sniffers.add(sniffer)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._keep_alive / 4, self._sweep)
+        return sniffer
+
+    def forget(self, sniffer: Sniffer) -> None:
+        """The connection is gone, or aiohttp serves it from now on."""
+        self._sniffers.discard(sniffer)
+
+    def _sweep(self) -> None:
+        """Close the connections idle for the keep-alive time (checked 4 times per period)."""
+        self._sweeper = None
+        idle_since = time.monotonic() - self._keep_alive
+        for sniffer in [s for s in self._sniffers if s.active <= idle_since]:
+            self._sniffers.discard(sniffer)
+            sniffer.close()
+        if self._sniffers:
+            self._sweeper = asyncio.get_running_loop().call_later(self._keep_alive / 4, self._sweep)
+
+    def close(self) -> None:
+        """Close every connection only the lane has served (the node is stopping)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        sniffers, self._sniffers = self._sniffers, set()
+        for sniffer in sniffers:
+            sniffer.close()
+
+    # -- one send -------------------------------------------------------------------------------
 
     def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
         """Publish a plain send and return the ``202`` answer; None: aiohttp must answer."""
@@ -167,18 +216,25 @@ class Sniffer:
     Args:
         lane: the node's fast lane.
         write: writes an answer to the connection.
+        close: closes the connection (it was idle too long).
     """
 
-    __slots__ = ("_buffer", "_lane", "_write")
+    __slots__ = ("_buffer", "_lane", "_write", "active", "close")
 
-    def __init__(self, lane: FastLane, write: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, lane: FastLane, write: Callable[[bytes], None], close: Callable[[], None]
+    ) -> None:
         self._lane = lane
         self._write = write
+        self.close = close
         self._buffer = b""
+        self.active = time.monotonic()
+        """When the client last sent something."""
 
     def feed(self, data: bytes) -> bytes | None:
         """Answer the plain sends in ``data``; return the bytes for aiohttp from the first other
         request on (None while every request so far was the lane's)."""
+        self.active = time.monotonic()
         buffer = self._buffer + data if self._buffer else data
         self._buffer = b""
         try:

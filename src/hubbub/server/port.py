@@ -8,6 +8,10 @@ transport, aiohttp's frame reader and hubbub's own few objects, not a parked HTT
 
 Towards aiohttp the port is the transport: writes and flow control pass through to the real
 one until the hand-over, and are dropped after it.
+
+With the fast lane (:mod:`hubbub.server.fastlane`), aiohttp's side of a connection is made only
+when the first request the lane does not answer arrives: a connection of plain sends alone
+never costs aiohttp's request handler.
 """
 
 from __future__ import annotations
@@ -65,32 +69,44 @@ class Port(asyncio.Protocol, asyncio.Transport):
     # -- the real transport's protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._http = self._server()
-        self._http.connection_made(self)
+        self._transport = real = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         if self._lane is not None:
-            self._sniffer = Sniffer(self._lane, self._transport.write)
+            self._sniffer = self._lane.sniffer(real.write, real.close)
+        else:
+            self._start_http()
+
+    def _start_http(self) -> asyncio.Protocol:
+        http = self._http = self._server()
+        http.connection_made(self)
+        return http
+
+    def _retire_sniffer(self) -> None:
+        if self._sniffer is not None and self._lane is not None:
+            self._lane.forget(self._sniffer)
+        self._sniffer = None
 
     def data_received(self, data: bytes) -> None:
         if self._stream is not None:
             self._stream.feed(data)
         elif self._held is not None:
             self._held.append(data)
+        elif self._sniffer is not None:
+            rest = self._sniffer.feed(data)
+            if rest is None:
+                return  # every request so far was a plain send, answered
+            # From this request on, aiohttp serves the connection.
+            self._retire_sniffer()
+            self._start_http().data_received(rest)
         elif self._http is not None:
-            if self._sniffer is not None:
-                rest = self._sniffer.feed(data)
-                if rest is None:
-                    return  # every request so far was a plain send, answered
-                self._sniffer = None  # from this request on, aiohttp serves the connection
-                data = rest
             self._http.data_received(data)
 
     def eof_received(self) -> bool | None:
         if self._http is not None and self._held is None:
             return self._http.eof_received()
-        return None
+        return None  # a connection of the lane alone: closed
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._retire_sniffer()
         stream, http = self._stream, self._http
         self._stream = self._http = None
         self._held = None
@@ -102,10 +118,14 @@ class Port(asyncio.Protocol, asyncio.Transport):
     def pause_writing(self) -> None:
         if self._http is not None:
             self._http.pause_writing()
+        elif self._sniffer is not None:
+            self.pause_reading()  # a client that does not read its answers gets no more
 
     def resume_writing(self) -> None:
         if self._http is not None:
             self._http.resume_writing()
+        elif self._sniffer is not None:
+            self.resume_reading()
 
     # -- the hand-over --------------------------------------------------------------------------
 
