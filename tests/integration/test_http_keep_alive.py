@@ -96,5 +96,5 @@ def test_the_setting_is_validated(tmp_path: Path) -> None:
 
     path = tmp_path / "bad.toml"
     path.write_text("[server]\nhttp_keep_alive_seconds = 0\n")
-    with pytest.raises(ConfigError, match="server.http_keep_alive_seconds"):
+    with pytest.raises(ConfigError, match=r"server\.http_keep_alive_seconds"):
         load_config(str(path), env={})
