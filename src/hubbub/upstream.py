@@ -11,6 +11,7 @@ never processes one event twice because of us.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
@@ -85,6 +87,12 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(url: str) -> yarl.URL:
+    """An event URL parsed once (aiohttp would parse the string on every request)."""
+    return yarl.URL(url)
+
+
 @dataclass
 class _Validation:
     ok: bool = False
@@ -111,7 +119,11 @@ class HttpUpstream:
         if self._session is None:
             # No global cap: one slow handler must not starve the sockets of another.
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            # No cookie jar: events of different connections share the pooled sockets, and a
+            # cookie one handler answer sets must not ride along on another connection's event.
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
@@ -127,8 +139,10 @@ class HttpUpstream:
 
     async def _validated(self, handler: EventHandlerConfig, hub: str) -> bool:
         url = expand_url(handler.url_template, hub, "validate")
-        state = self._validations.setdefault(url, _Validation())
-        if state.ok:
+        state = self._validations.get(url)
+        if state is None:
+            state = self._validations[url] = _Validation()
+        elif state.ok:
             return True
         if state.lock is None:
             state.lock = asyncio.Lock()
@@ -191,7 +205,7 @@ class HttpUpstream:
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
-        async with self._client().post(url, data=body, headers=headers) as response:
+        async with self._client().post(_parsed(url), data=body, headers=headers) as response:
             payload = await response.read()
             return UpstreamResponse(
                 response.status,

@@ -68,6 +68,7 @@ HUBS = [
     "anonymous",
     "grants",
     "invoke",
+    "cookies",
 ]
 
 
@@ -236,9 +237,11 @@ class Stack:
 
 def _config(handler_port: int, dead_port: int) -> str:
     def handler(hub: str, port: int, system: str) -> str:
+        # A host name, not an address, for the cookie test: aiohttp keeps no cookies of an IP.
+        host = "localhost" if hub == "cookies" else "127.0.0.1"
         return (
             f"[[hubs.{hub}.event_handlers]]\n"
-            f'url_template = "http://127.0.0.1:{port}/{{hub}}/{{event}}"\n'
+            f'url_template = "http://{host}:{port}/{{hub}}/{{event}}"\n'
             'user_event_pattern = "*"\n'
             f"system_events = {system}\n"
         )
@@ -925,6 +928,28 @@ async def test_connection_state_round_trip(stack: Stack) -> None:
         ("keep", "eyJrZXkiOiJhIn0="),
         ("disconnected", "eyJrZXkiOiJhIn0="),
     ]
+
+
+async def test_a_cookie_set_by_one_answer_is_not_sent_with_other_events(stack: Stack) -> None:
+    """Events of all connections share pooled sockets; state travels in ce-connectionState."""
+
+    @stack.rule("cookies")
+    async def set_cookie(seen: Seen, request: web.Request) -> web.StreamResponse | None:
+        if seen.method == "POST" and seen.event == "login":
+            response = web.Response(status=204)
+            response.set_cookie("session", "of-the-first-connection")
+            return response
+        return None
+
+    async with Wire(stack.server) as wire:
+        first = await wire.connect("cookies", user="first")
+        second = await wire.connect("cookies", user="second")
+        await send_event(first, "login")
+        await send_event(second, "after")
+        await send_event(first, "after")
+    posts = stack.handler.seen("cookies", event="after")
+    assert len(posts) == 2
+    assert [s.headers.get("cookie") for s in posts] == [None, None]
 
 
 async def test_disconnected_reason(stack: Stack) -> None:

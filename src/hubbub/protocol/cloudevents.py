@@ -6,6 +6,7 @@ that uses them lives in :mod:`hubbub.upstream`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import time
@@ -73,16 +74,25 @@ class ConnectResponse:
     subprotocol: str | None = None
 
 
-def signature(keys: Sequence[str], connection_id: str) -> str:
-    """``sha256=<hex>`` per access key, comma-separated; the input is the connection id (§4)."""
+@functools.lru_cache(maxsize=4096)
+def signature(keys: tuple[str, ...], connection_id: str) -> str:
+    """``sha256=<hex>`` per access key, comma-separated; the input is the connection id (§4).
+
+    Cached: every event of a connection carries the same signature.
+    """
     return ",".join(
         "sha256=" + hmac.new(k.encode(), connection_id.encode(), hashlib.sha256).hexdigest()
         for k in keys
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _time_at(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
 def _time(now: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return _time_at(int(time.time() if now is None else now))
 
 
 def event_headers(
@@ -90,7 +100,7 @@ def event_headers(
     event: str,
     system: bool,
     origin: str,
-    keys: Sequence[str],
+    keys: tuple[str, ...],
     content_type: str,
 ) -> dict[str, str]:
     """Every header of an event POST (§3)."""
@@ -133,6 +143,7 @@ def origin_allowed(allowed: str | None, origin: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
 def expand_url(template: str, hub: str, event: str) -> str:
     """Substitute ``{hub}`` and ``{event}`` (case-insensitively, URL-escaped)."""
     out = template
