@@ -60,6 +60,8 @@ IP_BIND_ADDRESS_NO_PORT = 24
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 STALL_RCVBUF = 4096
 """SO_RCVBUF of a stalled member (the kernel doubles it), so its window fills at once."""
+REST_STALL_SECONDS = 10.0
+"""A REST publisher's run fails when it is this far past its end (a request went unanswered)."""
 
 OP_TEXT = 0x1
 OP_CLOSE = 0x8
@@ -547,10 +549,10 @@ class Publisher(Role):
                 i += 1
                 self.published += 1
                 try:
-                    ok = await asyncio.wait_for(
-                        client.request(head + payload(self.size, time.monotonic_ns())), 10
-                    )
-                except (TimeoutError, ConnectionError):
+                    # No timeout per call (asyncio.wait_for costs a task each time): the whole
+                    # run has one, below.
+                    ok = await client.request(head + payload(self.size, time.monotonic_ns()))
+                except ConnectionError:
                     self.errors += 1
                     return
                 if ok:
@@ -574,7 +576,11 @@ class Publisher(Role):
         if self.mode == "ws-group":
             await ws_worker()
         else:
-            await asyncio.gather(*(rest_worker(c, k) for k, c in enumerate(self.http)))
+            workers = asyncio.gather(*(rest_worker(c, k) for k, c in enumerate(self.http)))
+            try:
+                await asyncio.wait_for(workers, duration + REST_STALL_SECONDS)
+            except TimeoutError:
+                self.errors += 1  # a request went unanswered for that long
         out = self.snapshot()
         out["elapsed"] = time.monotonic() - start
         return out

@@ -757,7 +757,9 @@ def echo_config(handler_port: int) -> Path:
     return path
 
 
-async def scenario_echo(plan: Plan, children: Children, kind: str, results: Results) -> None:
+async def scenario_echo(
+    plan: Plan, children: Children, kind: str, results: Results, profile: bool = False
+) -> None:
     """(f) plain WebSocket echo: through an upstream handler (hubbub), in-process (references).
 
     ``plan.echo_clients`` plain connections each keep one 100 B text frame in flight (closed
@@ -812,6 +814,8 @@ async def scenario_echo(plan: Plan, children: Children, kind: str, results: Resu
         t1, cpu1, e1, all1 = await snap()
         lat: list[int] = sorted((await echo.call("latencies"))["latencies_us"])
         final = await run
+        if profile and kind == "hubbub":
+            await profile_server(plan, server, [echo], "f-echo")
     finally:
         await echo.quit(children)
         if handler is not None:
@@ -1522,7 +1526,9 @@ async def main_async(args: argparse.Namespace) -> int:
                     if "d" in wanted:
                         await scenario_idle(plan, children, kind, results)
                     if "f" in wanted:
-                        await scenario_echo(plan, children, kind, results)
+                        await scenario_echo(
+                            plan, children, kind, results, args.profile and rep == 0
+                        )
                     if "g" in wanted:
                         await scenario_slow(plan, children, kind, results)
                 except ServerUnavailable as exc:
