@@ -13,10 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import jwt
-from _wire import JSON, RELIABLE, Wire
+import pytest
+import yarl
+from _wire import JSON, RELIABLE, Wire, mint_client_token
+from aiohttp import web
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import CONFIG_TOML, Server, free_port, start_server, stop_server
 
 GOING_AWAY = 1001
 
@@ -94,3 +98,46 @@ async def test_a_client_that_never_answers_does_not_hold_the_node_up(tmp_path: P
     finally:
         sock.close()
         stop_server(server)
+
+
+async def test_a_handshake_waiting_for_its_connect_event_is_refused_with_503(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM while the connect handler thinks: the client gets 503, not a doomed 101."""
+    asked = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(headers={"WebHook-Allowed-Origin": "*"})
+        if request.headers.get("ce-eventName") == "connect":
+            asked.set()
+            await asyncio.sleep(1.5)
+            return web.Response(status=204)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    handler_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", handler_port).start()
+    config = CONFIG_TOML + (
+        "\n[[hubs.slowconnect.event_handlers]]\n"
+        f'url_template = "http://127.0.0.1:{handler_port}/{{event}}"\n'
+        'system_events = ["connect"]\n'
+    )
+    server = start_server(tmp_path, config_toml=config)
+    try:
+        token = mint_client_token(server, "slowconnect")
+        url = yarl.URL(f"{server.ws_endpoint}/client/hubs/slowconnect?access_token={token}")
+        async with aiohttp.ClientSession() as http:
+            handshake = asyncio.ensure_future(http.ws_connect(url, protocols=(JSON,)))
+            await asyncio.wait_for(asked.wait(), 10)
+            _terminate(server)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await asyncio.wait_for(handshake, 10)
+            assert refused.value.status == 503
+        assert await _exit_code(server) == 0
+    finally:
+        stop_server(server)
+        await runner.cleanup()

@@ -56,6 +56,7 @@ def build_app(config: Config) -> web.Application:
         await broker.start(node)
 
     async def close_connections(app: web.Application) -> None:
+        lane.close()
         await endpoint.shut_down()
 
     async def stop_engine(app: web.Application) -> None:

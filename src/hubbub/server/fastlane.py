@@ -235,18 +235,17 @@ class Sniffer:
         """Answer the plain sends in ``data``; return the bytes for aiohttp from the first other
         request on (None while every request so far was the lane's)."""
         self.active = time.monotonic()
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = b""
+        buffer = self._buffer = self._buffer + data if self._buffer else data
         try:
             return self._answer(buffer)
         except Exception:
-            # ``_buffer`` holds what is left from the request that failed: aiohttp answers it.
+            # ``_buffer`` starts at the request that failed: aiohttp answers it.
             log.error("the fast lane failed on a request; aiohttp answers it", exc_info=True)
             return self._buffer
 
     def _answer(self, buffer: bytes) -> bytes | None:
+        """The loop of :meth:`feed`; ``_buffer`` always starts at the request being read."""
         while buffer:
-            self._buffer = buffer
             end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
             if end < 0:
                 if len(buffer) >= MAX_HEAD_BYTES:
@@ -276,7 +275,6 @@ class Sniffer:
             answer = self._lane.send(head.url, head.headers, buffer[start:stop])
             if answer is None:
                 return buffer
+            buffer = self._buffer = buffer[stop:]  # published: never handed on again
             self._write(answer)
-            buffer = buffer[stop:]
-        self._buffer = buffer
         return None

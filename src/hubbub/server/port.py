@@ -20,6 +20,7 @@ import asyncio
 from typing import Any, Protocol, cast
 
 from aiohttp import web
+from aiohttp.tcp_helpers import tcp_keepalive
 
 from hubbub.server.fastlane import FastLane, Sniffer
 
@@ -48,6 +49,7 @@ class Port(asyncio.Protocol, asyncio.Transport):
         "_held",
         "_http",
         "_lane",
+        "_lane_paused",
         "_reading_paused",
         "_server",
         "_sniffer",
@@ -65,12 +67,15 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._held: list[bytes] | None = None
         self._stream: Stream | None = None
         self._reading_paused = False
+        self._lane_paused = False
+        """Reading paused by the lane because its answers are not read."""
 
     # -- the real transport's protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = real = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         if self._lane is not None:
+            tcp_keepalive(real)  # as aiohttp does for the connections it sees
             self._sniffer = self._lane.sniffer(real.write, real.close)
         else:
             self._start_http()
@@ -96,7 +101,14 @@ class Port(asyncio.Protocol, asyncio.Transport):
                 return  # every request so far was a plain send, answered
             # From this request on, aiohttp serves the connection.
             self._retire_sniffer()
-            self._start_http().data_received(rest)
+            http = self._start_http()
+            if self._lane_paused:
+                # The lane's answers still fill the buffer: aiohttp takes over the wait for
+                # it to drain (and gets the matching resume_writing); reading is its to pause.
+                self._lane_paused = False
+                http.pause_writing()
+                self.resume_reading()
+            http.data_received(rest)
         elif self._http is not None:
             self._http.data_received(data)
 
@@ -119,12 +131,15 @@ class Port(asyncio.Protocol, asyncio.Transport):
         if self._http is not None:
             self._http.pause_writing()
         elif self._sniffer is not None:
-            self.pause_reading()  # a client that does not read its answers gets no more
+            # A client that does not read its answers gets no more until it does.
+            self._lane_paused = True
+            self.pause_reading()
 
     def resume_writing(self) -> None:
         if self._http is not None:
             self._http.resume_writing()
-        elif self._sniffer is not None:
+        elif self._lane_paused:
+            self._lane_paused = False
             self.resume_reading()
 
     # -- the hand-over --------------------------------------------------------------------------

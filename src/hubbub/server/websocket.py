@@ -90,6 +90,7 @@ class ClientEndpoint:
         self._node = node
         self._flusher: Flusher | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.keepalive = KeepAlive()
 
     def _hub(self, request: web.Request) -> HubName:
@@ -126,6 +127,8 @@ class ClientEndpoint:
             log.error("a client connection that did not come through hubbub's listener")
             return error_response(500, "internal server error")
         try:
+            if self._stopping:
+                raise HandshakeError("the service is shutting down", 503)
             hub = self._hub(request)
             offered = _offered(request)
             if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
@@ -147,6 +150,10 @@ class ClientEndpoint:
             port.release()
             log.error("handshake failed", exc_info=True)
             return error_response(500, "internal server error")
+        if self._stopping:
+            # The node began to stop while this handshake waited (e.g. for its connect event).
+            port.release()
+            return error_response(503, "the service is shutting down")
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
             connection = self._node.find_session(
@@ -216,6 +223,7 @@ class ClientEndpoint:
 
     async def shut_down(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Close every connection with a close frame; wait up to ``grace`` for the clients'."""
+        self._stopping = True
         closed = self._node.shut_down()
         if self._tasks:
             log.info("closing %d connections", closed)
