@@ -28,7 +28,7 @@ from hubbub.core.commands import (
 )
 from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.core.state import Connection, HubRegistry, Outlet
+from hubbub.core.state import Connection, HubRegistry, Outlet, SharedFrames
 from hubbub.errors import ForbiddenError, OperationError, UpstreamError
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
 from hubbub.metrics import (
@@ -380,6 +380,9 @@ class _Detached:
 
     def send(self, frame: bytes) -> None:
         pass  # kept by Connection.send_sequenced; other frames are not replayed
+
+    def share(self, shared: SharedFrames) -> bool:
+        return False  # a reliable session's frames are its own (sequence ids)
 
     def close(self, code: int, reason: str) -> None:
         # Deferred: this may be called from inside a fan-out over the session's groups.

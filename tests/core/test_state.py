@@ -21,7 +21,7 @@ from hubbub.core.commands import (
     Target,
 )
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection
+from hubbub.core.state import Connection, SharedFrames
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
@@ -41,6 +41,9 @@ class ListOutlet:
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    def share(self, shared: SharedFrames) -> bool:
+        return False  # frames arrive one by one through send
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

@@ -15,7 +15,7 @@ import msgspec
 
 from hubbub.closecodes import CLOSE_NORMAL
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection, Hub, HubRegistry
+from hubbub.core.state import Connection, Hub, HubRegistry, SharedFrames
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import DataMessage, DisconnectedMessage, Payload
@@ -37,6 +37,7 @@ __all__ = [
     "apply_command",
     "deliver",
     "deliver_publication",
+    "deliver_to_group",
 ]
 
 
@@ -162,11 +163,54 @@ def deliver_publication(hubs: HubRegistry, publication: Publication) -> int:
     hub = hubs.get(publication.hub)
     if hub is None:
         return 0
-    targets = _targets(hub, publication.target, publication.name)
     group = publication.name if publication.from_group else None
     message = DataMessage(publication.payload, group, publication.from_user_id)
+    if publication.target is Target.GROUP and not publication.excluded and not publication.filter:
+        return deliver_to_group(hub, GroupName(publication.name), message)
+    targets = _targets(hub, publication.target, publication.name)
     flt = parse_filter(publication.filter) if publication.filter else None
     return deliver(targets, message, publication.excluded, flt)
+
+
+def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
+    """A fan-out to every member of a group; returns how many members it reached.
+
+    When the members' outlets still share the frames of the previous fan-out to this group
+    (:class:`~hubbub.core.state.SharedFrames`), the new frame is only appended there: the cost
+    does not grow with the group. Otherwise every member is visited once and, when all of them
+    use one codec whose frames are the same for everybody, they start sharing again.
+    """
+    members = hub.groups.get(name)
+    if not members:
+        return 0
+    shared = hub.shared.get(name)
+    if shared is not None and shared.open:
+        frame = shared.codec.encode_data(message).frame
+        assert frame is not None  # codecs whose frames differ per member are never shared
+        shared.append(frame)
+        return len(members)
+    connections = iter(members.values())
+    first = next(connections)
+    codec = first.codec
+    data = codec.encode_data(message)
+    frame = data.frame
+    if frame is None:
+        return deliver(members.values(), message)
+    shared = SharedFrames(codec, frame)
+    others: list[Connection] = []
+    if not first.outlet.share(shared):
+        others.append(first)
+    for connection in connections:
+        if connection.codec is not codec or not connection.outlet.share(shared):
+            others.append(connection)
+    if others:
+        # Not every member can take the shared frames: this fan-out is not shared further.
+        shared.open = False
+        hub.shared.pop(name, None)
+        deliver(others, message)
+    else:
+        hub.shared[name] = shared
+    return len(members)
 
 
 def apply_command(hubs: HubRegistry, command: Command) -> int:

@@ -16,7 +16,7 @@ from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.reliable import ReliableBuffer
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
-__all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet"]
+__all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet", "SharedFrames"]
 
 K = TypeVar("K", bound=str)
 
@@ -26,11 +26,45 @@ ACK_CACHE_SIZE = 4096
 """Processed ackIds remembered per connection for ``Duplicate`` (spec: size unconfirmed)."""
 
 
+class SharedFrames:
+    """The frames of consecutive fan-outs to one group, queued once for all its members.
+
+    The first fan-out to a group in a flush period hands this object to every member's outlet;
+    while it stays ``open``, the next fan-outs to the same members only append their frame here
+    (no work per member). An outlet closes it when it writes it, or when it is sent any other
+    frame (which must come after these); the hub drops it when the group's membership changes.
+    """
+
+    __slots__ = ("_joined", "codec", "frames", "open")
+
+    def __init__(self, codec: Codec, frame: bytes) -> None:
+        self.codec = codec
+        self.frames = [frame]
+        self.open = True
+        self._joined: bytes | None = None
+
+    def append(self, frame: bytes) -> None:
+        self.frames.append(frame)
+        self._joined = None
+
+    def joined(self) -> bytes:
+        """All the frames as one buffer, built once for every outlet that writes them."""
+        joined = self._joined
+        if joined is None:
+            frames = self.frames
+            joined = self._joined = frames[0] if len(frames) == 1 else b"".join(frames)
+        return joined
+
+
 class Outlet(Protocol):
     """Where a connection's outbound frames go: the transport's corked writer."""
 
     def send(self, frame: bytes) -> None:
         """Queue one complete frame; never blocks, never raises."""
+        ...
+
+    def share(self, shared: SharedFrames) -> bool:
+        """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -147,13 +181,15 @@ class Connection:
 class Hub:
     """The connections of one hub, indexed by id, group and user."""
 
-    __slots__ = ("connections", "groups", "name", "users")
+    __slots__ = ("connections", "groups", "name", "shared", "users")
 
     def __init__(self, name: HubName) -> None:
         self.name = name
         self.connections: dict[ConnectionId, Connection] = {}
         self.groups: dict[GroupName, dict[ConnectionId, Connection]] = {}
         self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
+        self.shared: dict[GroupName, SharedFrames] = {}
+        """Per group, the frames its members' outlets share in this flush period."""
 
     def add(self, connection: Connection) -> None:
         """Register a connection that completed its handshake."""
@@ -177,6 +213,7 @@ class Hub:
             return False
         connection.groups.add(group)
         self.groups.setdefault(group, {})[connection.id] = connection
+        self.shared.pop(group, None)  # the newcomer has not queued what the others share
         return True
 
     def leave(self, connection: Connection, group: GroupName) -> bool:
@@ -185,6 +222,7 @@ class Hub:
             return False
         connection.groups.discard(group)
         _discard(self.groups, group, connection.id)
+        self.shared.pop(group, None)
         return True
 
     def leave_all(self, connection: Connection) -> int:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
+from hubbub.core.state import SharedFrames
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
 __all__ = ["CorkedOutlet", "Flusher"]
@@ -78,7 +79,16 @@ class CorkedOutlet:
         closer: closes the WebSocket with a code and reason (the adapter's close handshake).
     """
 
-    __slots__ = ("_closed", "_closer", "_flusher", "_limit", "_pending", "_size", "_transport")
+    __slots__ = (
+        "_closed",
+        "_closer",
+        "_flusher",
+        "_limit",
+        "_pending",
+        "_shared",
+        "_size",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -91,7 +101,9 @@ class CorkedOutlet:
         self._flusher = flusher
         self._limit = limit
         self._closer = closer
-        self._pending: bytes | list[bytes] | None = None
+        self._pending: bytes | SharedFrames | list[bytes | SharedFrames] | None = None
+        self._shared: SharedFrames | None = None
+        """The shared frames still open for appends, last in ``_pending``."""
         self._size = 0
         self._closed = False
 
@@ -103,6 +115,9 @@ class CorkedOutlet:
         """Queue one complete frame for the end of this loop pass."""
         if self._closed:
             return
+        if self._shared is not None:
+            self._shared.open = False  # this frame goes after them: no more appends there
+            self._shared = None
         pending = self._pending
         if pending is None:
             self._pending = frame
@@ -117,6 +132,23 @@ class CorkedOutlet:
         if self._size > self._limit and self._transport.get_write_buffer_size():
             self._overflow()
 
+    def share(self, shared: SharedFrames) -> bool:
+        """Queue frames shared with the other members of a group (see ``deliver_to_group``)."""
+        if self._closed:
+            return True  # nothing reaches a closed outlet, shared or not
+        if self._shared is not None:
+            self._shared.open = False
+        self._shared = shared
+        pending = self._pending
+        if pending is None:
+            self._pending = shared
+            self._flusher.schedule(self)
+        elif type(pending) is list:
+            pending.append(shared)
+        else:
+            self._pending = [pending, shared]  # type: ignore[list-item]
+        return True
+
     def flush(self) -> None:
         """Write what is pending in one call; close the connection if it is over its bound."""
         pending = self._pending
@@ -124,11 +156,18 @@ class CorkedOutlet:
             return
         self._pending = None
         self._size = 0
+        if self._shared is not None:
+            self._shared.open = False  # written now: later frames are this outlet's next write
+            self._shared = None
         transport = self._transport
         if transport.is_closing():
             return
-        if type(pending) is list:
-            transport.writelines(pending)
+        if type(pending) is SharedFrames:
+            transport.write(pending.joined())
+        elif type(pending) is list:
+            transport.writelines(
+                [p.joined() if isinstance(p, SharedFrames) else p for p in pending]
+            )
         else:
             transport.write(pending)  # type: ignore[arg-type]
         if transport.get_write_buffer_size() > self._limit:

@@ -1,0 +1,203 @@
+"""Group fan-outs whose frames the members' outlets share (core ``deliver_to_group``).
+
+Real corked outlets over recording transports; the flush is run by hand. What each member's
+socket receives must be exactly what it would receive frame by frame: every message it is
+due, in publish order, and nothing published to a group it was not in at the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from hubbub.core.commands import deliver, deliver_to_group
+from hubbub.core.roles import RoleSet
+from hubbub.core.state import Connection, Hub
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
+from hubbub.protocol.messages import DataMessage, DataType, Payload
+from hubbub.protocol.registry import codec_for
+from hubbub.server.writer import CorkedOutlet, Flusher
+from hubbub.types import ConnectionId, GroupName, HubName
+
+G, H = GroupName("g"), GroupName("h")
+
+
+class Recorder(asyncio.Transport):
+    """Keeps every write; one entry per system call the outlet would make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, list_of_data: object) -> None:
+        self.writes.append(b"".join(list_of_data))  # type: ignore[arg-type]
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.writes)
+
+
+class Node:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.flusher = Flusher(self.loop)
+        self.hub = Hub(HubName("hub"))
+        self.transports: dict[str, Recorder] = {}
+
+    def connect(self, name: str, *groups: GroupName, subprotocol: str = JSON_SUBPROTOCOL) -> None:
+        transport = self.transports[name] = Recorder()
+        outlet = CorkedOutlet(transport, self.flusher, 1 << 22, lambda code, reason: None)
+        connection = Connection(
+            ConnectionId(name), self.hub.name, None, RoleSet(), codec_for(subprotocol), outlet
+        )
+        self.hub.add(connection)
+        for group in groups:
+            self.hub.join(connection, group)
+
+    def connection(self, name: str) -> Connection:
+        return self.hub.connections[ConnectionId(name)]
+
+    def flush(self) -> None:
+        self.flusher._flush()
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture
+def node() -> Iterator[Node]:
+    n = Node()
+    yield n
+    n.close()
+
+
+def message(text: str, group: GroupName | None = G) -> DataMessage:
+    return DataMessage(Payload(DataType.TEXT, text.encode()), group, None)
+
+
+def frame(text: str, group: GroupName | None = G) -> bytes:
+    encoded = codec_for(JSON_SUBPROTOCOL).encode_data(message(text, group)).frame
+    assert encoded is not None
+    return encoded
+
+
+def test_consecutive_fan_outs_are_one_write_per_member(node: Node) -> None:
+    for name in "abc":
+        node.connect(name, G)
+    assert [deliver_to_group(node.hub, G, message(t)) for t in ("1", "2", "3")] == [3, 3, 3]
+    node.flush()
+    for name in "abc":
+        assert node.transports[name].writes == [frame("1") + frame("2") + frame("3")]
+    # The next period starts over, and still reaches everybody.
+    deliver_to_group(node.hub, G, message("4"))
+    node.flush()
+    assert node.transports["a"].writes[1:] == [frame("4")]
+
+
+def test_a_frame_to_one_member_keeps_its_place(node: Node) -> None:
+    node.connect("a", G)
+    node.connect("b", G)
+    deliver_to_group(node.hub, G, message("1"))
+    node.connection("a").outlet.send(b"direct")
+    deliver_to_group(node.hub, G, message("2"))
+    node.flush()
+    assert node.transports["a"].received == frame("1") + b"direct" + frame("2")
+    assert node.transports["b"].received == frame("1") + frame("2")
+
+
+def test_a_newcomer_gets_only_what_follows_its_join(node: Node) -> None:
+    node.connect("a", G)
+    deliver_to_group(node.hub, G, message("1"))
+    node.connect("late", G)
+    deliver_to_group(node.hub, G, message("2"))
+    node.flush()
+    assert node.transports["a"].received == frame("1") + frame("2")
+    assert node.transports["late"].received == frame("2")
+
+
+def test_a_member_that_left_gets_nothing_after_it(node: Node) -> None:
+    node.connect("a", G)
+    node.connect("leaver", G)
+    deliver_to_group(node.hub, G, message("1"))
+    node.hub.leave(node.connection("leaver"), G)
+    deliver_to_group(node.hub, G, message("2"))
+    node.hub.remove(ConnectionId("a"))
+    node.connect("b", G)
+    deliver_to_group(node.hub, G, message("3"))
+    node.flush()
+    assert node.transports["leaver"].received == frame("1")
+    assert node.transports["a"].received == frame("1") + frame("2")
+    assert node.transports["b"].received == frame("3")
+
+
+def test_a_member_of_two_groups_gets_both_in_publish_order(node: Node) -> None:
+    node.connect("both", G, H)
+    node.connect("g-only", G)
+    node.connect("h-only", H)
+    deliver_to_group(node.hub, G, message("g1"))
+    deliver_to_group(node.hub, H, message("h1", H))
+    deliver_to_group(node.hub, G, message("g2"))
+    deliver_to_group(node.hub, H, message("h2", H))
+    node.flush()
+    assert node.transports["both"].received == (
+        frame("g1") + frame("h1", H) + frame("g2") + frame("h2", H)
+    )
+    assert node.transports["g-only"].received == frame("g1") + frame("g2")
+    assert node.transports["h-only"].received == frame("h1", H) + frame("h2", H)
+
+
+def test_mixed_codecs_each_get_their_own_frames(node: Node) -> None:
+    node.connect("json", G)
+    node.connect("reliable", G, subprotocol=JSON_RELIABLE_SUBPROTOCOL)
+    node.connect("json2", G)
+    for text in ("1", "2"):
+        assert deliver_to_group(node.hub, G, message(text)) == 3
+    node.flush()
+    assert node.transports["json"].received == frame("1") + frame("2")
+    assert node.transports["json2"].received == frame("1") + frame("2")
+    reliable = node.transports["reliable"].received
+    assert b'"sequenceId":1' in reliable and b'"sequenceId":2' in reliable
+
+
+def test_a_closed_member_gets_nothing_and_the_others_go_on(node: Node) -> None:
+    node.connect("a", G)
+    node.connect("gone", G)
+    deliver_to_group(node.hub, G, message("1"))
+    outlet = node.connection("gone").outlet
+    assert isinstance(outlet, CorkedOutlet)
+    outlet.mark_closed()
+    deliver_to_group(node.hub, G, message("2"))
+    node.flush()
+    assert node.transports["gone"].writes == []
+    assert node.transports["a"].received == frame("1") + frame("2")
+
+
+def test_the_same_bytes_as_a_delivery_one_by_one(node: Node) -> None:
+    """deliver_to_group and the general deliver put the same bytes on every socket."""
+    for name in ("a", "b"):
+        node.connect(name, G)
+    deliver_to_group(node.hub, G, message("x"))
+    deliver_to_group(node.hub, G, message("y"))
+    node.flush()
+    shared = node.transports["a"].received
+    other = Node()
+    try:
+        other.connect("a", G)
+        members = list(other.hub.groups[G].values())
+        deliver(members, message("x"))
+        deliver(members, message("y"))
+        other.flush()
+        assert other.transports["a"].received == shared
+    finally:
+        other.close()
