@@ -201,3 +201,14 @@ def test_the_same_bytes_as_a_delivery_one_by_one(node: Node) -> None:
         assert other.transports["a"].received == shared
     finally:
         other.close()
+
+
+def test_written_frames_are_not_kept(node: Node) -> None:
+    """Once every member wrote them, the shared frames (maybe a big message) are freed."""
+    for name in ("a", "b"):
+        node.connect(name, G)
+    deliver_to_group(node.hub, G, message("big" * 1000))
+    ref = node.hub.shared[G]
+    assert ref() is not None
+    node.flush()
+    assert ref() is None

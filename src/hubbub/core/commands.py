@@ -8,6 +8,7 @@ them between nodes; applying them is synchronous and free of I/O.
 from __future__ import annotations
 
 import enum
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -183,7 +184,8 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
     members = hub.groups.get(name)
     if not members:
         return 0
-    shared = hub.shared.get(name)
+    ref = hub.shared.get(name)
+    shared = ref() if ref is not None else None
     if shared is not None and shared.open:
         frame = shared.codec.encode_data(message).frame
         assert frame is not None  # codecs whose frames differ per member are never shared
@@ -209,7 +211,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
         hub.shared.pop(name, None)
         deliver(others, message)
     else:
-        hub.shared[name] = shared
+        hub.shared[name] = weakref.ref(shared)
     return len(members)
 
 

@@ -6,6 +6,7 @@ connection. Everything here is synchronous and free of I/O; the node owns the in
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -35,7 +36,7 @@ class SharedFrames:
     frame (which must come after these); the hub drops it when the group's membership changes.
     """
 
-    __slots__ = ("_joined", "codec", "frames", "open")
+    __slots__ = ("__weakref__", "_joined", "codec", "frames", "open")
 
     def __init__(self, codec: Codec, frame: bytes) -> None:
         self.codec = codec
@@ -188,8 +189,9 @@ class Hub:
         self.connections: dict[ConnectionId, Connection] = {}
         self.groups: dict[GroupName, dict[ConnectionId, Connection]] = {}
         self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
-        self.shared: dict[GroupName, SharedFrames] = {}
-        """Per group, the frames its members' outlets share in this flush period."""
+        self.shared: dict[GroupName, weakref.ref[SharedFrames]] = {}
+        """Per group, the frames its members' outlets share in this flush period. Weak: once
+        every member has written them, nothing keeps them (a group's last message may be big)."""
 
     def add(self, connection: Connection) -> None:
         """Register a connection that completed its handshake."""
