@@ -61,7 +61,6 @@ def build_app(config: Config) -> web.Application:
 
     async def stop_engine(app: web.Application) -> None:
         endpoint.close_all()
-        lane.close()
         await endpoint.keepalive.close()
         await upstream.close()
         await broker.close()

@@ -48,8 +48,6 @@ MAX_HEAD_BYTES = 16 * 1024
 """A request head longer than this is aiohttp's to judge (it answers 431 or 400)."""
 MAX_BODY_BYTES = 1024 * 1024
 """Bodies up to the REST limit; a bigger one is aiohttp's to refuse (413)."""
-KEEP_ALIVE_SECONDS = 75.0
-"""An HTTP connection that sends nothing for this long is closed (aiohttp's usual default)."""
 
 _TARGETS = {b"users": Target.USER, b"groups": Target.GROUP, b"connections": Target.CONNECTION}
 _WANTED = frozenset(
@@ -73,7 +71,7 @@ class FastLane:
         self,
         service: Service,
         access_keys: tuple[str, ...],
-        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        keep_alive_seconds: float,
     ) -> None:
         self._service = service
         self._keys = access_keys
@@ -90,7 +88,7 @@ class FastLane:
         sniffer = Sniffer(self, write, close)
         self._sniffers.add(sniffer)
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(self._keep_alive / 4, self._sweep)
+            self._schedule_sweep()
         return sniffer
 
     def forget(self, sniffer: Sniffer) -> None:
@@ -105,7 +103,10 @@ class FastLane:
             self._sniffers.discard(sniffer)
             sniffer.close()
         if self._sniffers:
-            self._sweeper = asyncio.get_running_loop().call_later(self._keep_alive / 4, self._sweep)
+            self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        self._sweeper = asyncio.get_running_loop().call_later(self._keep_alive / 4, self._sweep)
 
     def close(self) -> None:
         """Close every connection only the lane has served (the node is stopping)."""

@@ -44,6 +44,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 """One client message may be at most 1 MB (client-protocols.md §10); a bigger one closes 1009."""
 CLOSE_TIMEOUT_SECONDS = 10.0
 """How long a close frame of ours waits for the client's before the socket is dropped."""
+STOPPING = "the service is shutting down"
+"""The 503 answer to a handshake that meets a stopping node."""
 SHUTDOWN_GRACE_SECONDS = 3.0
 """How long a stopping node waits for clients to answer its close frames."""
 READ_QUEUE_BYTES = 64 * 1024
@@ -128,7 +130,7 @@ class ClientEndpoint:
             return error_response(500, "internal server error")
         try:
             if self._stopping:
-                raise HandshakeError("the service is shutting down", 503)
+                raise HandshakeError(STOPPING, 503)
             hub = self._hub(request)
             offered = _offered(request)
             if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
@@ -153,7 +155,7 @@ class ClientEndpoint:
         if self._stopping:
             # The node began to stop while this handshake waited (e.g. for its connect event).
             port.release()
-            return error_response(503, "the service is shutting down")
+            return error_response(503, STOPPING)
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
             connection = self._node.find_session(
