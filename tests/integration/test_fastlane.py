@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from typing import Any
 
 import pytest
 from _wire import API_VERSION, TIMEOUT, ServerLike, Wire, mint_rest_token, server_text
@@ -196,3 +197,47 @@ async def test_a_chunked_send_is_served_by_aiohttp(server: ServerLike, hub: str)
             )
             assert (await http.answer())[0] == 202
         assert await client.recv_json() == server_text("chunked!")
+
+
+async def test_a_pipelined_burst_to_a_group_reaches_every_member_whole_and_in_order(
+    server: ServerLike, hub: str
+) -> None:
+    """60 sends to one group in one write: the node handles them in one loop pass, so the
+    members share their frames. Every member must still get exactly its messages, in order: a
+    plain member, one that also gets a send of its own in the middle of the burst, one that
+    also sits in a second group sent to in the middle. A group with a reliable member (its
+    frames carry its own sequence ids) gets the same burst member by member."""
+    from _wire import RELIABLE
+
+    async with Wire(server) as wire, Http(server) as http:
+        plain = await wire.connect(hub, groups=["burst"])
+        direct = await wire.connect(hub, groups=["burst"])
+        both = await wire.connect(hub, groups=["burst", "side"])
+        json_member = await wire.connect(hub, groups=["mixed"])
+        reliable = await wire.connect(hub, groups=["mixed"], protocols=(RELIABLE,))
+
+        def send(path: str, text: str) -> bytes:
+            return http.request(f"/api/hubs/{hub}/{path}/:send", text.encode())
+
+        requests = [send("groups/burst", f"g{i}") for i in range(60)]
+        requests.insert(30, send("groups/side", "side"))
+        requests.insert(20, send(f"connections/{direct.connection_id}", "own"))
+        requests += [send("groups/mixed", f"m{i}") for i in range(30)]
+        http.writer.write(b"".join(requests))
+        for _ in requests:
+            assert (await http.answer())[0] == 202
+
+        def texts(frames: list[Any]) -> list[str]:
+            return [f["data"] for f in frames]
+
+        burst = [f"g{i}" for i in range(60)]
+        assert texts(await plain.recv_many(60)) == burst
+        assert texts(await direct.recv_many(61)) == [*burst[:20], "own", *burst[20:]]
+        assert texts(await both.recv_many(61)) == [*burst[:30], "side", *burst[30:]]
+        mixed = [f"m{i}" for i in range(30)]
+        assert texts(await json_member.recv_many(30)) == mixed
+        frames = await reliable.recv_many(30)
+        assert texts(frames) == mixed
+        assert [f["sequenceId"] for f in frames] == list(range(1, 31))
+        for client in (plain, direct, both, json_member):
+            await wire.marker(hub, client)
