@@ -114,6 +114,16 @@ def test_rest_audience_for_another_path_is_refused(aud_path: str, request_path: 
         verify_rest_token(mint(KEYS[0], aud="http://h" + aud_path), KEYS, request_path)
 
 
+def test_long_tokens_are_verified_but_not_kept() -> None:
+    """A token that signs a long URL (1,000 excluded ids) is not held by the cache."""
+    url = "/api/hubs/chat/:send?" + "&".join(f"excluded={i:022d}" for i in range(1000))
+    token = mint(KEYS[0], aud=url)
+    verify_rest_token(token, KEYS, url)
+    assert not any(key[0] == token for key in tokens._verified)
+    with pytest.raises(TokenError):
+        verify_rest_token(token, KEYS, "/api/hubs/other/:send")
+
+
 def test_unknown_key_and_missing_exp_are_refused() -> None:
     """Only the configured keys sign, and every token must expire."""
     with pytest.raises(TokenError):

@@ -7,6 +7,7 @@ from aiohttp import web
 
 __all__ = ["error_response"]
 
+# Codes named as in .NET's HttpStatusCode (the service documents no list of its own).
 _CODES = {
     400: "BadRequest",
     401: "Unauthorized",
@@ -14,7 +15,9 @@ _CODES = {
     404: "NotFound",
     405: "MethodNotAllowed",
     413: "RequestEntityTooLarge",
+    414: "RequestUriTooLong",
     415: "UnsupportedMediaType",
+    431: "RequestHeaderFieldsTooLarge",
     500: "InternalServerError",
 }
 
