@@ -114,6 +114,26 @@ def test_rest_audience_for_another_path_is_refused(aud_path: str, request_path: 
         verify_rest_token(mint(KEYS[0], aud="http://h" + aud_path), KEYS, request_path)
 
 
+def test_a_token_that_is_not_ascii_is_refused() -> None:
+    """A JWT is ASCII; anything else is a TokenError, not an encoding error."""
+    token = mint(KEYS[0], aud="/api/x")
+    for bad in (token + "\u00e9", "\udcff" + token):
+        with pytest.raises(TokenError):
+            verify_rest_token(bad, KEYS, "/api/x")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"sub": "\ud800"}, {"role": ["ok", "x\udfff"]}, {"webpubsub.group": "\udc80"}],
+    ids=["sub", "role", "group"],
+)
+def test_a_claim_with_a_lone_surrogate_is_refused(claims: dict[str, object]) -> None:
+    """JSON can escape half a surrogate pair; no name may hold one, so the token is bad."""
+    token = mint(KEYS[0], aud="http://h/client/hubs/chat", **claims)
+    with pytest.raises(TokenError, match="not valid Unicode"):
+        verify_client_token(token, KEYS, "chat")
+
+
 def test_long_tokens_are_verified_but_not_kept() -> None:
     """A token that signs a long URL (1,000 excluded ids) is not held by the cache."""
     url = "/api/hubs/chat/:send?" + "&".join(f"excluded={i:022d}" for i in range(1000))

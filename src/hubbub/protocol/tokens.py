@@ -16,6 +16,7 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -106,6 +107,8 @@ def _decode(token: str, keys: Sequence[str]) -> dict[str, object]:
     Servers reuse one token for many REST calls (the JS SDK for an hour), and verifying it was
     a third of the cost of a small ``:send``.
     """
+    if not token.isascii():
+        raise TokenError("invalid token: not a JWT")  # PyJWT would fail to encode it
     if len(token) > _CACHED_TOKEN_CHARS:
         return _verify(token, keys)
     cache_key = (token, tuple(keys))
@@ -142,12 +145,22 @@ def _verify(token: str, keys: Sequence[str]) -> dict[str, object]:
                 options={"verify_aud": False, "require": ["exp"]},
                 leeway=CLOCK_SKEW_SECONDS,
             )
+            _check_unicode(claims)
             return claims
         except jwt.InvalidSignatureError as exc:
             last = exc
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from exc
     raise TokenError("invalid token: signature verification failed") from last
+
+
+def _check_unicode(claims: dict[str, object]) -> None:
+    """PyJWT reads ``"\\ud800"`` in a payload as a lone surrogate, which no user id or group name
+    may hold: it can be neither logged nor sent as UTF-8."""
+    try:
+        json.dumps(claims, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise TokenError("invalid token: a claim is not valid Unicode") from exc
 
 
 def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClaims:

@@ -25,7 +25,11 @@ _CODES = {
 def error_response(status: int, message: str) -> web.Response:
     """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
     code = _CODES.get(status, "Error")
-    body = orjson.dumps({"code": code, "message": message})
+    try:
+        body = orjson.dumps({"code": code, "message": message})
+    except TypeError:  # a lone surrogate from the request, echoed in the message
+        text = message.encode("utf-8", "backslashreplace").decode()
+        body = orjson.dumps({"code": code, "message": text})
     return web.Response(
         status=status,
         body=body,

@@ -7,6 +7,7 @@ shared by every route (bearer token, ``api-version``, errors) live in :func:`api
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -117,14 +118,16 @@ def _user(request: web.Request) -> UserId:
     return UserId(_param(request, "userId"))
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+"""An integer parameter as the SDKs write it (ASCII digits, no spaces or ``_``), short enough
+for Python to convert."""
+
+
 def _int(request: web.Request, name: str, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    value = int(raw) if _INTEGER.fullmatch(raw) else low - 1
     if not low <= value <= high:
         raise BadRequestError(f"{name} must be an integer from {low} to {high}")
     return value
@@ -363,7 +366,11 @@ async def list_group_connections(request: web.Request) -> web.Response:
         }
         if top is not None:
             query["top"] = str(top - len(page.members))
-        body["nextLink"] = str(request.url.with_query(None)) + "?" + urlencode(query)
+        try:
+            here = str(request.url.with_query(None))
+        except ValueError as exc:  # yarl cannot make a URL of this Host (UnicodeError is one)
+            raise BadRequestError("the Host header does not name a host") from exc
+        body["nextLink"] = here + "?" + urlencode(query)
     return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
 
