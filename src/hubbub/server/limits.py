@@ -46,13 +46,14 @@ sizes above, what a client can make a connection hold before it is authenticated
 MAX_BODY_BYTES = 1024 * 1024
 """Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
 MAX_LANE_HEAD_BYTES = 16 * 1024
-"""Longest request head the REST fast lane reads; a longer one is aiohttp's to judge. Below
-every limit above, so the lane never takes a request aiohttp would refuse."""
+"""Longest request head the REST fast lane reads; a longer one is aiohttp's to judge. Below the
+size limits above, so the lane never serves a request too long for aiohttp (it does not count
+headers, though: a send with more than :data:`MAX_HEADERS` small ones is the lane's)."""
 
 _TOO_MANY_HEADERS = "Too many headers received"  # aiohttp's message (both of its parsers)
 
 
-def refusal(exc: HttpProcessingError) -> web.Response:
+def _refusal(exc: HttpProcessingError) -> web.Response:
     """The answer to a request aiohttp could not parse: 414, 431 or 400, with the error body."""
     if isinstance(exc, LineTooLong):
         limit = exc.args[1] if len(exc.args) > 1 else None
@@ -82,7 +83,7 @@ class _RequestHandler(web.RequestHandler):
     ) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
-        response = refusal(exc)
+        response = _refusal(exc)
         # The exception's text quotes the request (a token, say): only its class is logged.
         log.debug(
             "refused a request from %s with %d: %s",
