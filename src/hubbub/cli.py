@@ -75,9 +75,8 @@ def _fail(message: str) -> int:
 
 
 async def _serve(config: Config) -> None:
-    from aiohttp import web
-
     from hubbub.server.app import FAST_LANE, build_app
+    from hubbub.server.limits import Runner
     from hubbub.server.port import listen
 
     stop = asyncio.Event()
@@ -85,7 +84,7 @@ async def _serve(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app = build_app(config)
-    runner = web.AppRunner(
+    runner = Runner(
         app,
         access_log=None,
         handle_signals=False,

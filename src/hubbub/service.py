@@ -8,7 +8,7 @@ answer is the same whichever node receives the call.
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,12 +79,19 @@ def validate_filter(text: str | None) -> str | None:
     return text
 
 
+_CONTINUATION = re.compile(r"[A-Za-z0-9_-]*")
+"""A continuation token as :meth:`Service.list_group_connections` makes them: unpadded
+URL-safe base64 (of a connection id)."""
+
+
 def _continuation(token: str | None) -> str | None:
     if token is None:
         return None
     try:
+        if not _CONTINUATION.fullmatch(token):
+            raise ValueError("not URL-safe base64")
         return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not base64 (binascii.Error is one), or not UTF-8 inside
         raise BadRequestError("invalid continuationToken") from exc
 
 

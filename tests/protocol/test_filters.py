@@ -441,6 +441,42 @@ def test_syntax_errors(text: str, fragment: str, position: int) -> None:
 
 
 @pytest.mark.parametrize(
+    "literal",
+    [
+        "1" * 5000,  # more digits than Python converts (4,300)
+        "-" + "9" * 5000,
+        "+" + "0" * 5000 + "2147483648",
+        "99999999999",
+    ],
+    ids=["5000-digits", "minus-5000-digits", "leading-zeros-then-too-big", "11-digits"],
+)
+def test_huge_integer_literal_is_out_of_range(literal: str) -> None:
+    """An integer literal of any length is an int32 or out of range, never a crash."""
+    err = error(f"length(userId) eq {literal}")
+    assert "out of range" in str(err)
+    assert err.position == 18
+    assert len(str(err)) < 200  # the literal is quoted cut short
+
+
+@pytest.mark.parametrize(
+    ("literal", "value"),
+    [("0" * 5000 + "7", 7), ("-" + "0" * 5000 + "2147483648", -(2**31)), ("+0", 0), ("-0", 0)],
+    ids=["zeros-7", "zeros-int32-min", "+0", "-0"],
+)
+def test_leading_zeros_do_not_count(literal: str, value: int) -> None:
+    """Leading zeros are allowed in any number, as the grammar's ``[0-9]+`` says."""
+    assert run(f"{literal} eq {value}")
+
+
+def test_errors_quote_a_long_filter_cut_short() -> None:
+    """A long filter's error names the offending part by its start, not all of it."""
+    text = "concat(userId, '" + "x" * 10_000 + "')"
+    message = str(error(text))
+    assert "Type 'string', expect 'bool'" in message
+    assert len(message) < 200
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("userId", "Invalid syntax for 'userId' at position 0: Type 'string', expect 'bool'."),

@@ -31,6 +31,11 @@ _BoolFn = Callable[[str, str | None, Collection[str]], bool]
 _IntFn = Callable[[str, str | None, Collection[str]], int | None]
 
 _INT32 = range(-(2**31), 2**31)
+_INT32_DIGITS = len(str(2**31))
+"""Digits of the longest int32 literal: longer ones are out of range without converting them
+(Python refuses to convert more than 4,300 digits)."""
+_SHOWN_CHARS = 60
+"""Longest part of a filter quoted in an error message."""
 _COMPARISONS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 _KEYWORDS = _COMPARISONS | {"and", "or", "not", "in", "true", "false", "null"}
 _ORDERING: dict[str, Callable[[int, int], bool]] = {
@@ -102,8 +107,23 @@ def _constant(kind: _Kind, value: object, start: int, end: int) -> _Expr:
     return _Expr(kind, lambda c, u, g: value, start, end, const=True, value=value)
 
 
+def _clip(text: str) -> str:
+    """``text`` cut short for an error message, so that a huge filter gets a short answer."""
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
 def _show(raw: str) -> str:
+    raw = _clip(raw)
     return "end of filter" if not raw else (f'"{raw}"' if "'" in raw else f"'{raw}'")
+
+
+def _integer(raw: str) -> int | None:
+    """The value of an integer literal (``[+-]?[0-9]+``), None when it is outside int32."""
+    digits = raw.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > _INT32_DIGITS:
+        return None
+    value = -int(digits) if raw.startswith("-") else int(digits)
+    return value if value in _INT32 else None
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -168,7 +188,7 @@ class _Parser:
         begin = expr.start if start is None else start
         expected = " or ".join(f"'{kind.value}'" for kind in kinds if kind is not _Kind.NULL)
         raise FilterError(
-            f"Invalid syntax for '{self.text[begin : expr.end]}' at position {begin}: "
+            f"Invalid syntax for '{_clip(self.text[begin : expr.end])}' at position {begin}: "
             f"Type '{expr.kind.value}', expect {expected}.",
             begin,
         )
@@ -267,9 +287,10 @@ class _Parser:
             text = token.raw[1:-1].replace("''", "'")
             return _constant(_Kind.STRING, text, token.start, token.end)
         if token.kind == "int":
-            if int(token.raw) not in _INT32:
+            value = _integer(token.raw)
+            if value is None:
                 self.syntax_error(token, f"integer literal {_show(token.raw)} is out of range")
-            return _constant(_Kind.INT, int(token.raw), token.start, token.end)
+            return _constant(_Kind.INT, value, token.start, token.end)
         if token.kind == "word":
             return self.word(token)
         self.syntax_error(token, f"expected an operand but found {_show(token.raw)}")

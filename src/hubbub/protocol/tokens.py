@@ -3,6 +3,11 @@
 Every token is HS256 keyed with the UTF-8 bytes of an access key string; either configured key
 verifies. Audiences are compared on their path, case-insensitively and without a trailing slash,
 because the SDKs disagree on case, default ports and query strings (tokens.md §1.2, rest-api.md §3).
+
+A REST token's path is compared with the request's path as the client sent it, segment by segment:
+the SDKs sign the URL they send, with names percent-encoded (``a?b`` as ``a%3Fb``, a literal
+``%2F`` as ``%252F``), so both sides are read the way the router reads the path, never decoded
+twice and never cut at a decoded ``?``.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import base64
 import functools
 import hashlib
 import hmac
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote_from_bytes, unquote_to_bytes, urlsplit
 
 import jwt
 
@@ -63,14 +69,35 @@ def _as_strings(value: object) -> tuple[str, ...]:
     raise TokenError("claim must be a string or an array of strings")
 
 
-@functools.lru_cache(maxsize=4096)
+# Characters a path segment may hold unescaped (RFC 3986 ``pchar``); ``/`` is not one of them, so
+# a name's ``%2F`` stays apart from the slashes between segments.
+_SEGMENT_SAFE = "!$&'()*+,;=:@-._~"
+_CACHED_PATH_CHARS = 512
+
+
 def audience_path(url: str) -> str:
-    """The comparable form of an audience or request URL: its path, lower case, no trailing /."""
+    """The comparable form of an audience or a request target: its path, lower case, no trailing /.
+
+    ``url`` is absolute (an ``aud``) or a path as sent, with or without a query. Each segment is
+    percent-decoded to bytes once and re-encoded one way, so ``zo%C3%AB``, ``zo%c3%ab`` and
+    ``zoë`` agree while ``a%2Fb`` (one segment) and ``a/b`` (two) do not.
+    """
     path = urlsplit(url).path if "://" in url else url.split("?", 1)[0]
-    return unquote(path).rstrip("/").lower()
+    return _cached_canonical(path) if len(path) <= _CACHED_PATH_CHARS else _canonical(path)
+
+
+def _canonical(path: str) -> str:
+    segments = (quote_from_bytes(unquote_to_bytes(s), _SEGMENT_SAFE) for s in path.split("/"))
+    return "/".join(segments).rstrip("/").lower()
+
+
+_cached_canonical = functools.lru_cache(maxsize=4096)(_canonical)
 
 
 _VERIFIED_CACHE_SIZE = 4096
+_CACHED_TOKEN_CHARS = 4096
+"""Longer tokens are verified every time rather than kept: an SDK signs the whole URL, so 1,000
+``excluded`` ids make a 43-71 kB token, and 4,096 of those would hold hundreds of megabytes."""
 _verified: OrderedDict[tuple[str, tuple[str, ...]], dict[str, object]] = OrderedDict()
 
 
@@ -80,6 +107,10 @@ def _decode(token: str, keys: Sequence[str]) -> dict[str, object]:
     Servers reuse one token for many REST calls (the JS SDK for an hour), and verifying it was
     a third of the cost of a small ``:send``.
     """
+    if not token.isascii():
+        raise TokenError("invalid token: not a JWT")  # PyJWT would fail to encode it
+    if len(token) > _CACHED_TOKEN_CHARS:
+        return _verify(token, keys)
     cache_key = (token, tuple(keys))
     claims = _verified.get(cache_key)
     if claims is None:
@@ -114,12 +145,22 @@ def _verify(token: str, keys: Sequence[str]) -> dict[str, object]:
                 options={"verify_aud": False, "require": ["exp"]},
                 leeway=CLOCK_SKEW_SECONDS,
             )
+            _check_unicode(claims)
             return claims
         except jwt.InvalidSignatureError as exc:
             last = exc
         except jwt.PyJWTError as exc:
             raise TokenError(f"invalid token: {exc}") from exc
     raise TokenError("invalid token: signature verification failed") from last
+
+
+def _check_unicode(claims: dict[str, object]) -> None:
+    """PyJWT reads ``"\\ud800"`` in a payload as a lone surrogate, which no user id or group name
+    may hold: it can be neither logged nor sent as UTF-8."""
+    try:
+        json.dumps(claims, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise TokenError("invalid token: a claim is not valid Unicode") from exc
 
 
 def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClaims:
@@ -130,7 +171,7 @@ def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClai
     """
     claims = _decode(token, keys)
     aud = claims.get("aud")
-    expected = f"/client/hubs/{hub}".lower()
+    expected = audience_path(f"/client/hubs/{hub}")
     if not isinstance(aud, str) or not audience_path(aud).endswith(expected):
         raise TokenError("invalid token: audience does not match the hub")
     sub = claims.get("sub")
@@ -143,7 +184,8 @@ def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClai
 
 
 def verify_rest_token(token: str, keys: Sequence[str], request_path: str) -> None:
-    """Verify the bearer token of a REST call whose path is ``request_path``.
+    """Verify the bearer token of a REST call whose path, as the client sent it (not decoded),
+    is ``request_path``.
 
     Raises:
         TokenError: bad signature, expired, or an audience for another URL.

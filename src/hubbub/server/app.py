@@ -9,6 +9,7 @@ from hubbub.config import Config
 from hubbub.metrics import render
 from hubbub.node import Node
 from hubbub.server.fastlane import FastLane
+from hubbub.server.limits import MAX_BODY_BYTES
 from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
@@ -18,9 +19,6 @@ __all__ = ["FAST_LANE", "NODE", "build_app"]
 
 NODE = web.AppKey("node", Node)
 FAST_LANE = web.AppKey("fast_lane", FastLane)
-
-MAX_REST_BODY_BYTES = 1024 * 1024
-"""Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -34,7 +32,7 @@ def build_app(config: Config) -> web.Application:
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
     node = Node(config, broker, upstream)
     presence = MemoryPresence(node.hubs)
-    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_REST_BODY_BYTES)
+    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_BODY_BYTES)
     app[NODE] = node
     service = Service(config, broker, presence)
     app[SERVICE] = service

@@ -36,6 +36,7 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.tokens import TokenError, verify_rest_token
+from hubbub.server.limits import MAX_BODY_BYTES, MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.server.rest import CONTENT_TYPES, payload_of
 from hubbub.service import SendOptions, Service
 from hubbub.types import HubName
@@ -44,10 +45,8 @@ __all__ = ["FastLane", "Sniffer"]
 
 log = logging.getLogger("hubbub.rest")
 
-MAX_HEAD_BYTES = 16 * 1024
-"""A request head longer than this is aiohttp's to judge (it answers 431 or 400)."""
-MAX_BODY_BYTES = 1024 * 1024
-"""Bodies up to the REST limit; a bigger one is aiohttp's to refuse (413)."""
+# A request head longer than MAX_HEAD_BYTES is aiohttp's to judge (it answers 414, 431 or 400),
+# a body longer than MAX_BODY_BYTES aiohttp's to refuse (413).
 
 _TARGETS = {b"users": Target.USER, b"groups": Target.GROUP, b"connections": Target.CONNECTION}
 _WANTED = frozenset(

@@ -7,8 +7,9 @@ shared by every route (bearer token, ``api-version``, errors) live in :func:`api
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 import msgspec
 import orjson
@@ -44,13 +45,15 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Authenticate ``/api`` calls, require ``api-version``, map errors to the service's body."""
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
+    if not _sent_as_text(request.raw_path):
+        return error_response(400, "the request target is not UTF-8")
     if request.path != "/api/health":
         token = _bearer(request)
         if token is None:
             return error_response(401, "a bearer token is required")
         try:
             keys: tuple[str, ...] = request.app[ACCESS_KEYS]
-            verify_rest_token(token, keys, request.path)
+            verify_rest_token(token, keys, request.raw_path)
         except TokenError as exc:
             return error_response(401, str(exc))
         if not request.query.get("api-version"):
@@ -66,6 +69,18 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.error("%s %s failed", request.method, request.path, exc_info=True)
         return error_response(500, "internal server error")
+
+
+def _sent_as_text(raw: str) -> bool:
+    """False for a request target with bytes that are not UTF-8 (aiohttp keeps them as
+    surrogate escapes, which no name, log line or JSON answer can carry)."""
+    if raw.isascii():
+        return True
+    try:
+        raw.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -88,7 +103,7 @@ def _service(request: web.Request) -> Service:
 
 
 def _hub(request: web.Request) -> HubName:
-    return validate_hub(request.match_info["hub"])
+    return validate_hub(_param(request, "hub"))
 
 
 def _group(request: web.Request) -> GroupName:
@@ -103,14 +118,16 @@ def _user(request: web.Request) -> UserId:
     return UserId(_param(request, "userId"))
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+"""An integer parameter as the SDKs write it (ASCII digits, no spaces or ``_``), short enough
+for Python to convert."""
+
+
 def _int(request: web.Request, name: str, low: int, high: int) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
+    value = int(raw) if _INTEGER.fullmatch(raw) else low - 1
     if not low <= value <= high:
         raise BadRequestError(f"{name} must be an integer from {low} to {high}")
     return value
@@ -349,7 +366,11 @@ async def list_group_connections(request: web.Request) -> web.Response:
         }
         if top is not None:
             query["top"] = str(top - len(page.members))
-        body["nextLink"] = str(request.url.with_query(None)) + "?" + urlencode(query)
+        try:
+            here = str(request.url.with_query(None))
+        except ValueError as exc:  # yarl cannot make a URL of this Host (UnicodeError is one)
+            raise BadRequestError("the Host header does not name a host") from exc
+        body["nextLink"] = here + "?" + urlencode(query)
     return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
 
 
@@ -406,16 +427,35 @@ _HUB_ROUTES: dict[tuple[str, str], Handler] = {
 
 
 async def hub_route(request: web.Request) -> web.StreamResponse:
-    """Dispatch ``/api/hubs/{hub}/...`` on the method and the shape of the path."""
-    tail = request.raw_path.split("?", 1)[0].split("/", 4)[4:]
-    segments = [unquote(s) for s in tail[0].split("/")] if tail else []
+    """Dispatch ``/api/hubs/{hub}/...`` on the method and the shape of the path.
+
+    The path is read as the client sent it (the token's audience is compared with that form too):
+    split at its slashes, then each segment percent-decoded once, so a name may hold ``/``
+    (``%2F``), ``?``, ``#`` or a literal ``%2F`` (``%252F``).
+    """
+    parts = _sent_path(request.raw_path).split("/")
+    if len(parts) < 5 or parts[:3] != ["", "api", "hubs"]:
+        return error_response(404, "no such operation")
+    try:
+        hub, *segments = [unquote(s, errors="strict") for s in parts[3:]]
+    except UnicodeDecodeError:
+        raise BadRequestError("a name in the path is not percent-encoded UTF-8") from None
     shape = "/".join(s if i % 2 == 0 else "*" for i, s in enumerate(segments))
     handler = _HUB_ROUTES.get((request.method, shape))
     if handler is None or not all(segments):
         return error_response(404, "no such operation")
     pairs = zip(segments[::2], segments[1::2], strict=False)
     request[PARAMS] = {_NAMES.get(kind, kind): name for kind, name in pairs}
+    request[PARAMS]["hub"] = hub
     return await handler(request)
+
+
+def _sent_path(target: str) -> str:
+    """The path of a request target as sent: origin form (``/path?query``), or absolute form
+    (``http://host/path?query``, as a proxy may send it)."""
+    if not target.startswith("/"):
+        return urlsplit(target).path
+    return target.split("?", 1)[0]
 
 
 def routes() -> list[web.RouteDef]:
