@@ -203,6 +203,11 @@ class ClientEndpoint:
         port.hold()
         try:
             await ws.prepare(request)
+        except ConnectionError:
+            # The client left while its connect event ran: an ordinary end, not a failure.
+            port.release()
+            log.debug("a client left before its upgrade was answered")
+            return ws, None
         except BaseException:
             port.release()
             raise

@@ -1,0 +1,160 @@
+"""What a client can make the server do before it is authenticated, over raw sockets.
+
+A client that leaves during its connect event logged as the ordinary event it is. The connect
+handler is an aiohttp app on a thread of its own that answers a user's connect only when the
+test lets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from _wire import JSON, ServerLike, mint_client_token
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+
+WAIT = 5.0
+
+
+class ConnectGate:
+    """An event handler whose answer to a user's connect waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.seen: set[str] = set()
+        self._opened: dict[str, asyncio.Event] = {}
+        """Per user, on the gate's own loop."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: TestServer | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        app = web.Application()
+        app.router.add_route("*", "/{hub}/{event}", self._handle)
+        self._server = TestServer(app, host="127.0.0.1", port=self.port)
+        asyncio.run_coroutine_threadsafe(self._server.start_server(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return web.Response(headers={"WebHook-Allowed-Origin": "*"})
+        user = request.headers.get("ce-userId", "")
+        self.seen.add(user)
+        await asyncio.wait_for(self._event(user).wait(), 30)
+        return web.Response(status=204)
+
+    def _event(self, user: str) -> asyncio.Event:
+        return self._opened.setdefault(user, asyncio.Event())
+
+    def open(self, user: str) -> None:
+        """Let the connect event of ``user`` be answered (204)."""
+        self._loop.call_soon_threadsafe(lambda: self._event(user).set())
+
+    async def wait_seen(self, user: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while user not in self.seen:
+            assert time.monotonic() < deadline, f"no connect event for {user}"
+            await asyncio.sleep(0.02)
+
+
+@dataclass
+class Stack:
+    server: Server
+    gate: ConnectGate
+    log: Path
+
+
+def _config(gate_port: int) -> str:
+    return (
+        f'[auth]\naccess_keys = ["{ACCESS_KEY}", "{SECONDARY_KEY}"]\n'
+        "[[hubs.gate.event_handlers]]\n"
+        f'url_template = "http://127.0.0.1:{gate_port}/{{hub}}/{{event}}"\n'
+        'system_events = ["connect"]\n'
+    )
+
+
+def _start(tmp: Path, gate: ConnectGate, env: dict[str, str]) -> Server:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return start_server(tmp, ["--log-level", "debug"], config_toml=_config(gate.port))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def gate() -> Iterator[ConnectGate]:
+    app = ConnectGate()
+    app.start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, gate: ConnectGate) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("preauth")
+    server = _start(tmp, gate, {})
+    yield Stack(server, gate, tmp / "server.log")
+    stop_server(server)
+
+
+_users = iter(range(1_000_000))
+
+
+def new_user() -> str:
+    return f"u{os.getpid()}x{next(_users)}"
+
+
+def upgrade_request(server: ServerLike, hub: str, user: str) -> bytes:
+    token = mint_client_token(server, hub, user=user)
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /client/hubs/{hub}?access_token={token} HTTP/1.1\r\n"
+        f"Host: {server.host}:{server.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {JSON}\r\n\r\n"
+    ).encode()
+
+
+def log_from(stack: Stack, offset: int) -> str:
+    return stack.log.read_bytes()[offset:].decode(errors="replace")
+
+
+# --------------------------------------------------------------------------- connect event
+
+
+async def test_a_client_that_leaves_during_its_connect_event_is_no_error(stack: Stack) -> None:
+    offset = stack.log.stat().st_size
+    user = new_user()
+    _, writer = await asyncio.open_connection(stack.server.host, stack.server.port)
+    writer.write(upgrade_request(stack.server, "gate", user))
+    await stack.gate.wait_seen(user)
+    writer.close()
+    await asyncio.sleep(0.2)  # the node sees the socket close while the event is pending
+    stack.gate.open(user)
+    deadline = time.monotonic() + WAIT
+    while "a client left before its upgrade was answered" not in log_from(stack, offset):
+        assert time.monotonic() < deadline, log_from(stack, offset)
+        await asyncio.sleep(0.05)
+    text = log_from(stack, offset)
+    assert "Traceback" not in text and " ERROR " not in text, text
