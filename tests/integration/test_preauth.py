@@ -1,8 +1,8 @@
 """What a client can make the server do before it is authenticated, over raw sockets.
 
-A client that leaves during its connect event logged as the ordinary event it is. The connect
-handler is an aiohttp app on a thread of its own that answers a user's connect only when the
-test lets it.
+Bounded memory while a ``connect`` event runs (reading pauses), and a client that leaves during
+its connect event logged as the ordinary event it is. The connect handler is an aiohttp app on a
+thread of its own that answers a user's connect only when the test lets it.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 from _wire import JSON, ServerLike, mint_client_token
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from test_port import RawSocket, masked
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
 
@@ -136,11 +138,71 @@ def upgrade_request(server: ServerLike, hub: str, user: str) -> bytes:
     ).encode()
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = b""
+    if "content-length" in headers:
+        body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), WAIT)
+    return int(status_line.split(" ", 2)[1]), headers, body
+
+
 def log_from(stack: Stack, offset: int) -> str:
     return stack.log.read_bytes()[offset:].decode(errors="replace")
 
 
 # --------------------------------------------------------------------------- connect event
+
+
+async def test_what_a_client_sends_during_its_connect_event_is_not_read_past_a_bound(
+    stack: Stack,
+) -> None:
+    """The port pauses reading: what the client pushes waits in the kernel, not in the node.
+
+    The client pushes unsolicited pongs (no answer, nothing to read back) until its socket
+    accepts nothing for a second; the kernel's buffers on both ends take a few MB, the node
+    keeps at most 64 KiB and one read. Unbounded, the node would read all 256 MiB offered.
+    Afterwards nothing is lost: every frame is read, in order, before the next one.
+    """
+    user = new_user()
+    sock = socket.create_connection((stack.server.host, stack.server.port))
+    sock.sendall(upgrade_request(stack.server, "gate", user))
+    await stack.gate.wait_seen(user)
+    sock.setblocking(False)
+    block = masked(0xA, b"p" * 125) * 500
+    pushed, view, stalled_since = 0, memoryview(block), None
+    while pushed < 256 << 20:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            now = time.monotonic()
+            stalled_since = stalled_since or now
+            if now - stalled_since > 1.0:
+                break
+            await asyncio.sleep(0.01)
+            continue
+        stalled_since = None
+        pushed += sent
+        view = view[sent:] if sent < len(view) else memoryview(block)
+    assert pushed < 64 << 20, f"the node read {pushed >> 20} MiB while its connect event ran"
+    # The connect goes on, the node reads again, and the socket works.
+    stack.gate.open(user)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(view[: len(view) % len(masked(0xA, b"p" * 125))])  # the pong cut short
+    raw = RawSocket(reader, writer)
+    try:
+        status, _, _ = await read_answer(reader)
+        assert status == 101
+        assert (await raw.message())["event"] == "connected"
+        raw.send({"type": "ping"})
+        assert await raw.message() == {"type": "pong"}
+    finally:
+        raw.close()
 
 
 async def test_a_client_that_leaves_during_its_connect_event_is_no_error(stack: Stack) -> None:

@@ -12,6 +12,10 @@ one until the hand-over, and are dropped after it.
 With the fast lane (:mod:`hubbub.server.fastlane`), aiohttp's side of a connection is made only
 when the first request the lane does not answer arrives: a connection of plain sends alone
 never costs aiohttp's request handler.
+
+What a client sends before it is authenticated costs bounded memory: while its upgrade waits for
+the ``connect`` event the port keeps at most :data:`HOLD_BYTES` (plus one read), then stops
+reading, so the rest waits in the network.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ __all__ = ["Port", "Stream", "listen"]
 
 LISTEN_BACKLOG = 2048
 """Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
+HOLD_BYTES = 64 * 1024
+"""What a connection may send while its upgrade waits for the ``connect`` event, before the
+port stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
 
 
 class Stream(Protocol):
@@ -47,6 +54,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     __slots__ = (
         "_held",
+        "_held_bytes",
+        "_hold_paused",
         "_http",
         "_lane",
         "_lane_paused",
@@ -66,7 +75,11 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._http: asyncio.Protocol | None = None
         self._held: list[bytes] | None = None
         self._stream: Stream | None = None
+        self._held_bytes = 0
+        self._hold_paused = False
+        """Reading paused because the bytes held for the upgrade reached :data:`HOLD_BYTES`."""
         self._reading_paused = False
+        """Reading paused by aiohttp, the WebSocket reader or the lane (see pause_reading)."""
         self._lane_paused = False
         """Reading paused by the lane because its answers are not read."""
 
@@ -95,6 +108,10 @@ class Port(asyncio.Protocol, asyncio.Transport):
             self._stream.feed(data)
         elif self._held is not None:
             self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes >= HOLD_BYTES and not self._hold_paused:
+                self._hold_paused = True
+                self._apply_reading()
         elif self._sniffer is not None:
             rest = self._sniffer.feed(data)
             if rest is None:
@@ -151,22 +168,29 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def release(self) -> None:
         """The upgrade did not happen: what arrived meanwhile goes to aiohttp after all."""
-        held, self._held = self._held, None
+        held = self._unhold()
         if held and self._http is not None:
             for data in held:
                 self._http.data_received(data)
+        self._apply_reading()
 
     def hand_over(self, stream: Stream) -> asyncio.Transport:
         """Detach aiohttp (it sees the connection end) and feed ``stream`` from now on."""
         assert self._transport is not None
-        http, held = self._http, self._held or []
-        self._http, self._held = None, None
+        http, held = self._http, self._unhold()
+        self._http = None
         self._stream = stream
         if http is not None:
             http.connection_lost(None)
         for data in held:
             stream.feed(data)
+        self._apply_reading()  # unless the stream's reader asked for a pause meanwhile
         return self._transport
+
+    def _unhold(self) -> list[bytes]:
+        held = self._held or []
+        self._held, self._held_bytes, self._hold_paused = None, 0, False
+        return held
 
     # -- the transport aiohttp writes to ----------------------------------------------------------
 
@@ -216,14 +240,25 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def pause_reading(self) -> None:
         """Used by aiohttp before the hand-over and by the WebSocket reader's queue after it."""
-        if self._transport is not None and not self._reading_paused:
+        if not self._reading_paused:
             self._reading_paused = True
-            self._transport.pause_reading()
+            self._apply_reading()
 
     def resume_reading(self) -> None:
-        if self._transport is not None and self._reading_paused:
+        if self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        """Read from the socket unless someone paused reading (aiohttp, reader, lane, hold)."""
+        transport = self._transport
+        if transport is None:
+            return
+        paused = self._reading_paused or self._hold_paused
+        if paused and transport.is_reading():
+            transport.pause_reading()
+        elif not paused and not transport.is_reading():
+            transport.resume_reading()
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
