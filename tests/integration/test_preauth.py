@@ -1,14 +1,16 @@
 """What a client can make the server do before it is authenticated, over raw sockets.
 
-Bounded memory while a ``connect`` event runs (reading pauses), and a client that leaves during
-its connect event logged as the ordinary event it is. The connect handler is an aiohttp app on a
-thread of its own that answers a user's connect only when the test lets it.
+Bounded memory while a ``connect`` event runs (reading pauses), REST bodies with a bad token
+refused at the head, and a client that leaves during its connect event logged as the ordinary
+event it is. The connect handler is an aiohttp app on a thread of its own that answers a user's
+connect only when the test lets it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import socket
 import threading
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _wire import JSON, ServerLike, mint_client_token
+from _wire import JSON, ServerLike, mint_client_token, mint_rest_token
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from test_port import RawSocket, masked
@@ -26,6 +28,7 @@ from test_port import RawSocket, masked
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
 
 WAIT = 5.0
+API = "api-version=2024-12-01"
 
 
 class ConnectGate:
@@ -220,3 +223,50 @@ async def test_a_client_that_leaves_during_its_connect_event_is_no_error(stack: 
         await asyncio.sleep(0.05)
     text = log_from(stack, offset)
     assert "Traceback" not in text and " ERROR " not in text, text
+
+
+# --------------------------------------------------------------------------- REST tokens
+
+
+def _send_head(server: ServerLike, authorization: str | None, length: int) -> bytes:
+    auth = f"Authorization: {authorization}\r\n" if authorization is not None else ""
+    return (
+        f"POST /api/hubs/h/:send?{API} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n{auth}"
+        f"Content-Type: text/plain\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def _url(server: ServerLike, path: str) -> str:
+    return f"{server.endpoint}{path}?{API}"
+
+
+@pytest.mark.parametrize("token", ["missing", "garbage", "other-url", "other-key"])
+async def test_a_send_with_a_bad_token_is_refused_when_its_head_is_complete(
+    stack: Stack, token: str
+) -> None:
+    server = stack.server
+    authorization = {
+        "missing": None,
+        "garbage": "Bearer not-a-token",
+        "other-url": "Bearer " + mint_rest_token(server, _url(server, "/api/hubs/other/:send")),
+        "other-key": "Bearer "
+        + mint_rest_token(server, _url(server, "/api/hubs/h/:send"), key="k" * 40),
+    }[token]
+    size = 1 << 20
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(_send_head(server, authorization, size) + b"x" * 1000)
+        # The answer comes while nearly all of the body is still unsent.
+        status, headers, body = await read_answer(reader)
+        assert status == 401
+        assert headers["x-ms-error-code"] == "Unauthorized"
+        assert json.loads(body)["code"] == "Unauthorized"
+        # The rest of the body is read and dropped; the connection goes on.
+        writer.write(b"x" * (size - 1000))
+        path = "/api/hubs/h/:send"
+        good = mint_rest_token(server, _url(server, path))
+        writer.write(_send_head(server, f"Bearer {good}", 2) + b"ok")
+        status, _, _ = await read_answer(reader)
+        assert status == 202
+    finally:
+        writer.close()
