@@ -1,9 +1,9 @@
 """What a client can make the server do before it is authenticated, over raw sockets.
 
 Bounded memory while a ``connect`` event runs (reading pauses), REST bodies with a bad token
-refused at the head, and a client that leaves during its connect event logged as the ordinary
-event it is. The connect handler is an aiohttp app on a thread of its own that answers a user's
-connect only when the test lets it.
+refused at the head, a deadline for every request head (``408``), and a client that leaves
+during its connect event logged as the ordinary event it is. The connect handler is an aiohttp
+app on a thread of its own that answers a user's connect only when the test lets it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from test_port import RawSocket, masked
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
 
 WAIT = 5.0
+HEAD_TIMEOUT = 1.0
+"""The node's ``request_head_timeout_seconds`` in this module."""
 API = "api-version=2024-12-01"
 
 
@@ -87,6 +89,8 @@ class Stack:
 
 def _config(gate_port: int) -> str:
     return (
+        f"[server]\nrequest_head_timeout_seconds = {HEAD_TIMEOUT:g}\n"
+        "http_keep_alive_seconds = 60\n"
         f'[auth]\naccess_keys = ["{ACCESS_KEY}", "{SECONDARY_KEY}"]\n'
         "[[hubs.gate.event_handlers]]\n"
         f'url_template = "http://127.0.0.1:{gate_port}/{{hub}}/{{event}}"\n'
@@ -270,3 +274,98 @@ async def test_a_send_with_a_bad_token_is_refused_when_its_head_is_complete(
         assert status == 202
     finally:
         writer.close()
+
+
+# --------------------------------------------------------------------------- head deadline
+
+
+PADDED_UPGRADE = (
+    b"GET /client/hubs/gate HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
+)
+
+
+def _before(server: ServerLike, first: str) -> bytes:
+    """The request that goes first on the connection, if any."""
+    if first == "aiohttp":
+        return b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    if first == "lane":
+        token = mint_rest_token(server, _url(server, "/api/hubs/h/:send"))
+        return _send_head(server, f"Bearer {token}", 2) + b"hi"
+    return b""
+
+
+@pytest.mark.parametrize("first", ["nothing", "aiohttp", "lane"])
+async def test_a_request_head_sent_too_slowly_is_answered_408_and_closed(
+    stack: Stack, first: str
+) -> None:
+    """One byte every 0.2 s: the head would take 50 s; the deadline is 1 s from its first byte.
+
+    First on the connection, the head is the lane's to read; after a request aiohttp answered
+    it is aiohttp's; after a send the lane answered, the lane's again.
+    """
+    server = stack.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        before = _before(server, first)
+        if before:
+            writer.write(before)
+            status, _, _ = await read_answer(reader)
+            assert status in (200, 202)
+        answer = asyncio.ensure_future(read_answer(reader))
+        sent = 0
+        while not answer.done() and sent < len(PADDED_UPGRADE) - 1:
+            writer.write(PADDED_UPGRADE[sent : sent + 1])
+            sent += 1
+            await asyncio.wait([answer], timeout=0.2)
+        assert answer.done(), "the head was still being read after 50 s"
+        status, headers, body = answer.result()
+        assert status == 408
+        assert headers["x-ms-error-code"] == "RequestTimeout"
+        assert json.loads(body)["code"] == "RequestTimeout"
+        assert sent < 40  # well before the head was complete
+        # Closed; a byte of ours that crossed the close may turn the end into a reset.
+        try:
+            assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        writer.close()
+
+
+async def test_an_idle_connection_is_not_closed_by_the_head_deadline(stack: Stack) -> None:
+    """The deadline starts with a head's first byte; idling is the keep-alive time's matter."""
+    server = stack.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        await asyncio.sleep(HEAD_TIMEOUT * 2.5)
+        writer.write(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await read_answer(reader))[0] == 200
+        await asyncio.sleep(HEAD_TIMEOUT * 2.5)
+        for piece in (b"GET /api/he", b"alth HTTP/1.1\r\nHo", b"st: x\r\n\r\n"):
+            writer.write(piece)  # in pieces, well within the deadline
+            await asyncio.sleep(0.05)
+        assert (await read_answer(reader))[0] == 200
+    finally:
+        writer.close()
+
+
+async def test_a_connect_event_and_an_upgraded_socket_have_no_head_deadline(
+    stack: Stack,
+) -> None:
+    user = new_user()
+    reader, writer = await asyncio.open_connection(stack.server.host, stack.server.port)
+    raw = RawSocket(reader, writer)
+    try:
+        writer.write(upgrade_request(stack.server, "gate", user))
+        await stack.gate.wait_seen(user)
+        await asyncio.sleep(HEAD_TIMEOUT * 2.5)  # the connect event takes its time
+        stack.gate.open(user)
+        assert (await read_answer(reader))[0] == 101
+        assert (await raw.message())["event"] == "connected"
+        await asyncio.sleep(HEAD_TIMEOUT * 2.5)
+        raw.send({"type": "ping"})
+        assert await raw.message() == {"type": "pong"}
+    finally:
+        raw.close()

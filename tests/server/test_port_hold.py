@@ -1,4 +1,4 @@
-"""A port's reading while an upgrade waits for its connect event.
+"""A port's reading while an upgrade waits for its connect event, and its request-head deadlines.
 
 The bytes held for the upgrade are bounded: past :data:`HOLD_BYTES` the port stops reading;
 the pause ends when the upgrade is decided, unless the new reader (or aiohttp) asked for one
@@ -7,9 +7,15 @@ of its own meanwhile. Fakes stand in for the transport and aiohttp's request han
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
 from test_port_flow import FakeHttp, FakeTransport
 
-from hubbub.server.port import HOLD_BYTES, Port
+from hubbub.config import load_config
+from hubbub.errors import ConfigError
+from hubbub.server.port import HOLD_BYTES, Port, RequestHeads
 
 
 class FakeStream:
@@ -87,3 +93,73 @@ def test_aiohttp_pausing_and_resuming_during_the_hold_does_not_end_its_pause() -
     assert not transport.reading  # still held past the bound
     port.release()
     assert transport.reading
+
+
+class HeadPort:
+    """A port as the deadlines see it."""
+
+    def __init__(self, reading: bool = True) -> None:
+        self.reading = reading
+        self.timed_out: list[float] = []
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def head_timed_out(self, timeout: float) -> None:
+        self.timed_out.append(timeout)
+
+
+async def test_a_head_not_complete_in_time_times_out_and_a_complete_one_does_not() -> None:
+    heads = RequestHeads(0.05)
+    slow, quick, idle = HeadPort(), HeadPort(), HeadPort()
+    heads.started(slow)  # type: ignore[arg-type]
+    heads.started(quick)  # type: ignore[arg-type]
+    heads.complete(quick)  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert slow.timed_out == [0.05] and quick.timed_out == [] and idle.timed_out == []
+    heads.close()
+
+
+async def test_a_later_byte_of_the_same_head_does_not_restart_its_time() -> None:
+    heads = RequestHeads(0.1)
+    port = HeadPort()
+    for _ in range(50):  # a byte every 0.02 s: 1 s in all, if nothing stopped it
+        if port.timed_out:
+            break  # the connection is closed
+        heads.started(port)  # type: ignore[arg-type]
+        await asyncio.sleep(0.02)
+    assert port.timed_out == [0.1]
+    heads.close()
+
+
+async def test_while_the_server_does_not_read_a_head_has_no_deadline() -> None:
+    heads = RequestHeads(0.05)
+    port = HeadPort(reading=False)  # paused: the client does not read its answers
+    heads.started(port)  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert port.timed_out == []
+    port.reading = True
+    await asyncio.sleep(0.2)
+    assert port.timed_out == [0.05]
+    heads.close()
+
+
+@pytest.mark.parametrize("value", [0, -1, "15", True])
+def test_the_head_timeout_setting_is_a_positive_number(tmp_path: Any, value: object) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[server]\nrequest_head_timeout_seconds = {_toml(value)}\n")
+    with pytest.raises(ConfigError, match=r"server\.request_head_timeout_seconds"):
+        load_config(str(path), env={})
+
+
+def test_the_head_timeout_setting_defaults_to_15_seconds(tmp_path: Any) -> None:
+    assert load_config(None, env={}).request_head_timeout_seconds == 15
+    path = tmp_path / "ok.toml"
+    path.write_text("[server]\nrequest_head_timeout_seconds = 2.5\n")
+    assert load_config(str(path), env={}).request_head_timeout_seconds == 2.5
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else str(value)
