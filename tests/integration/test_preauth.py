@@ -1,9 +1,10 @@
 """What a client can make the server do before it is authenticated, over raw sockets.
 
 Bounded memory while a ``connect`` event runs (reading pauses), REST bodies with a bad token
-refused at the head, a deadline for every request head (``408``), and a client that leaves
-during its connect event logged as the ordinary event it is. The connect handler is an aiohttp
-app on a thread of its own that answers a user's connect only when the test lets it.
+refused at the head, a deadline for every request head (``408``), unmasked client frames
+closed with 1002 (both of aiohttp's frame readers), and a client that leaves during its connect
+event logged as the ordinary event it is. The connect handler is an aiohttp app on a thread of
+its own that answers a user's connect only when the test lets it.
 """
 
 from __future__ import annotations
@@ -123,6 +124,15 @@ def gate() -> Iterator[ConnectGate]:
 def stack(tmp_path_factory: pytest.TempPathFactory, gate: ConnectGate) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("preauth")
     server = _start(tmp, gate, {})
+    yield Stack(server, gate, tmp / "server.log")
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def python_reader(tmp_path_factory: pytest.TempPathFactory, gate: ConnectGate) -> Iterator[Stack]:
+    """A node on aiohttp's pure-Python code (frame reader included)."""
+    tmp = tmp_path_factory.mktemp("preauth-py")
+    server = _start(tmp, gate, {"AIOHTTP_NO_EXTENSIONS": "1"})
     yield Stack(server, gate, tmp / "server.log")
     stop_server(server)
 
@@ -367,5 +377,72 @@ async def test_a_connect_event_and_an_upgraded_socket_have_no_head_deadline(
         await asyncio.sleep(HEAD_TIMEOUT * 2.5)
         raw.send({"type": "ping"})
         assert await raw.message() == {"type": "pong"}
+    finally:
+        raw.close()
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def unmasked(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    return bytes((0x80 | opcode, len(payload))) + payload
+
+
+@pytest.fixture(params=["c-reader", "python-reader"])
+def node(request: pytest.FixtureRequest) -> Stack:
+    name = "stack" if request.param == "c-reader" else "python_reader"
+    stack: Stack = request.getfixturevalue(name)
+    return stack
+
+
+async def _upgraded(stack: Stack) -> RawSocket:
+    user = new_user()
+    stack.gate.open(user)
+    raw = await RawSocket.open(stack.server)
+    status, head = await raw.http(upgrade_request(stack.server, "gate", user))
+    assert status == 101, head
+    assert (await raw.message())["event"] == "connected"
+    return raw
+
+
+async def _closed_1002(raw: RawSocket) -> None:
+    opcode, payload = await raw.frame()
+    assert (opcode, payload[:2]) == (0x8, (1002).to_bytes(2, "big")), (opcode, payload)
+
+
+PING = json.dumps({"type": "ping"}).encode()
+
+
+@pytest.mark.parametrize("opcode", [0x1, 0x9], ids=["text", "ping"])
+async def test_an_unmasked_frame_closes_1002_and_is_not_acted_on(node: Stack, opcode: int) -> None:
+    raw = await _upgraded(node)
+    try:
+        raw.writer.write(unmasked(opcode, PING))
+        await _closed_1002(raw)  # neither a pong message nor a pong frame came first
+    finally:
+        raw.close()
+
+
+async def test_frames_before_the_unmasked_one_are_answered_first(node: Stack) -> None:
+    raw = await _upgraded(node)
+    try:
+        raw.writer.write(masked(0x1, PING) + unmasked(0x1, PING) + masked(0x1, PING))
+        assert await raw.message() == {"type": "pong"}
+        await _closed_1002(raw)
+    finally:
+        raw.close()
+
+
+async def test_an_unmasked_header_split_across_reads(node: Stack) -> None:
+    raw = await _upgraded(node)
+    try:
+        frame = masked(0x1, PING) + unmasked(0x1, PING)
+        cut = len(frame) - len(PING) - 1  # right after the unmasked header's first byte
+        raw.writer.write(frame[:cut])
+        await raw.writer.drain()
+        assert await raw.message() == {"type": "pong"}
+        raw.writer.write(frame[cut:])
+        await _closed_1002(raw)
     finally:
         raw.close()
