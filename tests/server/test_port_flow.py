@@ -30,7 +30,10 @@ class StubLane:
     def forget(self, sniffer: Sniffer) -> None:
         self.forgotten.append(sniffer)
 
-    def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
+    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> object:
+        return url
+
+    def send(self, admitted: object, body: bytes) -> bytes | None:
         return None if body == b"no" else b"202"
 
 

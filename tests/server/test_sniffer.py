@@ -2,28 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from hubbub.server.fastlane import MAX_BODY_BYTES, MAX_HEAD_BYTES, Sniffer
 
 
 class Lane:
-    """Takes every send whose body does not start with ``no``; records what it saw."""
+    """Admits every head but one whose token is ``bad``; takes every body not starting with
+    ``no``; records what it saw."""
 
     def __init__(self) -> None:
+        self.heads: list[tuple[bytes, dict[bytes, bytes]]] = []
         self.seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
 
-    def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
+    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Any:
+        self.heads.append((url, headers))
+        return None if headers.get(b"authorization") == b"Bearer bad" else (url, headers)
+
+    def send(self, admitted: Any, body: bytes) -> bytes | None:
+        url, headers = admitted
         self.seen.append((url, headers, body))
         if body == b"boom":
             raise RuntimeError("a defect in the lane")
         return None if body.startswith(b"no") else b"202:" + body
 
 
-def request(body: bytes = b"hello", *, method: str = "POST", extra: str = "") -> bytes:
+def request(
+    body: bytes = b"hello", *, method: str = "POST", extra: str = "", token: str = "t"
+) -> bytes:
     return (
         f"{method} /api/hubs/h/users/u/:send?api-version=2024-12-01 HTTP/1.1\r\n"
-        f"Host: x\r\nAuthorization: Bearer t\r\nContent-Type: text/plain\r\n"
+        f"Host: x\r\nAuthorization: Bearer {token}\r\nContent-Type: text/plain\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
@@ -125,3 +136,43 @@ def test_an_incomplete_head_waits() -> None:
     s, lane, written = sniffer()
     assert s.feed(b"POST /api/hubs/h/:send?api-version=1 HTTP/1.1\r\n") is None
     assert lane.seen == [] and written == []
+
+
+def test_a_refused_token_goes_to_aiohttp_as_soon_as_the_head_is_complete() -> None:
+    s, lane, written = sniffer()
+    data = request(b"x" * 1000, token="bad")
+    head_end = data.index(b"\r\n\r\n") + 4
+    assert s.feed(data[: head_end - 1]) is None
+    assert s.feed(data[head_end - 1 : head_end + 10]) == data[: head_end + 10]  # body not awaited
+    assert written == [] and lane.seen == []
+
+
+def test_an_admitted_request_waits_for_its_body_and_its_head_is_judged_once() -> None:
+    s, lane, written = sniffer()
+    data = request(b"y" * 5000) + request(b"next")
+    for i in range(len(data)):
+        assert s.feed(data[i : i + 1]) is None
+    assert written == [b"202:" + b"y" * 5000, b"202:next"]
+    assert len(lane.heads) == 2  # one parse and one token check per request, not per byte
+
+
+def test_reading_head_is_true_only_between_the_first_and_last_byte_of_a_head() -> None:
+    s, _, _ = sniffer()
+    data = request(b"body")
+    head_end = data.index(b"\r\n\r\n") + 4
+    assert not s.reading_head
+    s.feed(data[:5])
+    assert s.reading_head
+    s.feed(data[5:head_end])
+    assert not s.reading_head  # the body is awaited: the head is complete
+    s.feed(data[head_end:])
+    assert not s.reading_head  # answered, nothing pending
+
+
+def test_only_the_unanswered_request_is_kept() -> None:
+    s, _, written = sniffer()
+    first, second = request(b"a" * 100), request(b"b" * 100)
+    assert s.feed(first + second[:50]) is None
+    assert written == [b"202:" + b"a" * 100]
+    assert s.feed(second[50:]) is None
+    assert written[-1] == b"202:" + b"b" * 100

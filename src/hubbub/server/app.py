@@ -10,6 +10,7 @@ from hubbub.metrics import render
 from hubbub.node import Node
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES
+from hubbub.server.port import REQUEST_HEADS, RequestHeads, request_heads
 from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
@@ -32,8 +33,11 @@ def build_app(config: Config) -> web.Application:
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
     node = Node(config, broker, upstream)
     presence = MemoryPresence(node.hubs)
-    app = web.Application(middlewares=[api_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[request_heads, api_middleware], client_max_size=MAX_BODY_BYTES
+    )
     app[NODE] = node
+    heads = app[REQUEST_HEADS] = RequestHeads(config.request_head_timeout_seconds)
     service = Service(config, broker, presence)
     app[SERVICE] = service
     lane = app[FAST_LANE] = FastLane(service, config.access_keys, config.http_keep_alive_seconds)
@@ -58,6 +62,7 @@ def build_app(config: Config) -> web.Application:
         await endpoint.shut_down()
 
     async def stop_engine(app: web.Application) -> None:
+        heads.close()
         endpoint.close_all()
         await endpoint.keepalive.close()
         await upstream.close()

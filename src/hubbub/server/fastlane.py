@@ -14,6 +14,11 @@ answers it (errors included) through :mod:`hubbub.server.rest`: there is one imp
 every rule, this module only skips the objects for the case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
 
+Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
+the head is complete: a request with a bad or missing token goes to aiohttp before its body is
+read (aiohttp refuses it with 401 there and then), so an unauthenticated body is never kept. The
+bytes of a request are gathered once, in one buffer, and its head is parsed once.
+
 aiohttp does not see a connection until its first request for aiohttp: the lane closes the ones
 it alone serves once they have been idle for the keep-alive time, as aiohttp does its own.
 """
@@ -35,6 +40,7 @@ from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.metrics import FAST_SENDS
+from hubbub.protocol.messages import DataType
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.limits import MAX_BODY_BYTES, MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.server.rest import CONTENT_TYPES, payload_of
@@ -47,6 +53,9 @@ log = logging.getLogger("hubbub.rest")
 
 # A request head longer than MAX_HEAD_BYTES is aiohttp's to judge (it answers 414, 431 or 400),
 # a body longer than MAX_BODY_BYTES aiohttp's to refuse (413).
+
+Admitted = tuple[HubName, Target, str, str, DataType]
+"""A send whose head the lane accepted: hub, target, name, path and the body's data type."""
 
 _TARGETS = {b"users": Target.USER, b"groups": Target.GROUP, b"connections": Target.CONNECTION}
 _WANTED = frozenset(
@@ -118,8 +127,8 @@ class FastLane:
 
     # -- one send -------------------------------------------------------------------------------
 
-    def send(self, url: bytes, headers: dict[bytes, bytes], body: bytes) -> bytes | None:
-        """Publish a plain send and return the ``202`` answer; None: aiohttp must answer."""
+    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Admitted | None:
+        """Route, token and content type of a send, judged on its head; None: aiohttp answers."""
         route = _route(url)
         if route is None:
             return None
@@ -132,8 +141,16 @@ class FastLane:
             return None
         try:
             verify_rest_token(token.strip().decode("latin-1"), self._keys, path)
+        except TokenError:
+            return None
+        return hub, target, name, path, data_type
+
+    def send(self, admitted: Admitted, body: bytes) -> bytes | None:
+        """Publish an admitted send and return the ``202`` answer; None: aiohttp must answer."""
+        hub, target, name, path, data_type = admitted
+        try:
             payload = payload_of(data_type, body)
-        except (TokenError, BadRequestError):
+        except BadRequestError:
             return None
         try:
             self._service.send_nowait(hub, target, name, payload, _NO_OPTIONS)
@@ -213,13 +230,27 @@ class _Head:
 class Sniffer:
     """One connection's requests until the first one the lane does not take.
 
+    The bytes of the request being read are kept in one buffer that only grows at its end
+    (a request that arrives in one read is not copied at all); the head terminator is searched
+    for in the new bytes only, and a head is parsed once, when it is complete.
+
     Args:
         lane: the node's fast lane.
         write: writes an answer to the connection.
         close: closes the connection (it was idle too long).
     """
 
-    __slots__ = ("_buffer", "_lane", "_write", "active", "close")
+    __slots__ = (
+        "_admitted",
+        "_body",
+        "_buffer",
+        "_lane",
+        "_scanned",
+        "_stop",
+        "_write",
+        "active",
+        "close",
+    )
 
     def __init__(
         self, lane: FastLane, write: Callable[[bytes], None], close: Callable[[], None]
@@ -227,54 +258,108 @@ class Sniffer:
         self._lane = lane
         self._write = write
         self.close = close
-        self._buffer = b""
+        self._buffer = bytearray()
+        """The unanswered bytes, from the start of the request being read."""
+        self._scanned = 0
+        """How much of the buffer was searched for the end of the head, in vain."""
+        self._admitted: Admitted | None = None
+        """The request whose body is awaited (its head passed); None while reading a head."""
+        self._body = 0
+        """Where the admitted request's body starts, from the start of the request."""
+        self._stop = 0
+        """Where the admitted request ends, from the start of the request."""
         self.active = time.monotonic()
         """When the client last sent something."""
+
+    @property
+    def reading_head(self) -> bool:
+        """Part of a request head has arrived, not all of it."""
+        return self._admitted is None and len(self._buffer) > 0
 
     def feed(self, data: bytes) -> bytes | None:
         """Answer the plain sends in ``data``; return the bytes for aiohttp from the first other
         request on (None while every request so far was the lane's)."""
         self.active = time.monotonic()
-        buffer = self._buffer = self._buffer + data if self._buffer else data
+        kept = self._buffer
+        buffer: bytes | bytearray
+        if kept:
+            kept += data
+            buffer = kept
+        else:
+            buffer = data  # the usual case: nothing waits, no copy
+        start = 0  # where the request being read starts in ``buffer``
         try:
-            return self._answer(buffer)
+            while True:
+                if self._admitted is None:
+                    end = buffer.find(
+                        b"\r\n\r\n", start + max(self._scanned - 3, 0), start + MAX_HEAD_BYTES
+                    )
+                    if end < 0:
+                        self._scanned = len(buffer) - start
+                        if self._scanned >= MAX_HEAD_BYTES:
+                            return self._hand_on(buffer, start)
+                        break
+                    self._scanned = 0
+                    decided = self._admit(_slice(buffer, start, end + 4))
+                    if decided is None:
+                        return self._hand_on(buffer, start)
+                    self._admitted, length = decided
+                    self._body = end + 4 - start
+                    self._stop = self._body + length
+                stop = start + self._stop
+                if len(buffer) < stop:
+                    break  # the body is still on its way
+                answer = self._lane.send(self._admitted, _slice(buffer, start + self._body, stop))
+                if answer is None:
+                    return self._hand_on(buffer, start)
+                self._admitted = None  # published: never handed on again
+                start = stop
+                self._write(answer)
         except Exception:
-            # ``_buffer`` starts at the request that failed: aiohttp answers it.
+            # ``start`` is where the request that failed begins: aiohttp answers it.
             log.error("the fast lane failed on a request; aiohttp answers it", exc_info=True)
-            return self._buffer
-
-    def _answer(self, buffer: bytes) -> bytes | None:
-        """The loop of :meth:`feed`; ``_buffer`` always starts at the request being read."""
-        while buffer:
-            end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
-            if end < 0:
-                if len(buffer) >= MAX_HEAD_BYTES:
-                    return buffer
-                break
-            head = _Head()
-            parser = httptools.HttpRequestParser(head)
-            try:
-                parser.feed_data(buffer[: end + 4])
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                return buffer
-            if (
-                not head.complete
-                or parser.get_method() != b"POST"
-                or parser.get_http_version() != "1.1"
-                or not parser.should_keep_alive()
-                or b"expect" in head.headers
-                or b"transfer-encoding" in head.headers
-            ):
-                return buffer
-            length_text = head.headers.get(b"content-length", b"")
-            if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
-                return buffer
-            start, stop = end + 4, end + 4 + int(length_text)
-            if len(buffer) < stop:
-                break  # the body is still on its way
-            answer = self._lane.send(head.url, head.headers, buffer[start:stop])
-            if answer is None:
-                return buffer
-            buffer = self._buffer = buffer[stop:]  # published: never handed on again
-            self._write(answer)
+            return self._hand_on(buffer, start)
+        if buffer is kept:
+            del kept[:start]  # bytearray: dropping the front does not move the rest
+        elif start < len(buffer):
+            kept += memoryview(buffer)[start:]
         return None
+
+    def _hand_on(self, buffer: bytes | bytearray, start: int) -> bytes:
+        """The bytes from ``start`` on, for aiohttp; the sniffer is done."""
+        rest = _slice(buffer, start, len(buffer))
+        self._buffer = bytearray()
+        self._admitted = None
+        self._scanned = 0
+        return rest
+
+    def _admit(self, head: bytes) -> tuple[Admitted, int] | None:
+        """The admitted send and its body length, when the lane takes the request of ``head``."""
+        fields = _Head()
+        parser = httptools.HttpRequestParser(fields)
+        try:
+            parser.feed_data(head)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            return None
+        if (
+            not fields.complete
+            or parser.get_method() != b"POST"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or b"expect" in fields.headers
+            or b"transfer-encoding" in fields.headers
+        ):
+            return None
+        length_text = fields.headers.get(b"content-length", b"")
+        if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+            return None
+        admitted = self._lane.admit(fields.url, fields.headers)
+        return None if admitted is None else (admitted, int(length_text))
+
+
+def _slice(buffer: bytes | bytearray, start: int, stop: int) -> bytes:
+    """``buffer[start:stop]`` as bytes, copied once (not at all for the whole of a bytes)."""
+    if type(buffer) is bytes:
+        return buffer if start == 0 and stop == len(buffer) else buffer[start:stop]
+    with memoryview(buffer) as view:
+        return bytes(view[start:stop])

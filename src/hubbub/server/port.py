@@ -12,22 +12,37 @@ one until the hand-over, and are dropped after it.
 With the fast lane (:mod:`hubbub.server.fastlane`), aiohttp's side of a connection is made only
 when the first request the lane does not answer arrives: a connection of plain sends alone
 never costs aiohttp's request handler.
+
+What a client sends before it is authenticated costs bounded memory: while its upgrade waits for
+the ``connect`` event the port keeps at most :data:`HOLD_BYTES` (plus one read), then stops
+reading, so the rest waits in the network. And every request head has a deadline
+(:class:`RequestHeads`): one not complete in time is answered ``408`` and its connection closed,
+whether the lane or aiohttp reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
+import orjson
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from hubbub.server.fastlane import FastLane, Sniffer
 
-__all__ = ["Port", "Stream", "listen"]
+__all__ = ["REQUEST_HEADS", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
+
+log = logging.getLogger("hubbub.port")
 
 LISTEN_BACKLOG = 2048
 """Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
+HOLD_BYTES = 64 * 1024
+"""What a connection may send while its upgrade waits for the ``connect`` event, before the
+port stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
 
 
 class Stream(Protocol):
@@ -46,7 +61,11 @@ class Port(asyncio.Protocol, asyncio.Transport):
     """One TCP connection: HTTP through aiohttp, then, once upgraded, a WebSocket stream."""
 
     __slots__ = (
+        "_awaiting_head",
+        "_heads",
         "_held",
+        "_held_bytes",
+        "_hold_paused",
         "_http",
         "_lane",
         "_lane_paused",
@@ -57,16 +76,28 @@ class Port(asyncio.Protocol, asyncio.Transport):
         "_transport",
     )
 
-    def __init__(self, server: web.Server, lane: FastLane | None = None) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        lane: FastLane | None = None,
+        heads: RequestHeads | None = None,
+    ) -> None:
         super().__init__()
         self._server = server
         self._lane = lane
+        self._heads = heads
+        self._awaiting_head = True
+        """aiohttp waits for a request: the next byte begins a head (until aiohttp has it)."""
         self._sniffer: Sniffer | None = None
         self._transport: asyncio.Transport | None = None
         self._http: asyncio.Protocol | None = None
         self._held: list[bytes] | None = None
         self._stream: Stream | None = None
+        self._held_bytes = 0
+        self._hold_paused = False
+        """Reading paused because the bytes held for the upgrade reached :data:`HOLD_BYTES`."""
         self._reading_paused = False
+        """Reading paused by aiohttp, the WebSocket reader or the lane (see pause_reading)."""
         self._lane_paused = False
         """Reading paused by the lane because its answers are not read."""
 
@@ -95,11 +126,25 @@ class Port(asyncio.Protocol, asyncio.Transport):
             self._stream.feed(data)
         elif self._held is not None:
             self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes >= HOLD_BYTES and not self._hold_paused:
+                self._hold_paused = True
+                self._apply_reading()
         elif self._sniffer is not None:
             rest = self._sniffer.feed(data)
+            heads = self._heads
             if rest is None:
-                return  # every request so far was a plain send, answered
-            # From this request on, aiohttp serves the connection.
+                # every request so far was a plain send, answered
+                if heads is not None:
+                    if self._sniffer.reading_head:
+                        heads.started(self)
+                    else:
+                        heads.complete(self)
+                return
+            # From this request on, aiohttp serves the connection; its head's deadline holds
+            # until aiohttp has the head (see request_heads).
+            if heads is not None:
+                heads.started(self)
             self._retire_sniffer()
             http = self._start_http()
             if self._lane_paused:
@@ -110,6 +155,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
                 self.resume_reading()
             http.data_received(rest)
         elif self._http is not None:
+            if self._awaiting_head and self._heads is not None:
+                self._heads.started(self)
             self._http.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -119,6 +166,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._retire_sniffer()
+        if self._heads is not None:
+            self._heads.complete(self)
         stream, http = self._stream, self._http
         self._stream = self._http = None
         self._held = None
@@ -151,22 +200,56 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def release(self) -> None:
         """The upgrade did not happen: what arrived meanwhile goes to aiohttp after all."""
-        held, self._held = self._held, None
+        held = self._unhold()
         if held and self._http is not None:
             for data in held:
                 self._http.data_received(data)
+        self._apply_reading()
 
     def hand_over(self, stream: Stream) -> asyncio.Transport:
         """Detach aiohttp (it sees the connection end) and feed ``stream`` from now on."""
         assert self._transport is not None
-        http, held = self._http, self._held or []
-        self._http, self._held = None, None
+        http, held = self._http, self._unhold()
+        self._http = None
         self._stream = stream
+        if self._heads is not None:
+            self._heads.complete(self)
         if http is not None:
             http.connection_lost(None)
         for data in held:
             stream.feed(data)
+        self._apply_reading()  # unless the stream's reader asked for a pause meanwhile
         return self._transport
+
+    def _unhold(self) -> list[bytes]:
+        held = self._held or []
+        self._held, self._held_bytes, self._hold_paused = None, 0, False
+        return held
+
+    # -- request heads (see request_heads) ------------------------------------------------------
+
+    def head_complete(self) -> None:
+        """aiohttp has a request's head: the deadline is met."""
+        self._awaiting_head = False
+        if self._heads is not None:
+            self._heads.complete(self)
+
+    def request_done(self) -> None:
+        """aiohttp handled a request: the next byte from the client begins the next head."""
+        if self._stream is None:
+            self._awaiting_head = True
+
+    def head_timed_out(self, timeout: float) -> None:
+        """The request head being read took too long: answer 408 and close."""
+        transport = self._transport
+        if transport is None or self._stream is not None or transport.is_closing():
+            return
+        log.debug("a request head took more than %g s: answered 408, connection closed", timeout)
+        transport.write(_head_timeout_answer(timeout))
+        if transport.get_write_buffer_size():
+            transport.abort()  # a client that does not read gets no time to
+        else:
+            transport.close()
 
     # -- the transport aiohttp writes to ----------------------------------------------------------
 
@@ -216,14 +299,25 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def pause_reading(self) -> None:
         """Used by aiohttp before the hand-over and by the WebSocket reader's queue after it."""
-        if self._transport is not None and not self._reading_paused:
+        if not self._reading_paused:
             self._reading_paused = True
-            self._transport.pause_reading()
+            self._apply_reading()
 
     def resume_reading(self) -> None:
-        if self._transport is not None and self._reading_paused:
+        if self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        """Read from the socket unless someone paused reading (aiohttp, reader, lane, hold)."""
+        transport = self._transport
+        if transport is None:
+            return
+        paused = self._reading_paused or self._hold_paused
+        if paused and transport.is_reading():
+            transport.pause_reading()
+        elif not paused and not transport.is_reading():
+            transport.resume_reading()
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport is not None else 0
@@ -242,13 +336,106 @@ class Port(asyncio.Protocol, asyncio.Transport):
         raise NotImplementedError("a port's protocol is fixed")
 
 
+class RequestHeads:
+    """The deadline of every request head being read, one timer for all connections.
+
+    A head's time starts with its first byte (an idle keep-alive connection is aiohttp's and the
+    lane's to close) and ends when the lane or aiohttp has the whole head; a connection whose
+    head takes longer than ``timeout`` seconds is answered ``408`` and closed. While the server
+    itself does not read from a connection (its answers are not being read), its head cannot
+    arrive, and its time starts again.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._since: dict[Port, float] = {}
+        """Connections reading a head, in the order their heads began."""
+        self._timer: asyncio.TimerHandle | None = None
+
+    def started(self, port: Port) -> None:
+        """Part of a head arrived (a no-op while the same head goes on)."""
+        if port not in self._since:
+            self._since[port] = time.monotonic()
+            if self._timer is None:
+                self._schedule(self.timeout)
+
+    def complete(self, port: Port) -> None:
+        """The head is complete, or the connection gone."""
+        self._since.pop(port, None)
+
+    def _schedule(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        late = now - self.timeout
+        since = self._since
+        expired = []
+        for port, began in since.items():
+            if began > late:
+                break
+            expired.append(port)
+        for port in expired:
+            del since[port]
+            if port.is_reading():
+                port.head_timed_out(self.timeout)
+            else:
+                since[port] = now
+        if since:
+            self._schedule(max(next(iter(since.values())) + self.timeout - now, 0.0))
+
+    def close(self) -> None:
+        """Stop the timer (the node is stopping)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._since.clear()
+
+
+REQUEST_HEADS = web.AppKey("request_heads", RequestHeads)
+"""The application's :class:`RequestHeads`, used by :func:`listen` and :func:`request_heads`."""
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_heads(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Tell the port when aiohttp has a request's head, and when the request is handled."""
+    port = request.transport
+    if not isinstance(port, Port):
+        return await handler(request)
+    port.head_complete()
+    try:
+        return await handler(request)
+    finally:
+        port.request_done()
+
+
+def _head_timeout_answer(timeout: float) -> bytes:
+    body = orjson.dumps(
+        {
+            "code": "RequestTimeout",
+            "message": f"the request head was not complete within {timeout:g} seconds",
+        }
+    )
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nx-ms-error-code: RequestTimeout"
+        b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+
+
 async def listen(
     runner: web.AppRunner, host: str, port: int, lane: FastLane | None = None
 ) -> asyncio.Server:
-    """Listen on ``host:port``: a :class:`Port` per connection around the runner's server."""
+    """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
+
+    The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if it has one.
+    """
     server = runner.server
     assert server is not None, "runner.setup() first"
+    heads = runner.app.get(REQUEST_HEADS)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Port(server, lane), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        lambda: Port(server, lane, heads), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
     )

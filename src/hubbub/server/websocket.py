@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp._websocket.reader import WebSocketDataQueue
 from aiohttp.http_websocket import WebSocketError, WebSocketReader
 from aiohttp.streams import EofStream
@@ -36,7 +36,7 @@ from hubbub.server.port import Port
 from hubbub.server.writer import CorkedOutlet, Flusher
 from hubbub.types import GroupName, HubName, UserId
 
-__all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
+__all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint", "MaskCheck"]
 
 log = logging.getLogger("hubbub.websocket")
 
@@ -203,6 +203,11 @@ class ClientEndpoint:
         port.hold()
         try:
             await ws.prepare(request)
+        except ConnectionError:
+            # The client left while its connect event ran: an ordinary end, not a failure.
+            port.release()
+            log.debug("a client left before its upgrade was answered")
+            return ws, None
         except BaseException:
             port.release()
             raise
@@ -314,11 +319,79 @@ class ClientEndpoint:
             # a PONG is only a sign of life
 
 
+class MaskCheck:
+    """Finds the first client frame without a mask in a stream of reads (RFC 6455 §5.1).
+
+    aiohttp's frame reader accepts unmasked frames; this looks at frame headers only, before
+    the reader does: it steps from header to header by the declared payload lengths, so each
+    read is looked at once (a payload is skipped, never scanned), and a header split across
+    reads is joined from at most 14 bytes.
+    """
+
+    __slots__ = ("_head", "_skip")
+
+    def __init__(self) -> None:
+        self._head = b""
+        """The start of a frame header that the last read cut short."""
+        self._skip = 0
+        """Bytes of the current frame (mask and payload) still to come."""
+
+    def unmasked(self, data: bytes) -> int:
+        """Where in ``data`` the first unmasked frame begins (0 when its header began in an
+        earlier read), or -1 while every frame so far is masked."""
+        pos, end, skip, head = 0, len(data), self._skip, self._head
+        while True:
+            if skip:
+                if skip >= end - pos:
+                    self._skip, self._head = skip - (end - pos), b""
+                    return -1
+                pos += skip
+                skip = 0
+            if pos >= end:
+                self._skip, self._head = 0, b""
+                return -1
+            if not head and end - pos >= 2:
+                second = data[pos + 1]
+                if not second & 0x80:
+                    return pos
+                length = second & 0x7F
+                if length < 126:
+                    pos += 2
+                    skip = 4 + length
+                    continue
+                size = 4 if length == 126 else 10
+                if end - pos >= size:
+                    skip = 4 + int.from_bytes(data[pos + 2 : pos + size], "big")
+                    pos += size
+                    continue
+            # A header that the end of a read cuts short, or that began in the last read.
+            began = pos - len(head)
+            header = head + data[pos : pos + 14 - len(head)]
+            if len(header) < 2:
+                self._skip, self._head = 0, header
+                return -1
+            second = header[1]
+            if not second & 0x80:
+                return max(began, 0)
+            length = second & 0x7F
+            size = 2 if length < 126 else 4 if length == 126 else 10
+            if len(header) < size:
+                self._skip, self._head = 0, header
+                return -1
+            if size > 2:
+                length = int.from_bytes(header[2:size], "big")
+            pos, skip, head = began + size, 4 + length, b""
+
+
+UNMASKED = "a client frame without a mask"
+
+
 class _Socket:
     """One upgraded WebSocket: aiohttp's frame reader in, the corked outlet out."""
 
     __slots__ = (
         "_gone",
+        "_masks",
         "_timer",
         "close_code",
         "close_sent",
@@ -336,6 +409,8 @@ class _Socket:
         self.reader = WebSocketReader(
             self.queue, MAX_MESSAGE_BYTES, compress=False, decode_text=False
         )
+        self._masks: MaskCheck | None = MaskCheck()
+        """None once an unmasked frame arrived: nothing after it is read."""
         self.interval = interval
         self.last_seen = loop.time()
         self.outlet: CorkedOutlet | None = None
@@ -348,7 +423,19 @@ class _Socket:
 
     def feed(self, data: bytes) -> None:
         """Bytes from the client (the port's stream)."""
-        self.reader.feed_data(data)
+        masks = self._masks
+        if masks is None:
+            return
+        cut = masks.unmasked(data)
+        if cut < 0:
+            self.reader.feed_data(data)
+            return
+        # The frames before it are read as usual; then the reader fails as on any protocol
+        # error (the queue hands out what it holds first), and the connection is closed 1002.
+        self._masks = None
+        if cut:
+            self.reader.feed_data(data[:cut])
+        self.queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, UNMASKED))
 
     def lost(self) -> None:
         """The socket is gone (the port's stream)."""

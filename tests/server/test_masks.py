@@ -1,0 +1,158 @@
+"""Client frames without a mask (RFC 6455 §5.1): found in any split of the stream, then 1002.
+
+:class:`MaskCheck` reads frame headers only; the socket feeds aiohttp's frame reader what comes
+before the first unmasked frame and then fails the reader's queue. Both of aiohttp's readers
+(the C one and the pure-Python one) must hand out the frames before it, then the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+from typing import Any
+
+import pytest
+from aiohttp import WSCloseCode, WSMsgType
+from aiohttp._websocket import reader_c, reader_py
+from aiohttp.http_websocket import WebSocketError
+
+from hubbub.server import websocket
+from hubbub.server.websocket import MaskCheck
+
+
+def frame(opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True) -> bytes:
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head = bytes((first, bit | n))
+    elif n < 65536:
+        head = bytes((first, bit | 126)) + struct.pack("!H", n)
+    else:
+        head = bytes((first, bit | 127)) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+MASKED = [
+    frame(0x1, b""),
+    frame(0x1, b"a" * 125),
+    frame(0x2, b"b" * 126),
+    frame(0x9, b"ping"),
+    frame(0x1, b"c" * 65535),
+    frame(0x2, b"d" * 65536),
+    frame(0x1, b"first half ", fin=False),
+    frame(0x0, b"second half"),
+    frame(0xA, b""),
+]
+GOOD = b"".join(MASKED)
+
+
+def split(data: bytes, step: int) -> list[bytes]:
+    return [data[i : i + step] for i in range(0, len(data), step)]
+
+
+def first_unmasked(chunks: list[bytes]) -> int:
+    """The stream offset MaskCheck reports, or -1."""
+    check, offset = MaskCheck(), 0
+    for chunk in chunks:
+        cut = check.unmasked(chunk)
+        if cut >= 0:
+            return offset + cut
+        offset += len(chunk)
+    return -1
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 13, 1000, 70000, len(GOOD)])
+def test_masked_frames_pass_in_any_split(step: int) -> None:
+    assert first_unmasked(split(GOOD, step)) == -1
+
+
+@pytest.mark.parametrize("length", [0, 5, 125, 126, 300, 65536])
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 11, 4096])
+def test_the_first_unmasked_frame_is_found_in_any_split(length: int, step: int) -> None:
+    bad = frame(0x1, b"x" * length, mask=False)
+    at = first_unmasked(split(GOOD + bad + GOOD, step))
+    # The header's second byte decides: when a read ends right after the first byte, that
+    # byte was passed on already, and the cut is the start of the next read.
+    alone = (len(GOOD) + 1) % step == 0
+    assert at == len(GOOD) + (1 if alone else 0)
+
+
+def test_an_unmasked_header_cut_after_its_first_byte_is_found_in_the_next_read() -> None:
+    bad = frame(0x1, b"hi", mask=False)
+    check = MaskCheck()
+    assert check.unmasked(GOOD + bad[:1]) == -1
+    assert check.unmasked(bad[1:]) == 0
+
+
+def test_a_payload_that_looks_like_an_unmasked_header_is_not_read_as_one() -> None:
+    payload = bytes((0x81, 0x05)) * 100  # unmasked headers, as payload bytes
+    key = b"\x00\x00\x00\x00"  # a zero mask keeps them visible on the wire
+    data = bytes((0x82, 0x80 | 126)) + struct.pack("!H", len(payload)) + key + payload
+    assert first_unmasked(split(data * 3, 7)) == -1
+
+
+class FakePort:
+    """What the socket's queue and hand-over need of a port."""
+
+    def __init__(self) -> None:
+        self._reading_paused = False
+
+    def pause_reading(self) -> None:
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+
+    def hand_over(self, stream: Any) -> Any:
+        return None
+
+
+@pytest.fixture(params=["c", "python"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which of aiohttp's readers the socket uses."""
+    module = reader_c if request.param == "c" else reader_py
+    monkeypatch.setattr(websocket, "WebSocketReader", module.WebSocketReader)
+    monkeypatch.setattr(websocket, "WebSocketDataQueue", module.WebSocketDataQueue)
+    return str(request.param)
+
+
+async def read_all(socket: Any) -> tuple[list[tuple[WSMsgType, bytes]], WebSocketError | None]:
+    got: list[tuple[WSMsgType, bytes]] = []
+    while True:
+        try:
+            msg = await asyncio.wait_for(socket.queue.read(), 1)
+        except WebSocketError as exc:
+            return got, exc
+        got.append((msg.type, bytes(msg.data) if msg.type is not WSMsgType.PING else b"ping"))
+
+
+@pytest.mark.parametrize("step", [1, 9, 4096, 1 << 20])
+async def test_frames_before_an_unmasked_one_are_read_then_the_reader_fails_1002(
+    reader: str, step: int
+) -> None:
+    socket = websocket._Socket(FakePort(), 20.0, asyncio.get_running_loop())  # type: ignore[arg-type]
+    before = [frame(0x1, b"one"), frame(0x2, b"two" * 50_000), frame(0x9, b"")]
+    after = frame(0x1, b"never read")
+    for chunk in split(b"".join(before) + frame(0x1, b"bad", mask=False) + after, step):
+        socket.feed(chunk)
+    got, exc = await read_all(socket)
+    assert [kind for kind, _ in got] == [WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING]
+    assert got[1][1] == b"two" * 50_000
+    assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR
+
+
+async def test_a_full_queue_still_hands_out_every_frame_before_the_unmasked_one(
+    reader: str,
+) -> None:
+    # Far more than the queue holds: the reader stalls with unparsed bytes, then resumes.
+    socket = websocket._Socket(FakePort(), 20.0, asyncio.get_running_loop())  # type: ignore[arg-type]
+    messages = [b"%d" % i * 500 for i in range(2000)]
+    socket.feed(b"".join(frame(0x1, m) for m in messages) + frame(0x1, b"bad", mask=False))
+    got, exc = await read_all(socket)
+    assert [data for _, data in got] == messages
+    assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR
