@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -166,5 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.key_generated:
             return _fail("no access key configured: give --access-key or HUBBUB_ACCESS_KEY")
         return _token(args, config)
-    print(f"{args.config or 'configuration'}: ok ({len(config.hubs)} hubs configured)")
+    hubs = len(config.hubs)
+    source = args.config or os.environ.get("HUBBUB_CONFIG") or "configuration"
+    print(f"{source}: ok ({hubs} hub{'' if hubs == 1 else 's'} configured)")
     return 0
