@@ -12,13 +12,19 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import NoReturn
+from dataclasses import replace
+from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
-from hubbub.config import Config, load_config
+from hubbub.config import Config, load_config, url_host
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
 from hubbub.protocol.tokens import mint_client_token
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hubbub.server.fastlane import FastLane
 
 __all__ = ["main"]
 
@@ -75,10 +81,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+async def _listen(runner: web.AppRunner, config: Config, lane: FastLane) -> asyncio.Server:
+    """Listen on the configured address; port 0 becomes one free port on every address."""
+    from hubbub.server.port import listen
+
+    listener = await listen(runner, config.host, config.port, lane)
+    if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
+        # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
+        port = listener.sockets[0].getsockname()[1]
+        listener.close()
+        await listener.wait_closed()
+        listener = await listen(runner, config.host, port, lane)
+    return listener
+
+
 async def _serve(config: Config) -> None:
     from hubbub.server.app import FAST_LANE, build_app
     from hubbub.server.limits import Runner
-    from hubbub.server.port import listen
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -93,18 +112,22 @@ async def _serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        listener = await listen(runner, config.host, config.port, app[FAST_LANE])
+        listener = await _listen(runner, config, app[FAST_LANE])
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
         ) from exc
+    config = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
     if config.key_generated:
         print(
             "No access key configured: generated one for this run "
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
-    print(f"hubbub {__version__} listening on http://{config.host}:{config.port}")
+    addresses = dict.fromkeys(
+        f"http://{url_host(sock.getsockname()[0])}:{config.port}" for sock in listener.sockets
+    )
+    print(f"hubbub {__version__} listening on {', '.join(addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
     await stop.wait()
     listener.close()

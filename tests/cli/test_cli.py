@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import jwt
 import pytest
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from hubbub.cli import main
 from hubbub.config import load_config
@@ -444,3 +447,38 @@ def test_bounds_of_numeric_settings_accepted(tmp_path: Path) -> None:
     assert (config.port, config.max_outbound_bytes) == (0, 65536)
     path = write(tmp_path, "[server]\nmax_outbound_bytes = 1073741824\nport = 65535\n")
     assert load_config(path, env={}).max_outbound_bytes == 1073741824
+
+
+def test_serve_on_port_0_prints_the_bound_port() -> None:
+    """``--port 0`` listens on a free port and prints that one, in the connection string too."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubbub", "serve", "--port", "0", "--access-key", KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        listening = proc.stdout.readline()
+        connection = proc.stdout.readline()
+        match = re.fullmatch(r"hubbub \S+ listening on http://127\.0\.0\.1:(\d+)\n", listening)
+        assert match, listening
+        port = int(match[1])
+        assert port != 0
+        endpoint = f"http://127.0.0.1:{port}"
+        assert (
+            connection == f"Connection string: Endpoint={endpoint};AccessKey={KEY};Version=1.0;\n"
+        )
+        request = urllib.request.Request(f"{endpoint}/api/health", method="HEAD")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+        # A token the node generates points to the same port.
+        service = WebPubSubServiceClient.from_connection_string(
+            connection.split(": ", 1)[1].strip(), hub="chat"
+        )
+        url = service.get_client_access_token(user_id="u")["url"]
+        assert url.startswith(f"ws://127.0.0.1:{port}/client/hubs/chat?access_token=")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
