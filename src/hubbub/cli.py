@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+MAX_MINUTES = 2**31 - 1
+"""Longest token lifetime, as the REST ``minutesToExpire`` allows."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,33 +41,129 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hubbub", description="A self-hosted Azure Web PubSub service.")
+    parser = _Parser(
+        prog="hubbub",
+        description=(
+            "A self-hosted service that speaks the Azure Web PubSub protocols: "
+            "the official SDKs work against it unmodified."
+        ),
+        epilog=(
+            "Start a node with 'hubbub serve'; 'hubbub COMMAND --help' describes a command. "
+            "Flags override HUBBUB_* environment variables, which override the TOML file "
+            "given with --config."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
+    config_help = "TOML configuration file (env HUBBUB_CONFIG)"
+    keys_help = (
+        "access key, at least 32 bytes; give twice for primary and secondary "
+        "(env HUBBUB_ACCESS_KEY, comma-separated)"
+    )
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="TOML configuration file (env HUBBUB_CONFIG)")
-        p.add_argument("--host", help="address to listen on (env HUBBUB_HOST)")
-        p.add_argument("--port", type=int, help="port to listen on (env HUBBUB_PORT)")
-        p.add_argument(
-            "--access-key",
-            action="append",
-            dest="access_keys",
-            help="access key; give twice for primary and secondary (env HUBBUB_ACCESS_KEY)",
-        )
+    serve = sub.add_parser(
+        "serve",
+        help="start a node and print its connection string",
+        description=(
+            "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB) and the REST "
+            "API on one port, with an in-memory engine. It prints the connection string for "
+            "the server SDKs. Stop it with Ctrl-C or SIGTERM."
+        ),
+    )
+    serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.add_argument(
+        "--host",
+        help=(
+            "address to listen on, 0.0.0.0 for every interface (env HUBBUB_HOST; default 127.0.0.1)"
+        ),
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="port to listen on, 0 for any free one (env HUBBUB_PORT; default 8080)",
+    )
+    serve.add_argument(
+        "--access-key",
+        action="append",
+        dest="access_keys",
+        metavar="KEY",
+        help=keys_help + "; default: one generated for this run",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe messages to log (default info)",
+    )
 
-    serve = sub.add_parser("serve", help="start a node")
-    common(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    token = sub.add_parser("token", help="print a client access URL, as the portal does")
-    common(token)
-    token.add_argument("--hub", required=True)
-    token.add_argument("--user", help="user id (sub claim)")
-    token.add_argument("--role", action="append", default=[], help="role; repeatable")
-    token.add_argument("--group", action="append", default=[], help="initial group; repeatable")
-    token.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    common(check)
+    token = sub.add_parser(
+        "token",
+        help="print a client access URL signed with the access key, as the portal does",
+        description=(
+            "Print a client access URL (ws://HOST:PORT/client/hubs/HUB?access_token=...) "
+            "signed with the node's primary access key, as the Azure portal's generator does. "
+            "It does not contact the node: give the same key, address and configuration as "
+            "'hubbub serve' has."
+        ),
+    )
+    token.add_argument("--config", metavar="FILE", help=config_help)
+    token.add_argument(
+        "--host",
+        help=(
+            "host of the node the URL points to (env HUBBUB_HOST; default 127.0.0.1); "
+            "a configured public endpoint (HUBBUB_PUBLIC_ENDPOINT, server.public_endpoint) "
+            "is used instead when set"
+        ),
+    )
+    token.add_argument(
+        "--port",
+        type=int,
+        help="port of the node the URL points to (env HUBBUB_PORT; default 8080)",
+    )
+    token.add_argument(
+        "--access-key",
+        action="append",
+        dest="access_keys",
+        metavar="KEY",
+        help="the node's access key; the first one given signs the token (env HUBBUB_ACCESS_KEY)",
+    )
+    token.add_argument("--hub", required=True, help="hub the client connects to (case-insensitive)")
+    token.add_argument("--user", help="user id of the client (the token's sub claim); default none")
+    token.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help=(
+            "permission to grant, e.g. webpubsub.sendToGroup, webpubsub.joinLeaveGroup or "
+            "webpubsub.sendToGroup.GROUP; repeatable"
+        ),
+    )
+    token.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="group the client joins on connecting; repeatable",
+    )
+    token.add_argument(
+        "--minutes", type=int, default=60, help="minutes until the token expires (default 60)"
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration and exit",
+        description=(
+            "Validate the configuration (the file, the HUBBUB_* variables and these flags) "
+            "and exit: 0 when it is valid, else 2 with one line naming the problem."
+        ),
+    )
+    check.add_argument("--config", metavar="FILE", help=config_help)
+    check.add_argument("--host", help="address to listen on (env HUBBUB_HOST)")
+    check.add_argument("--port", type=int, help="port to listen on (env HUBBUB_PORT)")
+    check.add_argument(
+        "--access-key", action="append", dest="access_keys", metavar="KEY", help=keys_help
+    )
     return parser
 
 
@@ -158,11 +256,14 @@ def _run_serve(config: Config, log_level: str) -> int:
 def _token(args: argparse.Namespace, config: Config) -> int:
     try:
         hub = validate_hub(args.hub)
+    except BadRequestError as exc:
+        return _fail(f"--hub: {exc}")
+    try:
         groups = [validate_group(g) for g in args.group]
     except BadRequestError as exc:
-        return _fail(str(exc))
-    if args.minutes < 1:
-        return _fail("--minutes must be at least 1")
+        return _fail(f"--group: {exc}")
+    if not 1 <= args.minutes <= MAX_MINUTES:
+        return _fail(f"--minutes: expected a number from 1 to {MAX_MINUTES}, got {args.minutes}")
     audience = f"{config.endpoint}/client/hubs/{hub}"
     token = mint_client_token(
         config.access_keys[0],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -14,7 +15,7 @@ import jwt
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from hubbub.cli import main
+from hubbub.cli import _parser, main
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
 
@@ -447,6 +448,62 @@ def test_bounds_of_numeric_settings_accepted(tmp_path: Path) -> None:
     assert (config.port, config.max_outbound_bytes) == (0, 65536)
     path = write(tmp_path, "[server]\nmax_outbound_bytes = 1073741824\nport = 65535\n")
     assert load_config(path, env={}).max_outbound_bytes == 1073741824
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = _parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+@pytest.mark.parametrize("command", ["serve", "token", "check-config"])
+def test_every_option_is_described(command: str) -> None:
+    """Each command has a description and each of its options a help text."""
+    sub = _subcommands()[command]
+    assert sub.description
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings} has no help"
+
+
+def test_token_address_options_name_the_endpoint() -> None:
+    """For ``token``, --host and --port name where the URL points, not where to listen."""
+    token = _subcommands()["token"]
+    for action in token._actions:
+        if action.dest in ("host", "port"):
+            assert action.help and "URL points to" in action.help
+            assert "listen" not in action.help
+
+
+def test_help_of_every_command() -> None:
+    """``--help`` of each command answers, exit 0, naming the command's options."""
+    for command, options in {
+        "serve": ["--log-level", "--access-key KEY"],
+        "token": ["--hub HUB", "--role ROLE", "URL points to"],
+        "check-config": ["--config FILE"],
+    }.items():
+        result = run(command, "--help")
+        assert result.returncode == 0, result.stderr
+        for option in options:
+            assert option in result.stdout, (command, option)
+    result = run("--help")
+    assert result.returncode == 0
+    assert "hubbub serve" in result.stdout and "check-config" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hub", "bad hub"], "--hub: invalid hub name 'bad hub'"),
+        (["--hub", "chat", "--group", ""], "--group: invalid group name ''"),
+        (["--hub", "chat", "--minutes", "0"], "--minutes: expected a number from 1 to 2147483647"),
+        (["--hub", "chat", "--minutes", str(2**31)], "--minutes: expected a number from 1"),
+    ],
+)
+def test_bad_token_option_is_named(args: list[str], message: str) -> None:
+    """``token``'s own options name themselves in their errors."""
+    result = run("token", "--access-key", KEY, *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"hubbub: error: {message}"), result.stderr
 
 
 def test_serve_on_port_0_prints_the_bound_port() -> None:
