@@ -214,7 +214,7 @@ async def _serve(config: Config) -> None:
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}"
         ) from exc
     config = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
     if config.key_generated:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -535,6 +537,16 @@ def test_serve_on_port_0_prints_the_bound_port() -> None:
         )
         url = service.get_client_access_token(user_id="u")["url"]
         assert url.startswith(f"ws://127.0.0.1:{port}/client/hubs/chat?access_token=")
+        # So does one the node mints itself (REST :generateToken).
+        rest = f"{endpoint}/api/hubs/chat/:generateToken?api-version=2024-12-01"
+        bearer = jwt.encode({"aud": rest, "exp": int(time.time()) + 300}, KEY, "HS256")
+        request = urllib.request.Request(
+            rest, method="POST", headers={"Authorization": f"Bearer {bearer}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            minted = json.load(response)["token"]
+        claims = jwt.decode(minted, KEY, algorithms=["HS256"], options={"verify_aud": False})
+        assert claims["aud"] == f"{endpoint}/client/hubs/chat"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
