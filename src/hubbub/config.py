@@ -146,10 +146,11 @@ def _port(source: str | None, key: str, value: object) -> int:
 
 def _keys(source: str | None, key: str, value: object, what: str) -> tuple[str, ...]:
     """One or two access keys; an error never echoes a key."""
-    if isinstance(value, str):  # a variable: comma-separated
-        value = [k.strip() for k in value.split(",") if k.strip()]
-    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-        raise _error(source, key, f"expected {what}, got a {type(value).__name__}")
+    if not isinstance(value, list):
+        raise _error(source, key, f"expected {what}, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise _error(source, key, f"expected {what}, got {type(k).__name__} {k!r} in it")
     if not 1 <= len(value) <= 2:
         raise _error(source, key, f"expected {what}, got {len(value)}")
     for k in value:
@@ -408,7 +409,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
         out["port"] = _port(None, "HUBBUB_PORT", port)
     if keys := env.get("HUBBUB_ACCESS_KEY"):
         out["access_keys"] = _keys(
-            None, "HUBBUB_ACCESS_KEY", keys, "one or two keys, separated by a comma"
+            None,
+            "HUBBUB_ACCESS_KEY",
+            [k.strip() for k in keys.split(",") if k.strip()],
+            "one or two keys, separated by a comma",
         )
     if endpoint := env.get("HUBBUB_PUBLIC_ENDPOINT"):
         out["public_endpoint"] = _public_endpoint(None, "HUBBUB_PUBLIC_ENDPOINT", endpoint)

@@ -99,7 +99,11 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path: Path, text: str, fragment:
         ("[server]\npublic_endpoint = 'https://exa mple.com'", "server.public_endpoint"),
         ("[server]\npublic_endpoint = 5", "server.public_endpoint: expected a URL"),
         ("[auth]\naccess_keys = []", "auth.access_keys: expected a list of one or two"),
-        ("[auth]\naccess_keys = 'k'", "auth.access_keys"),
+        (
+            "[auth]\naccess_keys = 'k'",
+            "auth.access_keys: expected a list of one or two strings, got str",
+        ),
+        ("[auth]\naccess_keys = [1]", "expected a list of one or two strings, got int 1 in it"),
         (f"[auth]\naccess_keys = ['{KEY}', '{KEY}', '{KEY}']", "got 3"),
         (f"[auth]\naccess_keys = ['{KEY};x']", "may not contain ';'"),
         (f"[auth]\naccess_keys = ['{KEY} x']", "whitespace"),
