@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"hubbub: error: {message} (see 'hubbub --help')\n")
+        self.exit(EXIT_USAGE, f"hubbub: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,6 +167,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no commands")
+
+
 def _config(args: argparse.Namespace) -> Config:
     return load_config(
         args.config,
@@ -280,7 +288,10 @@ def _token(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # told by the command's parser, which points to the command's help
+        _subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         config = _config(args)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ import jwt
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from hubbub.cli import _parser, main
+from hubbub.cli import _parser, _subparsers, main
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
 
@@ -179,6 +179,22 @@ def test_bad_flag_is_one_line_exit_2() -> None:
     result = run("serve", "--bogus")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--bogus" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--bogus"], "unrecognized arguments: --bogus (see 'hubbub serve --help')"),
+        (["token"], "the following arguments are required: --hub (see 'hubbub token --help')"),
+        (["check-config", "x"], "unrecognized arguments: x (see 'hubbub check-config --help')"),
+        ([], "the following arguments are required: COMMAND (see 'hubbub --help')"),
+    ],
+)
+def test_usage_error_points_to_the_command_help(args: list[str], message: str) -> None:
+    """A usage mistake points to the help of the command it was made in."""
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stderr == f"hubbub: error: {message}\n"
 
 
 def test_port_in_use_is_one_line_exit_2() -> None:
@@ -457,9 +473,7 @@ def test_bounds_of_numeric_settings_accepted(tmp_path: Path) -> None:
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = _parser()
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(sub.choices)
+    return _subparsers(_parser())
 
 
 @pytest.mark.parametrize("command", ["serve", "token", "check-config"])
