@@ -8,58 +8,171 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import NoReturn
+from dataclasses import replace
+from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
-from hubbub.config import Config, load_config
+from hubbub.config import Config, load_config, url_host
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
 from hubbub.protocol.tokens import mint_client_token
 
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hubbub.server.fastlane import FastLane
+
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+MAX_MINUTES = 2**31 - 1
+"""Longest token lifetime, as the REST ``minutesToExpire`` allows."""
 
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"hubbub: error: {message} (see 'hubbub --help')\n")
+        self.exit(EXIT_USAGE, f"hubbub: error: {message} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hubbub", description="A self-hosted Azure Web PubSub service.")
+    parser = _Parser(
+        prog="hubbub",
+        description=(
+            "A self-hosted service that speaks the Azure Web PubSub protocols: "
+            "the official SDKs work against it unmodified."
+        ),
+        epilog=(
+            "Start a node with 'hubbub serve'; 'hubbub COMMAND --help' describes a command. "
+            "Flags override HUBBUB_* environment variables, which override the TOML file "
+            "given with --config."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
+    config_help = "TOML configuration file (env HUBBUB_CONFIG)"
+    keys_help = (
+        "access key, at least 32 bytes; give twice for primary and secondary "
+        "(env HUBBUB_ACCESS_KEY, comma-separated)"
+    )
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="TOML configuration file (env HUBBUB_CONFIG)")
-        p.add_argument("--host", help="address to listen on (env HUBBUB_HOST)")
-        p.add_argument("--port", type=int, help="port to listen on (env HUBBUB_PORT)")
-        p.add_argument(
-            "--access-key",
-            action="append",
-            dest="access_keys",
-            help="access key; give twice for primary and secondary (env HUBBUB_ACCESS_KEY)",
-        )
+    serve = sub.add_parser(
+        "serve",
+        help="start a node and print its connection string",
+        description=(
+            "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB) and the REST "
+            "API on one port, with an in-memory engine. It prints the connection string for "
+            "the server SDKs. Stop it with Ctrl-C or SIGTERM."
+        ),
+    )
+    serve.add_argument("--config", metavar="FILE", help=config_help)
+    serve.add_argument(
+        "--host",
+        help=(
+            "address to listen on, 0.0.0.0 for every interface (env HUBBUB_HOST; default 127.0.0.1)"
+        ),
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        help="port to listen on, 0 for any free one (env HUBBUB_PORT; default 8080)",
+    )
+    serve.add_argument(
+        "--access-key",
+        action="append",
+        dest="access_keys",
+        metavar="KEY",
+        help=keys_help + "; default: one generated for this run",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe messages to log (default info)",
+    )
 
-    serve = sub.add_parser("serve", help="start a node")
-    common(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    token = sub.add_parser("token", help="print a client access URL, as the portal does")
-    common(token)
-    token.add_argument("--hub", required=True)
-    token.add_argument("--user", help="user id (sub claim)")
-    token.add_argument("--role", action="append", default=[], help="role; repeatable")
-    token.add_argument("--group", action="append", default=[], help="initial group; repeatable")
-    token.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
-    common(check)
+    token = sub.add_parser(
+        "token",
+        help="print a client access URL signed with the access key, as the portal does",
+        description=(
+            "Print a client access URL (ws://HOST:PORT/client/hubs/HUB?access_token=...) "
+            "signed with the node's primary access key, as the Azure portal's generator does. "
+            "It does not contact the node: give the same key, address and configuration as "
+            "'hubbub serve' has."
+        ),
+    )
+    token.add_argument("--config", metavar="FILE", help=config_help)
+    token.add_argument(
+        "--host",
+        help=(
+            "host of the node the URL points to (env HUBBUB_HOST; default 127.0.0.1); "
+            "a configured public endpoint (HUBBUB_PUBLIC_ENDPOINT, server.public_endpoint) "
+            "is used instead when set"
+        ),
+    )
+    token.add_argument(
+        "--port",
+        type=int,
+        help="port of the node the URL points to (env HUBBUB_PORT; default 8080)",
+    )
+    token.add_argument(
+        "--access-key",
+        action="append",
+        dest="access_keys",
+        metavar="KEY",
+        help="the node's access key; the first one given signs the token (env HUBBUB_ACCESS_KEY)",
+    )
+    token.add_argument("--hub", required=True, help="hub the client connects to (case-insensitive)")
+    token.add_argument("--user", help="user id of the client (the token's sub claim); default none")
+    token.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        help=(
+            "permission to grant, e.g. webpubsub.sendToGroup, webpubsub.joinLeaveGroup or "
+            "webpubsub.sendToGroup.GROUP; repeatable"
+        ),
+    )
+    token.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        help="group the client joins on connecting; repeatable",
+    )
+    token.add_argument(
+        "--minutes", type=int, default=60, help="minutes until the token expires (default 60)"
+    )
+
+    check = sub.add_parser(
+        "check-config",
+        help="validate the configuration and exit",
+        description=(
+            "Validate the configuration (the file, the HUBBUB_* variables and these flags) "
+            "and exit: 0 when it is valid, else 2 with one line naming the problem."
+        ),
+    )
+    check.add_argument("--config", metavar="FILE", help=config_help)
+    check.add_argument("--host", help="address to listen on (env HUBBUB_HOST)")
+    check.add_argument("--port", type=int, help="port to listen on (env HUBBUB_PORT)")
+    check.add_argument(
+        "--access-key", action="append", dest="access_keys", metavar="KEY", help=keys_help
+    )
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser of each command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no commands")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -74,10 +187,23 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+async def _listen(runner: web.AppRunner, config: Config, lane: FastLane) -> asyncio.Server:
+    """Listen on the configured address; port 0 becomes one free port on every address."""
+    from hubbub.server.port import listen
+
+    listener = await listen(runner, config.host, config.port, lane)
+    if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
+        # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
+        port = listener.sockets[0].getsockname()[1]
+        listener.close()
+        await listener.wait_closed()
+        listener = await listen(runner, config.host, port, lane)
+    return listener
+
+
 async def _serve(config: Config) -> None:
     from hubbub.server.app import FAST_LANE, build_app
     from hubbub.server.limits import Runner
-    from hubbub.server.port import listen
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,18 +218,22 @@ async def _serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        listener = await listen(runner, config.host, config.port, app[FAST_LANE])
+        listener = await _listen(runner, config, app[FAST_LANE])
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}"
         ) from exc
+    config = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
     if config.key_generated:
         print(
             "No access key configured: generated one for this run "
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
-    print(f"hubbub {__version__} listening on http://{config.host}:{config.port}")
+    addresses = dict.fromkeys(
+        f"http://{url_host(sock.getsockname()[0])}:{config.port}" for sock in listener.sockets
+    )
+    print(f"hubbub {__version__} listening on {', '.join(addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
     await stop.wait()
     listener.close()
@@ -134,11 +264,14 @@ def _run_serve(config: Config, log_level: str) -> int:
 def _token(args: argparse.Namespace, config: Config) -> int:
     try:
         hub = validate_hub(args.hub)
+    except BadRequestError as exc:
+        return _fail(f"--hub: {exc}")
+    try:
         groups = [validate_group(g) for g in args.group]
     except BadRequestError as exc:
-        return _fail(str(exc))
-    if args.minutes < 1:
-        return _fail("--minutes must be at least 1")
+        return _fail(f"--group: {exc}")
+    if not 1 <= args.minutes <= MAX_MINUTES:
+        return _fail(f"--minutes: expected a number from 1 to {MAX_MINUTES}, got {args.minutes}")
     audience = f"{config.endpoint}/client/hubs/{hub}"
     token = mint_client_token(
         config.access_keys[0],
@@ -155,7 +288,10 @@ def _token(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # told by the command's parser, which points to the command's help
+        _subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         config = _config(args)
     except ConfigError as exc:
@@ -166,5 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.key_generated:
             return _fail("no access key configured: give --access-key or HUBBUB_ACCESS_KEY")
         return _token(args, config)
-    print(f"{args.config or 'configuration'}: ok ({len(config.hubs)} hubs configured)")
+    hubs = len(config.hubs)
+    source = args.config or os.environ.get("HUBBUB_CONFIG") or "configuration"
+    print(f"{source}: ok ({hubs} hub{'' if hubs == 1 else 's'} configured)")
     return 0

@@ -18,18 +18,23 @@ The file's shape (ARCHITECTURE.md "Configuration")::
     user_event_pattern = "*"
     system_events = ["connect", "connected", "disconnected"]
 
-A hub not named in the file gets :data:`DEFAULT_HUB`. Errors name the source, key and problem.
+A hub not named in the file gets :data:`DEFAULT_HUB`. Errors name the source (the file; a
+variable or a flag names itself), the key and the problem, in one line.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from hubbub.errors import ConfigError
+from hubbub.core.names import validate_hub
+from hubbub.errors import BadRequestError, ConfigError
 
 __all__ = [
     "DEFAULT_HUB",
@@ -41,6 +46,17 @@ __all__ = [
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
 MIN_KEY_LENGTH = 32
+MIN_OUTBOUND_BYTES = 64 * 1024
+"""Smallest ``max_outbound_bytes``: below it a client that reads is closed by ordinary bursts."""
+MAX_OUTBOUND_BYTES = 1024 * 1024 * 1024
+MAX_SECONDS = 86400.0
+"""Largest value of a ``*_seconds`` setting of ``[server]`` (one day)."""
+SECONDS_KEYS = (
+    "upstream_timeout_seconds",
+    "session_timeout_seconds",
+    "http_keep_alive_seconds",
+    "request_head_timeout_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -95,39 +111,134 @@ class Config:
         if self.public_endpoint:
             return self.public_endpoint.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(host)}:{self.port}"
 
     @property
     def connection_string(self) -> str:
         return f"Endpoint={self.endpoint};AccessKey={self.access_keys[0]};Version=1.0;"
 
 
-def _expect(source: str, key: str, value: object, kind: type | tuple[type, ...], what: str) -> None:
+def url_host(host: str) -> str:
+    """``host`` as it is written in a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _error(source: str | None, key: str, problem: str) -> ConfigError:
+    """``source: key: problem``; a variable or flag (no ``source``) names itself."""
+    return ConfigError(f"{source}: {key}: {problem}" if source else f"{key}: {problem}")
+
+
+def _expect(
+    source: str | None, key: str, value: object, kind: type | tuple[type, ...], what: str
+) -> None:
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ConfigError(f"{source}: {key}: expected {what}, got {value!r}")
+        raise _error(source, key, f"expected {what}, got {value!r}")
 
 
-def _port(source: str, key: str, value: object) -> int:
+def _port(source: str | None, key: str, value: object) -> int:
     try:
-        port = int(str(value)) if isinstance(value, str) else value
+        port = int(value.strip()) if isinstance(value, str) else value
     except ValueError:
         port = None
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ConfigError(f"{source}: {key}: expected a port number from 0 to 65535, got {value!r}")
+        raise _error(
+            source, key, f"expected a port number from 0 (any free port) to 65535, got {value!r}"
+        )
     return port
 
 
-def _keys(source: str, key: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [k for k in value.split(",") if k]
-    _expect(source, key, value, list, "a list of one or two strings")
-    assert isinstance(value, list)
-    if not 1 <= len(value) <= 2 or not all(isinstance(k, str) for k in value):
-        raise ConfigError(f"{source}: {key}: expected a list of one or two strings")
+def _keys(source: str | None, key: str, value: object, what: str) -> tuple[str, ...]:
+    """One or two access keys; an error never echoes a key."""
+    if not isinstance(value, list):
+        raise _error(source, key, f"expected {what}, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise _error(source, key, f"expected {what}, got {type(k).__name__} {k!r} in it")
+    if not 1 <= len(value) <= 2:
+        raise _error(source, key, f"expected {what}, got {len(value)}")
     for k in value:
         if len(k.encode()) < MIN_KEY_LENGTH:
-            raise ConfigError(f"{source}: {key}: an access key must be at least 32 bytes")
+            raise _error(source, key, f"an access key must be at least {MIN_KEY_LENGTH} bytes")
+        if ";" in k or not k.isprintable() or any(c.isspace() for c in k):
+            raise _error(
+                source,
+                key,
+                "an access key may not contain ';', whitespace or control characters "
+                "(it is written into the connection string)",
+            )
     return tuple(value)
+
+
+def _public_endpoint(source: str | None, key: str, value: object) -> str:
+    """``http(s)://host[:port]``, without a path, query or user: the base of every URL."""
+    _expect(source, key, value, str, "a URL")
+    assert isinstance(value, str)
+    problem = (
+        f"expected http:// or https:// and a host, with no path or query "
+        f"(e.g. https://pubsub.example.com), got {value!r}"
+    )
+    if not value.isprintable() or any(c.isspace() for c in value) or "?" in value:
+        raise _error(source, key, problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _error(source, key, problem) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.path not in ("", "/")
+        or parts.fragment
+        or "#" in value
+    ):
+        raise _error(source, key, problem)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _url_template(source: str, key: str, value: object) -> str:
+    problem = f"expected an http(s) URL with a host, got {value!r}"
+    if not isinstance(value, str):
+        raise _error(source, key, problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _error(source, key, problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _error(source, key, problem)
+    if "{" in parts.netloc or "}" in parts.netloc:
+        raise _error(source, key, f"placeholders are not allowed in the host, got {value!r}")
+    return value
+
+
+def _user_event_pattern(source: str, key: str, value: object) -> str:
+    """``"*"``, one event name or names separated by commas; ``""``: no user events."""
+    _expect(source, key, value, str, 'a string ("*", "name" or "a,b")')
+    assert isinstance(value, str)
+    if value == "":
+        return value
+    for entry in value.split(","):
+        name = entry.strip()
+        if not name:
+            raise _error(
+                source,
+                key,
+                f'an empty event name in {value!r} (expected "*", "name" or "a,b")',
+            )
+        if name == "*":
+            continue
+        if not name.isprintable() or any(c.isspace() for c in name):
+            raise _error(
+                source, key, f"event name {name!r} contains whitespace or a control character"
+            )
+        if any(c in name for c in "*?\\"):
+            raise _error(
+                source,
+                key,
+                f'wildcards inside a name are not supported ({name!r}): use "*" for every event',
+            )
+    return value
 
 
 def _handler(source: str, key: str, raw: object) -> EventHandlerConfig:
@@ -135,30 +246,43 @@ def _handler(source: str, key: str, raw: object) -> EventHandlerConfig:
     assert isinstance(raw, dict)
     unknown = set(raw) - {"url_template", "user_event_pattern", "system_events"}
     if unknown:
-        raise ConfigError(f"{source}: {key}.{sorted(unknown)[0]}: unknown key")
-    url = raw.get("url_template")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{source}: {key}.url_template: expected an http(s) URL, got {url!r}")
-    pattern = raw.get("user_event_pattern", "")
-    _expect(source, f"{key}.user_event_pattern", pattern, str, "a string")
+        raise _error(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
+    url = _url_template(source, f"{key}.url_template", raw.get("url_template"))
+    pattern = _user_event_pattern(
+        source, f"{key}.user_event_pattern", raw.get("user_event_pattern", "")
+    )
     events = raw.get("system_events", [])
     _expect(source, f"{key}.system_events", events, list, "a list of event names")
     for event in events:
         if event not in SYSTEM_EVENTS:
-            raise ConfigError(
-                f"{source}: {key}.system_events: unknown event {event!r} "
-                f"(expected {', '.join(SYSTEM_EVENTS)})"
+            raise _error(
+                source,
+                f"{key}.system_events",
+                f"unknown event {event!r} (expected {', '.join(SYSTEM_EVENTS)})",
             )
-    return EventHandlerConfig(url, str(pattern), tuple(events))
+    return EventHandlerConfig(url, pattern, tuple(events))
+
+
+def _toml_key(name: str) -> str:
+    """``name`` as a TOML key: bare when it can be, else quoted."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
 
 
 def _hub(source: str, name: str, raw: object) -> HubConfig:
-    key = f"hubs.{name}"
+    key = f"hubs.{_toml_key(name)}"
+    try:
+        validate_hub(name)
+    except BadRequestError:
+        raise _error(
+            source,
+            key,
+            "invalid hub name: a letter, then at most 127 letters, digits or _ ` , . [ ]",
+        ) from None
     _expect(source, key, raw, dict, "a table")
     assert isinstance(raw, dict)
     unknown = set(raw) - {"anonymous_connect", "keep_alive_seconds", "event_handlers"}
     if unknown:
-        raise ConfigError(f"{source}: {key}.{sorted(unknown)[0]}: unknown key")
+        raise _error(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
     anonymous = raw.get("anonymous_connect", False)
     _expect(source, f"{key}.anonymous_connect", anonymous, bool, "true or false")
     keep_alive = raw.get("keep_alive_seconds", 20)
@@ -167,9 +291,10 @@ def _hub(source: str, name: str, raw: object) -> HubConfig:
         or isinstance(keep_alive, bool)
         or not 1 <= keep_alive <= 120
     ):
-        raise ConfigError(
-            f"{source}: {key}.keep_alive_seconds: expected an integer from 1 to 120, "
-            f"got {keep_alive!r}"
+        raise _error(
+            source,
+            f"{key}.keep_alive_seconds",
+            f"expected an integer from 1 to 120, got {keep_alive!r}",
         )
     handlers = raw.get("event_handlers", [])
     _expect(source, f"{key}.event_handlers", handlers, list, "an array of tables")
@@ -179,20 +304,56 @@ def _hub(source: str, name: str, raw: object) -> HubConfig:
     return HubConfig(bool(anonymous), keep_alive, parsed)
 
 
-def _from_file(path: Path) -> dict[str, object]:
+def _hubs(source: str, raw: object) -> dict[str, HubConfig]:
+    _expect(source, "hubs", raw, dict, "a table")
+    assert isinstance(raw, dict)
+    hubs: dict[str, HubConfig] = {}
+    names: dict[str, str] = {}
+    for name, hub in raw.items():
+        config = _hub(source, name, hub)
+        lower = name.lower()
+        if lower in names:
+            raise _error(
+                source,
+                f"hubs.{_toml_key(name)}",
+                f"the same hub as hubs.{_toml_key(names[lower])} (hub names are case-insensitive)",
+            )
+        names[lower] = name
+        hubs[lower] = config
+    return hubs
+
+
+def _read(path: Path) -> dict[str, object]:
     source = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is fine
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError(
+            f"{source}: not UTF-8 text: byte 0x{data[exc.start]:02x} "
+            f"(at line {line}, column {column}); TOML files are UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+
+
+def _from_file(path: Path) -> dict[str, object]:
+    source = str(path)
+    raw = _read(path)
     out: dict[str, object] = {}
     unknown = set(raw) - {"server", "auth", "hubs"}
     if unknown:
-        raise ConfigError(f"{source}: {sorted(unknown)[0]}: unknown section")
+        raise _error(source, sorted(unknown)[0], "unknown section")
     server = raw.get("server", {})
     _expect(source, "server", server, dict, "a table")
+    assert isinstance(server, dict)
     for key, value in server.items():
         if key == "host":
             _expect(source, "server.host", value, str, "a string")
@@ -200,46 +361,64 @@ def _from_file(path: Path) -> dict[str, object]:
         elif key == "port":
             out["port"] = _port(source, "server.port", value)
         elif key == "public_endpoint":
-            _expect(source, "server.public_endpoint", value, str, "a URL")
-            out["public_endpoint"] = value
-        elif key in (
-            "upstream_timeout_seconds",
-            "session_timeout_seconds",
-            "http_keep_alive_seconds",
-            "request_head_timeout_seconds",
-        ):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(
-                    f"{source}: server.{key}: expected a positive number, got {value!r}"
+            out["public_endpoint"] = _public_endpoint(source, "server.public_endpoint", value)
+        elif key in SECONDS_KEYS:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0 < value <= MAX_SECONDS
+            ):
+                raise _error(
+                    source,
+                    f"server.{key}",
+                    f"expected a number of seconds, more than 0 and at most {MAX_SECONDS:g}, "
+                    f"got {value!r}",
                 )
             out[key] = float(value)
         elif key == "max_outbound_bytes":
-            _expect(source, "server.max_outbound_bytes", value, int, "an integer")
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not MIN_OUTBOUND_BYTES <= value <= MAX_OUTBOUND_BYTES
+            ):
+                raise _error(
+                    source,
+                    "server.max_outbound_bytes",
+                    f"expected an integer from {MIN_OUTBOUND_BYTES} (64 KiB) to "
+                    f"{MAX_OUTBOUND_BYTES} (1 GiB), got {value!r}",
+                )
             out["max_outbound_bytes"] = value
         else:
-            raise ConfigError(f"{source}: server.{key}: unknown key")
+            raise _error(source, f"server.{key}", "unknown key")
     auth = raw.get("auth", {})
     _expect(source, "auth", auth, dict, "a table")
+    assert isinstance(auth, dict)
     for key, value in auth.items():
         if key != "access_keys":
-            raise ConfigError(f"{source}: auth.{key}: unknown key")
-        out["access_keys"] = _keys(source, "auth.access_keys", value)
-    hubs = raw.get("hubs", {})
-    _expect(source, "hubs", hubs, dict, "a table")
-    out["hubs"] = {name.lower(): _hub(source, name, h) for name, h in hubs.items()}
+            raise _error(source, f"auth.{key}", "unknown key")
+        out["access_keys"] = _keys(
+            source, "auth.access_keys", value, "a list of one or two strings"
+        )
+    out["hubs"] = _hubs(source, raw.get("hubs", {}))
     return out
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, object]:
+    """The ``HUBBUB_*`` variables; an empty one counts as unset."""
     out: dict[str, object] = {}
-    if "HUBBUB_HOST" in env:
-        out["host"] = env["HUBBUB_HOST"]
-    if "HUBBUB_PORT" in env:
-        out["port"] = _port("environment", "HUBBUB_PORT", env["HUBBUB_PORT"])
-    if "HUBBUB_ACCESS_KEY" in env:
-        out["access_keys"] = _keys("environment", "HUBBUB_ACCESS_KEY", env["HUBBUB_ACCESS_KEY"])
-    if "HUBBUB_PUBLIC_ENDPOINT" in env:
-        out["public_endpoint"] = env["HUBBUB_PUBLIC_ENDPOINT"]
+    if host := env.get("HUBBUB_HOST"):
+        out["host"] = host
+    if port := env.get("HUBBUB_PORT"):
+        out["port"] = _port(None, "HUBBUB_PORT", port)
+    if keys := env.get("HUBBUB_ACCESS_KEY"):
+        out["access_keys"] = _keys(
+            None,
+            "HUBBUB_ACCESS_KEY",
+            [k.strip() for k in keys.split(",") if k.strip()],
+            "one or two keys, separated by a comma",
+        )
+    if endpoint := env.get("HUBBUB_PUBLIC_ENDPOINT"):
+        out["public_endpoint"] = _public_endpoint(None, "HUBBUB_PUBLIC_ENDPOINT", endpoint)
     return out
 
 
@@ -264,9 +443,9 @@ def load_config(
         if value is None:
             continue
         if key == "port":
-            value = _port("--port", "--port", value)
+            value = _port(None, "--port", value)
         elif key == "access_keys":
-            value = _keys("--access-key", "--access-key", value)
+            value = _keys(None, "--access-key", value, "one or two (primary, secondary)")
         values[key] = value
     config = Config(**values)  # type: ignore[arg-type]
     if not config.access_keys:

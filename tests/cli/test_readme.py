@@ -1,0 +1,270 @@
+"""The README's commands and code, run as a newcomer runs them: what it shows is what happens.
+
+Every command and program is read from README.md itself, so the two cannot drift apart. The
+only change made to them is the port: 8080 becomes a free one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+from hubbub.config import Config, load_config
+from tests.conftest import free_port
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+README_PORT = "8080"
+
+QUICK_START = "Quick start with the official Python SDKs"
+QUICK_START_LANES = 4
+"""Nodes the quick start runs against side by side."""
+QUICK_START_RUNS = 2
+"""Runs of the quick start per node: a program that closes too early shows in one of a few."""
+
+
+def section(title: str) -> str:
+    """The text of the README section headed ``## title``."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def blocks(title: str) -> list[tuple[str, str]]:
+    """The fenced code blocks of a section: (language, text), in order."""
+    return FENCE.findall(section(title))
+
+
+def block(title: str, language: str, containing: str = "") -> str:
+    """The one block of ``language`` in the section that contains ``containing``."""
+    found = [text for lang, text in blocks(title) if lang == language and containing in text]
+    assert len(found) == 1, (
+        f"README {title!r}: {len(found)} {language!r} blocks with {containing!r}"
+    )
+    return found[0]
+
+
+def command_line(text: str, program: str) -> str:
+    """The line of a shell block that runs ``program`` (after any ``&&``)."""
+    found = [
+        part.strip()
+        for line in text.splitlines()
+        for part in line.split("&&")
+        if part.strip().startswith(f"{program} ") or part.strip() == program
+    ]
+    assert len(found) == 1, f"{len(found)} {program!r} commands in {text!r}"
+    return found[0]
+
+
+def hubbub(line: str, port: int) -> list[str]:
+    """A README ``hubbub ...`` command, run from this checkout and pointed at ``port``."""
+    args = shlex.split(line)
+    assert args[0] == "hubbub" and "--port" not in args
+    return [sys.executable, "-m", "hubbub", *args[1:], "--port", str(port)]
+
+
+def environment() -> dict[str, str]:
+    """A newcomer's environment: no HUBBUB_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def node(command: list[str], port: int, log: Path) -> Iterator[Path]:
+    """Run ``hubbub serve`` until its health endpoint answers; yield the file of its output."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment())
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/health", method="HEAD"
+                )
+                with urllib.request.urlopen(request, timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "hubbub did not answer in 20 s"
+                time.sleep(0.05)
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_install_and_start_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """``hubbub serve`` with nothing configured prints the three lines the README shows."""
+    start, printout = blocks("Install and start")[:2]
+    assert start[0] == "sh" and printout[0] == ""
+    port = free_port()
+    with node(hubbub(command_line(start[1], "hubbub"), port), port, tmp_path / "out") as log:
+        printed = log.read_text().splitlines()
+    pattern = re.escape(printout[1].strip()).replace(re.escape("..."), r"\S+")
+    pattern = re.sub(r"hubbub\\ [\d.]+\\ ", r"hubbub\\ \\S+\\ ", pattern)
+    pattern = pattern.replace(README_PORT, str(port))
+    assert re.fullmatch(pattern, "\n".join(printed[:3])), printed
+
+
+def test_python_quick_start_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    """The quick start's program, run against the quick start's node, prints what it shows."""
+    setup = block(QUICK_START, "sh", "hubbub serve")
+    pip = command_line(setup, "pip")
+    for package in shlex.split(pip)[2:]:
+        importlib.metadata.version(package)  # the packages it installs are the ones tested
+    serve = command_line(setup, "hubbub")
+    program = block(QUICK_START, "python")
+    assert program.count(f"127.0.0.1:{README_PORT}") == 1
+    expected = block(QUICK_START, "text")
+
+    def lane(index: int) -> list[subprocess.CompletedProcess[str]]:
+        port = free_port()
+        code = program.replace(f"127.0.0.1:{README_PORT}", f"127.0.0.1:{port}")
+        with node(hubbub(serve, port), port, tmp_path / f"node{index}"):
+            return [
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env=environment(),
+                    cwd=tmp_path,
+                )
+                for _ in range(QUICK_START_RUNS)
+            ]
+
+    with ThreadPoolExecutor(QUICK_START_LANES) as pool:
+        runs = [run for runs in pool.map(lane, range(QUICK_START_LANES)) for run in runs]
+    for run in runs:
+        assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert [run.stdout for run in runs] == [expected] * len(runs)
+
+
+def test_token_command_gives_a_url_that_connects(tmp_path: Path) -> None:
+    """``hubbub token`` as the README gives it: the URL connects as alice, with the role asked."""
+    serve = command_line(block(QUICK_START, "sh", "hubbub serve"), "hubbub")
+    line = command_line(block(QUICK_START, "sh", "hubbub token"), "hubbub")
+    port = free_port()
+    with node(hubbub(serve, port), port, tmp_path / "node"):
+        result = subprocess.run(
+            hubbub(line, port), capture_output=True, text=True, timeout=30, env=environment()
+        )
+        assert result.returncode == 0, result.stderr
+        url = result.stdout.strip()
+        assert url.startswith(f"ws://127.0.0.1:{port}/client/hubs/chat?access_token=")
+        replies = asyncio.run(_connect_and_send(url))
+    connected, sent, joined = replies
+    assert (connected["event"], connected["userId"]) == ("connected", "alice")
+    assert sent == {"type": "ack", "ackId": 1, "success": True}
+    assert (joined["ackId"], joined["success"], joined["error"]["name"]) == (2, False, "Forbidden")
+
+
+async def _connect_and_send(url: str) -> list[dict[str, object]]:
+    """Connect, send to a group (granted), join one (not granted): the three answers."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, protocols=["json.webpubsub.azure.v1"]) as ws,
+    ):
+        replies = [json.loads(await ws.receive_str(timeout=10))]
+        for message in (
+            {"type": "sendToGroup", "group": "room", "dataType": "text", "data": "x", "ackId": 1},
+            {"type": "joinGroup", "group": "room", "ackId": 2},
+        ):
+            await ws.send_str(json.dumps(message))
+            replies.append(json.loads(await ws.receive_str(timeout=10)))
+        return replies
+
+
+def test_configuration_example_is_valid(tmp_path: Path) -> None:
+    """The example file passes ``check-config`` as the README runs it, keys filled in."""
+    text = section("Configuration")
+    example = block("Configuration", "toml")
+    keys = [
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH",
+        "secondary-0123456789-abcdefghijklmnopqrs",
+    ]
+    filled = example.replace("<primary>", keys[0]).replace("<secondary>", keys[1])
+    (line,) = re.findall(r"`(hubbub check-config [^`]*)`", text)
+    name = re.search(r"--config (\S+)", line)
+    assert name
+    (tmp_path / name[1]).write_text(filled, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubbub", *shlex.split(line)[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{name[1]}: ok (1 hub configured)\n"
+
+
+def test_configuration_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    """The defaults in the table and in the example's commented-out lines are the real ones."""
+    defaults = Config()
+    documented: dict[str, object] = {}
+    for row in re.findall(r"^\|(.*)\|$", section("Configuration"), re.MULTILINE):
+        cells = [cell.strip() for cell in row.split("|")]
+        key = re.fullmatch(r"`server\.(\w+)`", cells[2])
+        value = re.fullmatch(r"`([^`]+)`", cells[3])
+        if key and value:
+            documented[key[1]] = _literal(value[1])
+    commented = re.findall(r"^# (\w+) = (\S+)", block("Configuration", "toml"), re.MULTILINE)
+    assert commented, "the example has no commented-out settings"
+    for key, value in commented:
+        documented[key] = _literal(value)
+    assert {"host", "port", "max_outbound_bytes"} <= set(documented)
+    for key, value in documented.items():
+        assert hasattr(defaults, key), f"server.{key} is documented but not a setting"
+        if getattr(defaults, key) is not None:  # None: derived, such as the public endpoint
+            assert getattr(defaults, key) == value, f"server.{key}"
+    # The commented-out lines, uncommented, are valid as they stand.
+    path = tmp_path / "hubbub.toml"
+    path.write_text(
+        "[server]\n" + "".join(f"{key} = {value}\n" for key, value in commented), encoding="utf-8"
+    )
+    load_config(str(path), env={})
+
+
+def _literal(text: str) -> object:
+    """A README value as TOML reads it; a bare word such as an address stays text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def test_configuration_flags_exist() -> None:
+    """Every flag the configuration table names is one ``hubbub serve`` takes."""
+    flags = set(re.findall(r"`(--[\w-]+)`", section("Configuration")))
+    assert flags >= {"--host", "--port", "--access-key", "--config"}
+    result = subprocess.run(
+        [sys.executable, "-m", "hubbub", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+    )
+    for flag in flags:
+        assert f"{flag} " in result.stdout, flag
