@@ -25,6 +25,8 @@ FANOUT_CONCURRENCY = 32
 REST_CONCURRENCY = 96
 """REST requests in flight per publisher process in (b) and (c), where each call is cheap."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
+RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
 
 
 def fanout_window(size: int) -> int:
@@ -50,6 +52,10 @@ class Plan:
     slow_members: int = 500
     slow_stalled: int = 20
     slow_seconds: float = 20.0
+    reliable_members: int = 1000
+    reliable_rate_cap: float = 500.0
+    unacked_connections: int = 10_000
+    unacked_messages: int = 100
 
     @staticmethod
     def make(quick: bool, repeat: int | None) -> Plan:
@@ -63,5 +69,6 @@ class Plan:
                 idle_counts=(2_000, 5_000),
                 echo_clients=100,
                 slow_seconds=12.0,
+                unacked_connections=2_000,
             )
         return Plan(False, repeat or 3, 2.0, 4.0, 6.0)

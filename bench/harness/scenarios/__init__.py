@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.config import Plan
 from harness.results import Results, Row
-from harness.scenarios import echo, fanout, groups, idle, slow, users
+from harness.scenarios import echo, fanout, groups, idle, reliable, slow, users
 from harness.scenarios.common import Context
 
 
@@ -45,6 +45,13 @@ SCENARIOS = (
         "f", "plain WebSocket echo (hubbub: upstream handler)", echo.rows, echo.notes, ("f-echo",)
     ),
     Scenario("g", "slow consumers (hubbub only)", slow.rows),
+    Scenario(
+        "h",
+        "one group of 1,000 json.reliable members (SDK-like acks) against json, REST",
+        reliable.rows,
+        reliable.notes,
+        ("h-json-100", "h-json-2048", "h-reliable-100", "h-reliable-2048"),
+    ),
 )
 LETTERS = "".join(s.letter for s in SCENARIOS)
 
@@ -63,6 +70,8 @@ async def run_scenarios(ctx: Context, kind: str, wanted: set[str]) -> None:
         await echo.run(ctx, kind)
     if "g" in wanted:
         await slow.run(ctx, kind)
+    if "h" in wanted:
+        await reliable.run(ctx, kind)
 
 
 def all_rows(plan: Plan) -> list[Row]:

@@ -36,12 +36,15 @@ async def start_members(
     per_group: int = 0,
     users: bool = False,
     probes: int = 0,
+    subprotocol: str | None = None,
+    ack_seconds: float | None = None,
 ) -> list[LoadProcess]:
     """``count`` member connections spread over several processes and source addresses.
 
     With ``probes``, the first process holds that many of the members, at a higher priority,
     and reads the send time of each message when probing is on (the latency scenario); the
-    bulk processes only count.
+    bulk processes only count. ``subprotocol`` (default ``json.webpubsub.azure.v1``) and
+    ``ack_seconds`` (reliable members: how often each acks, 0 never) go to every process.
     """
     workers: list[LoadProcess] = []
     slices: list[tuple[int, int, int]] = []  # start, count, probe_every
@@ -66,6 +69,10 @@ async def start_members(
             "concurrency": 50,
             "nice": PUBLISHER_NICE if probe_every else 0,
         }
+        if subprotocol is not None:
+            spec["subprotocol"] = subprotocol
+        if ack_seconds is not None:
+            spec["ack_seconds"] = ack_seconds
         workers.append(await LoadProcess.start(children, spec, f"members-{server.kind}-{w}"))
     replies = await asyncio.gather(*(w.call("connect") for w in workers))
     opened = sum(r["opened"] for r in replies)
@@ -90,6 +97,24 @@ async def start_publisher(
     if reply.get("error"):
         raise RuntimeError(f"publisher: {reply['error']}")
     return pub
+
+
+async def verify_members(members: Sequence[LoadProcess], expected: int) -> dict[str, Any]:
+    """Every member's count since the last ``reset`` against ``expected`` (and, on a reliable
+    subprotocol, its sequence checks), summed over the member processes."""
+    replies = await asyncio.gather(*(m.call("verify", expected=expected) for m in members))
+    return {
+        "receivers": sum(r["clients"] for r in replies),
+        "expected_per_receiver": expected,
+        "exact_receivers": sum(r["exact"] for r in replies),
+        "short_receivers": sum(r["short"] for r in replies),
+        "over_receivers": sum(r["over"] for r in replies),
+        "sequence_errors": sum(r["sequence_errors"] for r in replies),
+        "first_sequence_error": next(
+            (r["first_sequence_error"] for r in replies if r["first_sequence_error"]), ""
+        ),
+        "acks_sent": sum(r["acks_sent"] for r in replies),
+    }
 
 
 async def close_all(children: Children, procs: Sequence[LoadProcess]) -> None:
