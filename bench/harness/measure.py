@@ -40,6 +40,12 @@ def fd_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
+def cpu_us_per_call(figures: dict[str, Any]) -> float:
+    """Server CPU time per answered call over a window, in microseconds."""
+    calls = figures["calls_per_s"]
+    return figures["server_cpu_util"] / calls * 1e6 if calls else float("nan")
+
+
 def percentile(sorted_values: Sequence[int], p: float) -> float:
     if not sorted_values:
         return float("nan")

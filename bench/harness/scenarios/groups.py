@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from harness.config import REST_CONCURRENCY, Plan
-from harness.measure import measure
-from harness.results import Row
+from harness.measure import cpu_us_per_call, measure
+from harness.profiling import profile_server
+from harness.results import Row, le
 from harness.scenarios.common import Context, close_all, progress, start_members, start_publisher
 from harness.servers import ServerProcess
 
@@ -27,6 +28,9 @@ async def run(ctx: Context, kind: str) -> None:
         )
         try:
             figures = await measure(plan, server, members, [pub], fan=plan.group_size)
+            figures["server_cpu_us_per_call"] = cpu_us_per_call(figures)
+            if ctx.profile and kind == "hubbub":
+                await profile_server(plan, server, [pub], "b-groups")
         finally:
             await pub.quit(children)
         ctx.record("b-groups", kind, figures)
@@ -40,4 +44,19 @@ def rows(plan: Plan) -> list[Row]:
     return [
         Row("b-groups", "deliveries_per_s", "(b) 1,000 groups x 10, REST: deliveries/s", "{:,.0f}"),
         Row("b-groups", "calls_per_s", "(b) 1,000 groups x 10, REST: sends/s", "{:,.0f}"),
+        Row(
+            "b-groups",
+            "deliveries_per_cpu_s",
+            "(b) 1,000 groups x 10, REST: deliveries / server CPU-s",
+            "{:,.0f}",
+        ),
+        Row(
+            "b-groups",
+            "server_cpu_us_per_call",
+            "(b) 1,000 groups x 10, REST: server CPU per publish (10 members), us",
+            "{:,.0f}",
+            "<= 90 us",
+            le(90.0),
+            higher_is_better=False,
+        ),
     ]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from harness.config import REST_CONCURRENCY, Plan
-from harness.measure import measure
+from harness.measure import cpu_us_per_call, measure
 from harness.processes import LoadProcess
 from harness.profiling import profile_server
-from harness.results import Row, ge
+from harness.results import Row, ge, ratio
 from harness.scenarios.common import Context, close_all, progress, start_members, start_publisher
 from harness.servers import ServerProcess
 
@@ -31,6 +31,7 @@ async def run(ctx: Context, kind: str) -> None:
                 )
             )
         figures = await measure(plan, server, members, pubs, fan=1)
+        figures["server_cpu_us_per_call"] = cpu_us_per_call(figures)
         if ctx.profile and kind == "hubbub":
             await profile_server(plan, server, pubs, "c-send-to-user")
         ctx.record("c-users", kind, figures)
@@ -48,7 +49,15 @@ def rows(plan: Plan) -> list[Row]:
             "calls_per_s",
             "(c) REST send-to-user: calls/s",
             "{:,.0f}",
-            ">= 18,000",
+            ">= 18,000; >= 1.3x uWS",
             ge("hubbub", 18_000),
+            extra_checks=[ratio("uws", 1.3)],
+        ),
+        Row(
+            "c-users",
+            "server_cpu_us_per_call",
+            "(c) REST send-to-user: server CPU per call, us",
+            "{:,.0f}",
+            higher_is_better=False,
         ),
     ]
