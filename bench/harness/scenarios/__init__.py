@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.config import Plan
 from harness.results import Results, Row
-from harness.scenarios import echo, fanout, groups, idle, reliable, slow, users
+from harness.scenarios import echo, fanout, groups, idle, reliable, slow, unacked, users
 from harness.scenarios.common import Context
 
 
@@ -52,6 +52,7 @@ SCENARIOS = (
         reliable.notes,
         ("h-json-100", "h-json-2048", "h-reliable-100", "h-reliable-2048"),
     ),
+    Scenario("i", "memory per reliable connection with unacked messages (hubbub)", unacked.rows),
 )
 LETTERS = "".join(s.letter for s in SCENARIOS)
 
@@ -72,6 +73,8 @@ async def run_scenarios(ctx: Context, kind: str, wanted: set[str]) -> None:
         await slow.run(ctx, kind)
     if "h" in wanted:
         await reliable.run(ctx, kind)
+    if "i" in wanted:
+        await unacked.run(ctx, kind)
 
 
 def all_rows(plan: Plan) -> list[Row]:
