@@ -83,7 +83,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="small and short (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small and short (~5 minutes)")
     parser.add_argument(
         "--scenarios", help=f"comma-separated subset of {','.join(LETTERS)} (default all)"
     )
@@ -95,7 +95,8 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy samples of hubbub during (a) REST 100 B and (c) (extra windows)",
+        help="py-spy samples of hubbub in extra windows of (a) REST 100 B, (b), (c), (e), (f), "
+        "(h) (first repetition; bench/out/profile-hubbub-*)",
     )
     args = parser.parse_args()
     loop = asyncio.new_event_loop()

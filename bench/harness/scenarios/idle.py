@@ -61,8 +61,8 @@ def rows(plan: Plan) -> list[Row]:
                 "kib_per_conn",
                 f"(d) idle memory at {wanted:,} connections{capped}: KiB/conn",
                 "{:.2f}",
-                "<= 8 KiB",
-                le(8.0),
+                "<= 4 KiB",
+                le(4.0),
                 higher_is_better=False,
             )
         )
