@@ -1,6 +1,6 @@
 """The hubbub benchmark: hubbub against a Node.js ``ws`` and a uWebSockets reference, in one run.
 
-    python bench/run.py [--quick] [--scenarios a,b,c,d,e,f,g] [--repeat 3] [--profile]
+    python bench/run.py [--quick] [--scenarios a,b,c,d,e,f,g,h,i] [--repeat 3] [--profile]
 
 The server under test runs pinned to CPU 0; the load generators (``bench/loadgen.py``, several
 processes) and this harness run pinned to CPU 1. Server CPU time is read from
