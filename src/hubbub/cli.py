@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -121,9 +120,9 @@ def _run(main: Coroutine[None, None, None]) -> None:
 
 
 def _run_serve(config: Config, log_level: str) -> int:
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from hubbub import logs
+
+    logs.install(log_level, secrets=config.access_keys)
     try:
         _run(_serve(config))
     except ConfigError as exc:
