@@ -24,6 +24,7 @@ import yarl
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
+from hubbub.logs import redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
@@ -91,6 +92,11 @@ class Upstream(Protocol):
 def _parsed(url: str) -> yarl.URL:
     """An event URL parsed once (aiohttp would parse the string on every request)."""
     return yarl.URL(url)
+
+
+def _text(exc: Exception, url: str) -> str:
+    """An HTTP client error's text, without the query of the URL it may quote."""
+    return str(exc).replace(url, redact_url(url))
 
 
 @dataclass
@@ -163,12 +169,12 @@ class HttpUpstream:
                     return True
                 log.warning(
                     "abuse protection for '%s' failed: %s, allowed origin %r",
-                    url,
+                    redact_url(url),
                     r.status,
                     allowed,
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("abuse protection for '%s' failed: %s", url, exc)
+            log.warning("abuse protection for '%s' failed: %s", redact_url(url), _text(exc, url))
         return False
 
     async def invoke(
@@ -191,17 +197,20 @@ class HttpUpstream:
             try:
                 response = await self._post(url, headers, body)
             except TimeoutError as exc:
-                raise UpstreamError(f"event handler timed out: {url}", None) from exc
+                # No URL: the message reaches the client, and the URL may carry a key.
+                raise UpstreamError("event handler timed out", None) from exc
             except aiohttp.ClientError as exc:
                 if last:
-                    raise UpstreamError(f"event handler unreachable: {exc}", None) from exc
-                log.info("event handler %s unreachable (%s), retrying", url, exc)
+                    raise UpstreamError(f"event handler unreachable: {_text(exc, url)}") from exc
+                log.info(
+                    "event handler %s unreachable (%s), retrying", redact_url(url), _text(exc, url)
+                )
                 continue
             if 200 <= response.status < 300:
                 return response
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
-            log.info("event handler %s answered %s, retrying", url, response.status)
+            log.info("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:

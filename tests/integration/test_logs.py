@@ -17,10 +17,11 @@ import jwt
 import pytest
 from _wire import Wire, mint_client_token, raw_handshake
 
-from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, start_server, stop_server
+from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
 
 WAIT = 10.0
 FORGED = "2026-01-01 00:00:00,000 ERROR hubbub.node: forged"
+FUNCTION_KEY = "s3cr3tFunctionKey0123456789"
 HS256_HEADER = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
 """The first segment of every HS256 JWT, as aiohttp quotes the start of a header it refuses."""
 
@@ -33,6 +34,13 @@ class Node:
     def text(self) -> str:
         return self.log.read_bytes().decode("utf-8", "replace")
 
+    def mark(self) -> int:
+        """Where the log ends now: what a test does shows up after it."""
+        return self.log.stat().st_size
+
+    def since(self, mark: int) -> str:
+        return self.log.read_bytes()[mark:].decode("utf-8", "replace")
+
     async def wait_for(self, what: str, check: Callable[[], bool]) -> None:
         deadline = time.monotonic() + WAIT
         while not check():
@@ -41,10 +49,19 @@ class Node:
             await asyncio.sleep(0.05)
 
 
+def _config(dead_port: int) -> str:
+    return (
+        f'[auth]\naccess_keys = ["{ACCESS_KEY}", "{SECONDARY_KEY}"]\n'
+        "[[hubs.keyed.event_handlers]]\n"
+        f'url_template = "http://127.0.0.1:{dead_port}/api/{{event}}?code={FUNCTION_KEY}"\n'
+        'system_events = ["connect"]\n'
+    )
+
+
 @pytest.fixture(scope="module")
 def debug_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("debug")
-    server = start_server(tmp, ["--log-level", "debug"])
+    server = start_server(tmp, ["--log-level", "debug"], config_toml=_config(free_port()))
     try:
         yield Node(server, tmp / "server.log")
     finally:
@@ -106,3 +123,14 @@ async def test_tokens_and_keys_never_reach_the_log(debug_node: Node) -> None:
     assert reconnection not in text
     with_key = [line for line in text.splitlines() if ACCESS_KEY in line or SECONDARY_KEY in line]
     assert with_key == [f"Connection string: {server.connection_string}"]  # stdout, not the log
+
+
+async def test_an_event_handler_key_never_reaches_the_log(debug_node: Node) -> None:
+    mark = debug_node.mark()
+    token = mint_client_token(debug_node.server, "keyed", user="carol")
+    refused = await raw_handshake(debug_node.server, f"/client/hubs/keyed?access_token={token}")
+    assert refused.status == 500
+    assert FUNCTION_KEY not in refused.body.decode()
+    redacted = "/api/validate?***"
+    await debug_node.wait_for("the failed probe", lambda: redacted in debug_node.since(mark))
+    assert FUNCTION_KEY not in debug_node.text()
