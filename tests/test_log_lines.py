@@ -1,13 +1,17 @@
-"""The log's formatter (escaping, masking), as pure logic."""
+"""The log's formatter (escaping, masking) and its activity summaries, as pure logic."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
-from hubbub.logs import MAX_MESSAGE_CHARS, SafeFormatter, redact_url
+from hubbub.config import load_config
+from hubbub.errors import ConfigError
+from hubbub.logs import MAX_KEYS, MAX_MESSAGE_CHARS, Activity, Counts, SafeFormatter, redact_url
+from hubbub.metrics import CONNECTIONS_CLOSED, CONNECTIONS_OPENED
 
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 JWT = (
@@ -119,3 +123,62 @@ def test_a_long_message_is_cut() -> None:
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_counts_keep_a_bounded_number_of_keys() -> None:
+    counts = Counts()
+    for i in range(MAX_KEYS + 50):
+        counts.add(f"key{i}")
+    counts.add("key0")
+    total, text = counts.take()
+    assert total == MAX_KEYS + 51
+    assert text.startswith("other: 50, key0: 2, ")
+    assert text.count(", ") == MAX_KEYS
+    assert counts.take() == (0, "")
+
+
+def test_activity_says_nothing_when_nothing_happened() -> None:
+    assert Activity().summary(60) == []
+
+
+def test_activity_summary_lines() -> None:
+    activity = Activity()
+    CONNECTIONS_OPENED.inc(1234)
+    CONNECTIONS_CLOSED.inc(3)
+    activity.closed.add("too slow to read")
+    activity.closed.add("too slow to read")
+    activity.refused.add("401")
+    for _ in range(10):
+        activity.rest_errors.add("401 Unauthorized")
+    activity.rest_errors.add("404 NotFound")
+    activity.events_delivered = 7
+    activity.event_failures.add("connect to http://h/{event} answered 500")
+    open_now = CONNECTIONS_OPENED.value - CONNECTIONS_CLOSED.value
+    assert activity.summary(60.2) == [
+        (
+            logging.INFO,
+            "connections: 1,234 opened, 3 closed (too slow to read: 2), 1 refused (401: 1)"
+            f" in the last 60 s, {open_now:,} open",
+        ),
+        (logging.INFO, "REST: 11 errors in the last 60 s (401 Unauthorized: 10, 404 NotFound: 1)"),
+        (
+            logging.WARNING,
+            "event handlers: 7 events delivered, 1 failed in the last 60 s"
+            " (connect to http://h/{event} answered 500: 1)",
+        ),
+    ]
+    assert activity.summary(0.5) == []
+    activity.events_delivered = 1
+    assert activity.summary(0.5) == [
+        (logging.INFO, "event handlers: 1 event delivered, 0 failed in the last 0.5 s")
+    ]
+
+
+def test_the_summary_interval_is_a_positive_number(tmp_path: Path) -> None:
+    config = tmp_path / "hubbub.toml"
+    config.write_text("[server]\nlog_summary_seconds = 2.5\n")
+    assert load_config(str(config), env={}).log_summary_seconds == 2.5
+    assert load_config(None, env={}).log_summary_seconds == 60
+    config.write_text("[server]\nlog_summary_seconds = 0\n")
+    with pytest.raises(ConfigError, match=r"server\.log_summary_seconds: expected a positive"):
+        load_config(str(config), env={})

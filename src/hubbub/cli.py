@@ -124,7 +124,7 @@ def _run_serve(config: Config, log_level: str) -> int:
 
     logs.install(log_level, secrets=config.access_keys)
     try:
-        _run(_serve(config))
+        _run(logs.reporting(_serve(config), config.log_summary_seconds))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0

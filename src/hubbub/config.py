@@ -80,6 +80,8 @@ class Config:
     """How long one event handler request may take before it counts as failed."""
     http_keep_alive_seconds: float = 75.0
     """How long an HTTP connection may go without a request before it is closed."""
+    log_summary_seconds: float = 60.0
+    """How often the log summarizes what happened (connections, errors, event handlers)."""
     public_endpoint: str | None = None
     """The endpoint clients see (behind a proxy); default ``http://host:port``."""
     key_generated: bool = False
@@ -204,6 +206,7 @@ def _from_file(path: Path) -> dict[str, object]:
             "upstream_timeout_seconds",
             "session_timeout_seconds",
             "http_keep_alive_seconds",
+            "log_summary_seconds",
         ):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(

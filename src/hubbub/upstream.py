@@ -24,7 +24,7 @@ import yarl
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
-from hubbub.logs import redact_url
+from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
@@ -166,6 +166,7 @@ class HttpUpstream:
             async with self._client().options(url, headers=validation_headers(self._origin)) as r:
                 allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
                 if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
+                    log.info("event handler %s passed abuse protection", redact_url(url))
                     return True
                 log.warning(
                     "abuse protection for '%s' failed: %s, allowed origin %r",
@@ -178,6 +179,25 @@ class HttpUpstream:
         return False
 
     async def invoke(
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        system: bool,
+        body: bytes,
+        content_type: str,
+    ) -> UpstreamResponse:
+        try:
+            response = await self._invoke(handler, context, event, system, body, content_type)
+        except UpstreamError as exc:
+            reason = str(exc).removeprefix("event handler ")
+            where = redact_url(handler.url_template)
+            ACTIVITY.event_failures.add(f"{event if system else 'user event'} to {where} {reason}")
+            raise
+        ACTIVITY.events_delivered += 1
+        return response
+
+    async def _invoke(
         self,
         handler: EventHandlerConfig,
         context: EventContext,
@@ -202,7 +222,7 @@ class HttpUpstream:
             except aiohttp.ClientError as exc:
                 if last:
                     raise UpstreamError(f"event handler unreachable: {_text(exc, url)}") from exc
-                log.info(
+                log.debug(
                     "event handler %s unreachable (%s), retrying", redact_url(url), _text(exc, url)
                 )
                 continue
@@ -210,7 +230,7 @@ class HttpUpstream:
                 return response
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
-            log.info("event handler %s answered %s, retrying", redact_url(url), response.status)
+            log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
@@ -238,7 +258,8 @@ class HttpUpstream:
                 handler, context, event, True, body, "application/json; charset=utf-8"
             )
         except UpstreamError as exc:
-            log.warning("%s event of %s not delivered: %s", event, context.connection_id, exc)
+            # Counted for the log's summary (one line per interval, not one per event).
+            log.debug("%s event of %s not delivered: %s", event, context.connection_id, exc)
 
     async def close(self) -> None:
         """Give pending notifications a moment, then close the pooled connections."""
