@@ -251,15 +251,19 @@ async def test_rest_errors_are_summarized_not_one_line_each(node: Node) -> None:
         async with Wire(node.server) as wire:
             status, _ = await wire.rest("GET", "/api/hubs/chat/nothing-here")
             assert status == 404
+        headers = {"Authorization": "Bearer " + "x" * 128 * 1024}  # past any header limit
+        async with http.post(send, headers=headers, data=b"x") as resp:
+            assert resp.status == 431
 
     def seen() -> bool:
         found = node.summaries(mark, "REST")
         return (
             _counts(found, r"401 Unauthorized: (\d+)") == 100
             and _counts(found, r"404 NotFound: (\d+)") == 1
+            and _counts(found, r"431 RequestHeaderFieldsTooLarge: (\d+)") == 1
         )
 
-    await node.wait_for("100 x 401 and a 404", seen)
+    await node.wait_for("100 x 401, a 404 and a 431", seen)
     intervals = (time.monotonic() - started) / SUMMARY_SECONDS
     assert len(node.summaries(mark, "REST")) <= intervals + 1
     assert len(node.since(mark).splitlines()) <= 3 * (intervals + 1)  # no line per request
