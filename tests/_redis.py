@@ -64,7 +64,7 @@ class RedisServer:
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
         assert self.process is None, "already running"
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - kept by the child
+        log = open(self.directory / "redis.log", "ab")
         cmd = [
             self.binary,
             "--port",
