@@ -1,0 +1,981 @@
+"""The Redis engine: many nodes, one service.
+
+(The design note is filled in below the code's first version.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import random
+import re
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar, runtime_checkable
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from hubbub.broker.channels import Interest, Names, valid_node_id
+from hubbub.broker.redis_link import Arg, Reply, Subscriber, Writer
+from hubbub.broker.redis_registry import (
+    OPS_PER_BATCH,
+    Holding,
+    RedisPresence,
+    inventory_ops,
+)
+from hubbub.broker.redis_scripts import SCRIPTS, Script
+from hubbub.broker.redis_sessions import RedisSessions, ReplicatedSession
+from hubbub.broker.wire import (
+    CommandEnvelope,
+    PublicationEnvelope,
+    Query,
+    QueryEnvelope,
+    ReplyEnvelope,
+    SessionEnvelope,
+    TakeSessionEnvelope,
+    decode_envelope,
+    decode_publication,
+    decode_request,
+    encode_command,
+    encode_publication,
+    encode_query,
+    encode_reply,
+    encode_session,
+    encode_take_session,
+)
+from hubbub.core.commands import (
+    AddToGroup,
+    AddUserToGroup,
+    CheckPermission,
+    CloseConnections,
+    Command,
+    GrantPermission,
+    GroupsByFilter,
+    Publication,
+    RemoveFromGroup,
+    RemoveUserFromGroup,
+    RevokePermission,
+    Target,
+)
+from hubbub.errors import ClusterUnavailableError
+from hubbub.types import ConnectionId, HubName
+
+__all__ = [
+    "ClusterHandler",
+    "ClusterMember",
+    "EngineState",
+    "Holding",
+    "RedisBroker",
+    "RedisPresence",
+    "RedisSessions",
+    "RedisSettings",
+    "RedisStats",
+    "ReplicatedSession",
+    "SessionOwner",
+    "SessionTransfer",
+]
+
+log = logging.getLogger("hubbub.broker.redis")
+
+T = TypeVar("T")
+
+
+class EngineState(enum.Enum):
+    """Where the engine stands with Redis (a metric and the REST 503 rule read it)."""
+
+    CONNECTING = "connecting"  # starting, or re-establishing after an outage
+    READY = "ready"  # subscribed, registered, the cluster reachable
+    DEGRADED = "degraded"  # Redis lost: local delivery only, retrying with back-off
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """The engine's settings (``[engine]`` in the configuration file)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "hubbub"
+    """Namespace of every key and channel: clusters sharing one Redis use different ones."""
+    node_id: str | None = None
+    """This node's id (letters, digits, ``_.-``); a fresh one per process when None."""
+    heartbeat_seconds: float = 2.0
+    node_ttl_seconds: float = 8.0
+    """A node whose heartbeat is this late is dead; its connections are removed."""
+    timeout_seconds: float = 3.0
+    """A Redis round trip slower than this means the connection is lost (a paused server)."""
+    request_timeout_seconds: float = 5.0
+    """How long a command, query or session hand-over waits for the other nodes."""
+    reconnect_min_seconds: float = 0.1
+    reconnect_max_seconds: float = 5.0
+    sharded: bool | None = None
+    """Sharded pub/sub (SPUBLISH/SSUBSCRIBE); None: when the server has it (Redis >= 7)."""
+    session_timeout_seconds: float = 30.0
+    """How long a dead node's replicated sessions stay restorable after it was reaped."""
+    replicate_sessions: bool = True
+    """Whether nodes replicate reliable sessions (one XADD per reliable delivery)."""
+    max_queued_bytes: int = 64 << 20
+    """Publications queued for Redis beyond this are dropped (a stalled server)."""
+    start_timeout_seconds: float = 10.0
+    """How long :meth:`RedisBroker.start` waits for Redis before going on degraded."""
+
+
+@dataclass(slots=True)
+class RedisStats:
+    """Counters for metrics (plain integers, bumped on the event loop)."""
+
+    published: int = 0
+    dropped: int = 0
+    received: int = 0
+    commands: int = 0
+    request_timeouts: int = 0
+    outages: int = 0
+    reregistered: int = 0
+    reaped: int = 0
+
+
+class ClusterHandler(Protocol):
+    """The node as the engine sees it (the ``BrokerHandler`` of the engine interface)."""
+
+    def handle_publication(self, publication: Publication) -> None:
+        """Deliver to the local target connections; never blocks or raises."""
+        ...
+
+    async def handle_command(self, command: Command) -> int:
+        """Apply to the local connections, ``await broker.sync()``; the count it matched."""
+        ...
+
+    async def handle_query(self, query: Query) -> bool:
+        """Answer about a local connection (False when it is not held here)."""
+        ...
+
+
+@runtime_checkable
+class ClusterMember(Protocol):
+    """What the node tells the engine about itself, beyond the handler (optional).
+
+    Without it every connection-targeted message takes a Redis round trip, and nothing is
+    re-registered after an outage.
+    """
+
+    def holds(self, hub: HubName, connection_id: ConnectionId) -> bool:
+        """True when the connection (or its detached session) is on this node."""
+        ...
+
+    def inventory(self) -> Iterable[Holding]:
+        """Every connection held, with its user and groups; iterated synchronously."""
+        ...
+
+    def disowned(self, hub: HubName, connection_id: ConnectionId) -> None:
+        """Another node took the connection over while this one was cut off: drop it
+        locally without telling the registry (the other node owns the entry now)."""
+        ...
+
+
+@runtime_checkable
+class SessionOwner(Protocol):
+    """A node that can hand a reliable session over to another node (optional)."""
+
+    async def hand_over(self, hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        """Stop serving the session here and return its snapshot (None: no such session).
+
+        The node unregisters the connection (without a ``disconnected`` event) and awaits
+        ``broker.sync()`` before it returns, so the new owner's registration comes after.
+        """
+        ...
+
+
+class SessionTransfer(msgspec.Struct, frozen=True):
+    """What :meth:`RedisBroker.take_session` found.
+
+    ``snapshot``: handed over by a live owner. ``replica``: restored from Redis because no
+    owner answered. Both None: the session is gone (or its owner refused).
+    """
+
+    snapshot: bytes | None = None
+    replica: ReplicatedSession | None = None
+
+
+class _Request:
+    """A command, query or hand-over waiting for the nodes that received it."""
+
+    __slots__ = ("expected", "future", "id", "replies", "routed", "snapshot", "total")
+
+    def __init__(self, request_id: int) -> None:
+        self.id = request_id
+        loop = asyncio.get_running_loop()
+        self.routed: asyncio.Future[int] = loop.create_future()
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.expected: int | None = None
+        self.replies = 0
+        self.total = 0
+        self.snapshot: bytes | None = None
+
+    def on_routed(self, reply: Reply) -> None:
+        if not self.routed.done():
+            if isinstance(reply, int):
+                self.routed.set_result(reply)
+            else:
+                self.routed.set_exception(ClusterUnavailableError(f"redis answered {reply!r}"))
+
+    def expect(self, count: int) -> None:
+        self.expected = count
+        self._check()
+
+    def reply(self, value: int) -> None:
+        self.replies += 1
+        self.total += value
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and self.replies >= self.expected:
+            if not self.future.done():
+                self.future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.routed, self.future):
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody may be waiting any more
+
+
+class _Superseded(Exception):
+    """This incarnation's registration expired (the node stalled): register anew."""
+
+
+def _new_node_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:32] or "node"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (keys never appear in logs)."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def _connection_target(command: Command | Query) -> ConnectionId | None:
+    if isinstance(
+        command, (AddToGroup, RemoveFromGroup, GrantPermission, RevokePermission, CheckPermission)
+    ):
+        return command.connection_id
+    if isinstance(command, CloseConnections) and command.target is Target.CONNECTION:
+        return ConnectionId(command.name)
+    return None
+
+
+def _interest(command: Command) -> Interest:
+    if isinstance(command, (AddUserToGroup, RemoveUserFromGroup)):
+        return Interest(command.hub, Target.USER, command.user_id)
+    if isinstance(command, GroupsByFilter):
+        return Interest(command.hub, Target.HUB)
+    if isinstance(command, CloseConnections):
+        return Interest(command.hub, command.target, command.name)
+    raise TypeError(f"no interest for {type(command).__name__}")
+
+
+class RedisBroker:
+    """Broker, presence and session store of one node of a cluster on Redis.
+
+    Guarantees: publications from one publisher reach each interested node in publish order
+    (one ordered writer connection per node, one subscriber connection per node); a node
+    receives publications only for the interests it subscribed, plus the
+    connection-targeted ones routed to it; :meth:`command` returns after every node holding
+    a target applied it (or after ``request_timeout_seconds``, with the sum of the answers
+    that came); after :meth:`sync`, a publication from any node reaches the new
+    subscriptions and the registry shows every write made before it. While Redis is out of
+    reach local delivery goes on, cross-node copies are dropped (counted), and whatever
+    needs the cluster raises :class:`~hubbub.errors.ClusterUnavailableError`.
+    """
+
+    def __init__(self, settings: RedisSettings | None = None) -> None:
+        self.settings = settings = settings or RedisSettings()
+        self.node_id = settings.node_id or _new_node_id()
+        if not valid_node_id(self.node_id):
+            raise ValueError(f"invalid node id {self.node_id!r}: letters, digits, _ . -")
+        self.names = Names(settings.prefix)
+        self.presence = RedisPresence(self)
+        self.sessions = RedisSessions(self)
+        self.state = EngineState.CONNECTING
+        self.stats = RedisStats()
+        self.server = ""
+        """What the server said it is, e.g. ``redis 7.0.15`` (empty until connected)."""
+        self._listeners: list[Callable[[EngineState], None]] = []
+        self._handler: ClusterHandler | None = None
+        self._member: ClusterMember | None = None
+        self._owner: SessionOwner | None = None
+        self._writer = Writer(settings.timeout_seconds, settings.max_queued_bytes)
+        self._subscriber = Subscriber(self._dispatch)
+        self._node_channel = self.names.node_channel(self.node_id)
+        self._publish = b"SPUBLISH"
+        self._sharded = b"1"
+        self._epoch = ""
+        self._incarnation = ""
+        self._accepting = False
+        self._requests: dict[int, _Request] = {}
+        self._request_ids = 0
+        self._known_nodes: set[str] = set()
+        self._pool: ConnectionPool | None = None
+        self._client: aioredis.Redis | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lost_at = 0.0
+        self._drop_logged = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True while the cluster is reachable (REST answers 503 otherwise)."""
+        return self.state is EngineState.READY
+
+    def on_state_change(self, listener: Callable[[EngineState], None]) -> None:
+        """Call ``listener`` with each new state (for metrics)."""
+        self._listeners.append(listener)
+
+    async def start(self, handler: ClusterHandler) -> None:
+        """Connect and begin handing messages to ``handler``.
+
+        Waits up to ``start_timeout_seconds`` for Redis; then goes on degraded (and keeps
+        trying) rather than failing, so a node can start while Redis is being restarted.
+        """
+        self._handler = handler
+        self._member = handler if isinstance(handler, ClusterMember) else None
+        self._owner = handler if isinstance(handler, SessionOwner) else None
+        timeout = self.settings.timeout_seconds
+        self._pool = ConnectionPool.from_url(
+            self.settings.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,  # RESP2 everywhere: pub/sub messages are plain replies
+            client_name=f"hubbub:{self.node_id}:read",
+        )
+        self._client = aioredis.Redis(connection_pool=self._pool)
+        self._runner = asyncio.create_task(self._run())
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.settings.start_timeout_seconds)
+        except TimeoutError:
+            log.warning(
+                "redis engine: %s not reachable yet; the node starts degraded and retries",
+                _safe_url(self.settings.url),
+            )
+
+    async def wait_ready(self) -> None:
+        """Until the engine is ready (bound it with ``asyncio.timeout``)."""
+        await self._ready.wait()
+
+    async def close(self) -> None:
+        """Leave the cluster: flush what is queued, deregister (the node's connections leave
+        the registry at once), close the connections."""
+        if self.state is EngineState.CLOSED:
+            return
+        if self.ready:
+            try:
+                await asyncio.wait_for(self._leave(), self.settings.timeout_seconds)
+            except (TimeoutError, RedisError, OSError, ClusterUnavailableError) as exc:
+                log.warning("redis engine: could not deregister cleanly (%s)", exc)
+        self._set_state(EngineState.CLOSED)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+        if self._pool is not None:
+            await self._pool.disconnect()
+
+    async def _leave(self) -> None:
+        await self.sync()
+        await self.run_script(SCRIPTS.leave, self.node_id, self._epoch)
+        while await self.run_script(SCRIPTS.reap, self._incarnation, 1000, self._session_ms()):
+            pass
+
+    # -- interest -----------------------------------------------------------------------------
+
+    def subscribe(self, interest: Interest) -> None:
+        """Receive the publications and commands of ``interest`` (ordered, fire-and-forget)."""
+        self._subscriber.want(self.names.channel(interest))
+
+    def unsubscribe(self, interest: Interest) -> None:
+        self._subscriber.unwant(self.names.channel(interest))
+
+    async def sync(self) -> None:
+        """Until every subscribe/unsubscribe and registry write requested so far is in
+        effect on Redis. Returns at once while not connected (they take effect on
+        reconnection: subscriptions are renewed, connections re-registered)."""
+        if not self._accepting:
+            return
+        try:
+            await self._writer.wait(self._writer.last)
+            await self._subscriber.settled()
+        except (RedisError, OSError):
+            return
+
+    # -- publications -------------------------------------------------------------------------
+
+    async def publish(self, publication: Publication) -> None:
+        """Deliver locally, then hand to Redis for the other nodes and wait until it has it.
+
+        Raises:
+            ClusterUnavailableError: the cross-node copy could not be handed to Redis (the
+                local members have it).
+        """
+        seq = self._publish_one(publication, strict=True)
+        if seq:
+            try:
+                await self._writer.wait(seq)
+            except (RedisError, OSError) as exc:
+                raise ClusterUnavailableError("cluster engine unavailable") from exc
+
+    def publish_nowait(self, publication: Publication) -> None:
+        """:meth:`publish` without waiting (or raising), in the same order as ``publish``."""
+        self._publish_one(publication, strict=False)
+
+    def _publish_one(self, publication: Publication, strict: bool) -> int:
+        member = self._member
+        target = publication.target
+        if target is Target.CONNECTION:
+            cid = ConnectionId(publication.name)
+            if member is not None and member.holds(publication.hub, cid):
+                self._deliver(publication)
+                return 0
+        else:
+            self._deliver(publication)
+        if not self.ready:
+            return self._drop(strict)
+        data = encode_publication(self.node_id, publication)
+        if self._writer.full(len(data)):
+            return self._drop(strict)
+        self.stats.published += 1
+        if target is Target.CONNECTION:
+            callback = None if member is not None else self._routed_publication(publication)
+            return self._writer.append(
+                self._route_args(publication.hub, publication.name, data), callback, len(data)
+            )
+        interest = Interest(publication.hub, target, publication.name)
+        return self._writer.append(
+            [self._publish, self.names.channel(interest), data], None, len(data)
+        )
+
+    def _routed_publication(self, publication: Publication) -> Callable[[Reply], None]:
+        def routed(reply: Reply) -> None:
+            if reply == -2:  # the registry says it is here: deliver it here
+                self._deliver(publication)
+
+        return routed
+
+    def _drop(self, strict: bool) -> int:
+        self.stats.dropped += 1
+        if not self._drop_logged:
+            self._drop_logged = True
+            log.warning("redis engine: cross-node copies dropped while Redis is unavailable")
+        if strict:
+            raise ClusterUnavailableError("cluster engine unavailable")
+        return 0
+
+    def _deliver(self, publication: Publication) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            handler.handle_publication(publication)
+        except Exception:
+            log.exception("redis engine: local delivery failed")
+
+    def _route_args(self, hub: HubName, connection_id: str, data: bytes) -> list[Arg]:
+        sha = SCRIPTS.route.sha
+        prefix = self.names.prefix
+        return [b"EVALSHA", sha, 0, prefix, hub, connection_id, self.node_id, self._sharded, data]
+
+    # -- commands and queries -----------------------------------------------------------------
+
+    async def command(self, command: Command) -> int:
+        """Apply ``command`` on every node holding a target; the total count they matched.
+
+        Raises:
+            ClusterUnavailableError: Redis is out of reach.
+        """
+        if isinstance(command, CheckPermission):  # a query, while commands still include it
+            return int(await self.query(command))
+        self.stats.commands += 1
+        handler = self._require_handler()
+        cid = _connection_target(command)
+        if cid is not None:
+            member = self._member
+            if member is not None and member.holds(command.hub, cid):
+                return await handler.handle_command(command)
+            request = self._new_request()
+            data = encode_command(self.node_id, request.id, command)
+            self._writer.append(self._route_args(command.hub, cid, data), request.on_routed)
+            return await self._routed(request, lambda: handler.handle_command(command))
+        request = self._new_request()
+        data = encode_command(self.node_id, request.id, command)
+        channel = self.names.channel(_interest(command))
+        self._writer.append([self._publish, channel, data], request.on_routed)
+        return await self._routed(request, None)
+
+    async def query(self, query: Query) -> bool:
+        """Ask the node holding the connection; False when nobody holds it.
+
+        Raises:
+            ClusterUnavailableError: Redis is out of reach.
+        """
+        handler = self._require_handler()
+        member = self._member
+        if member is not None and member.holds(query.hub, query.connection_id):
+            return await handler.handle_query(query)
+        request = self._new_request()
+        data = encode_query(self.node_id, request.id, query)
+        self._writer.append(
+            self._route_args(query.hub, query.connection_id, data), request.on_routed
+        )
+
+        async def local() -> int:
+            return int(await handler.handle_query(query))
+
+        return bool(await self._routed(request, local))
+
+    async def take_session(self, hub: HubName, connection_id: ConnectionId) -> SessionTransfer:
+        """Get a reliable session held elsewhere: handed over by its live owner, or, when no
+        owner answers and replication is on, restored from Redis.
+
+        Raises:
+            ClusterUnavailableError: Redis is out of reach.
+        """
+        self._require_handler()
+        request = self._new_request()
+        data = encode_take_session(self.node_id, request.id, hub, connection_id)
+        self._writer.append(self._route_args(hub, connection_id, data), request.on_routed)
+        try:
+            receivers = await self._wait(request.routed)
+            if receivers > 0:
+                request.expect(receivers)
+                await self._wait(request.future)
+                if request.replies:
+                    return SessionTransfer(snapshot=request.snapshot)
+                return SessionTransfer()
+        finally:
+            self._forget(request)
+        if receivers == -2 or not self.settings.replicate_sessions:
+            return SessionTransfer()
+        return SessionTransfer(replica=await self.sessions.take(hub, connection_id))
+
+    def _require_handler(self) -> ClusterHandler:
+        if not self.ready or self._handler is None:
+            raise ClusterUnavailableError("cluster engine unavailable")
+        return self._handler
+
+    def _new_request(self) -> _Request:
+        self._request_ids += 1
+        request = self._requests[self._request_ids] = _Request(self._request_ids)
+        return request
+
+    def _forget(self, request: _Request) -> None:
+        self._requests.pop(request.id, None)
+
+    async def _wait(self, future: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), self.settings.request_timeout_seconds
+            )
+        except TimeoutError:
+            self.stats.request_timeouts += 1
+            raise
+
+    async def _routed(self, request: _Request, local: Callable[[], Awaitable[int]] | None) -> int:
+        """The answer of a routed or fanned-out request (see the ``route`` script)."""
+        try:
+            receivers = await self._wait(request.routed)
+            if receivers == -2 and local is not None:
+                return await local()
+            if receivers <= 0:
+                return 0
+            request.expect(receivers)
+            try:
+                await self._wait(request.future)
+            except TimeoutError:
+                log.warning(
+                    "redis engine: %d of %d nodes answered in %.0f s",
+                    request.replies,
+                    receivers,
+                    self.settings.request_timeout_seconds,
+                )
+            return request.total
+        except TimeoutError as exc:
+            raise ClusterUnavailableError("cluster engine did not answer") from exc
+        finally:
+            self._forget(request)
+
+    # -- what other nodes send ----------------------------------------------------------------
+
+    def _dispatch(self, data: bytes) -> None:
+        """One message from the subscriber connection (called by its read loop)."""
+        try:
+            envelope = decode_envelope(data)
+        except msgspec.DecodeError:
+            log.warning("redis engine: a message on a cluster channel could not be decoded")
+            return
+        self.stats.received += 1
+        if type(envelope) is PublicationEnvelope:
+            if envelope.origin != self.node_id:  # our own, heard back on a channel
+                self._deliver(decode_publication(envelope))
+        elif type(envelope) is ReplyEnvelope:
+            request = self._requests.get(envelope.request_id)
+            if request is not None:
+                request.reply(0 if envelope.error else envelope.value)
+        elif type(envelope) is SessionEnvelope:
+            request = self._requests.get(envelope.request_id)
+            if request is not None:
+                request.snapshot = envelope.snapshot
+                request.reply(0)
+        elif isinstance(envelope, (CommandEnvelope, QueryEnvelope)):
+            self._spawn(self._answer(envelope))
+        elif isinstance(envelope, TakeSessionEnvelope):
+            self._spawn(self._hand_over(envelope))
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, envelope: CommandEnvelope | QueryEnvelope) -> None:
+        handler = self._handler
+        value, error = 0, False
+        try:
+            request = decode_request(envelope)
+            assert handler is not None
+            if isinstance(envelope, QueryEnvelope):
+                assert isinstance(request, CheckPermission)
+                value = int(await handler.handle_query(request))
+            else:
+                value = await handler.handle_command(request)
+        except Exception:
+            log.exception("redis engine: a command from node %s failed", envelope.origin)
+            error = True
+        if envelope.origin == self.node_id:
+            local = self._requests.get(envelope.request_id)
+            if local is not None:
+                local.reply(0 if error else value)
+            return
+        self._reply(envelope.origin, encode_reply(envelope.request_id, value, error))
+
+    async def _hand_over(self, envelope: TakeSessionEnvelope) -> None:
+        snapshot: bytes | None = None
+        if self._owner is not None:
+            try:
+                snapshot = await self._owner.hand_over(envelope.hub, envelope.connection_id)
+            except Exception:
+                log.exception("redis engine: a session hand-over failed")
+        self._reply(envelope.origin, encode_session(envelope.request_id, snapshot))
+
+    def _reply(self, node_id: str, data: bytes) -> None:
+        if self._accepting:
+            self._writer.append([self._publish, self.names.node_channel(node_id), data])
+
+    # -- the engine core used by presence and sessions ----------------------------------------
+
+    def registry_write(self, op: str, hub: HubName, a: str, b: str) -> None:
+        if self._accepting:
+            self._writer.extend(
+                "registry", self._registry_header, (op, hub, a, b), OPS_PER_BATCH, self._on_written
+            )
+
+    def queue_write(self, args: list[Arg]) -> None:
+        if self._accepting:
+            self._writer.append(args)
+
+    def _registry_header(self) -> list[Arg]:
+        return [b"EVALSHA", SCRIPTS.write.sha, 0, self.names.prefix, self.node_id, self._epoch]
+
+    def _on_written(self, reply: Reply) -> None:
+        if isinstance(reply, ResponseError):
+            log.error("redis engine: a registry write failed: %s", reply)
+        elif isinstance(reply, list) and reply and self._member is not None:
+            for hub, cid in zip(reply[::2], reply[1::2], strict=True):
+                self._member.disowned(HubName(hub.decode()), ConnectionId(cid.decode()))
+
+    async def run_script(self, script: Script, *args: str | int) -> object:
+        """Run a script on the read pool.
+
+        Raises:
+            ClusterUnavailableError: not connected, or Redis failed to answer.
+        """
+        client = self._read_client()
+        try:
+            try:
+                return await client.evalsha(script.sha, 0, self.names.prefix, *args)
+            except NoScriptError:
+                await client.script_load(script.text)
+                return await client.evalsha(script.sha, 0, self.names.prefix, *args)
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailableError("cluster engine unavailable") from exc
+
+    async def run_command(self, *args: str | int) -> object:
+        client = self._read_client()
+        try:
+            return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            raise ClusterUnavailableError("cluster engine unavailable") from exc
+
+    def _read_client(self) -> aioredis.Redis:
+        if not self.ready or self._client is None:
+            raise ClusterUnavailableError("cluster engine unavailable")
+        return self._client
+
+    def _session_ms(self) -> int:
+        return int(self.settings.session_timeout_seconds * 1000)
+
+    # -- connection, registration, heartbeats -------------------------------------------------
+
+    def _set_state(self, state: EngineState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        if state is EngineState.READY:
+            self._ready.set()
+        else:
+            self._ready.clear()
+        for listener in self._listeners:
+            try:
+                listener(state)
+            except Exception:
+                log.exception("redis engine: a state listener failed")
+
+    async def _run(self) -> None:
+        """Connect, serve until the connection fails, back off, start over; until closed."""
+        delay = self.settings.reconnect_min_seconds
+        while self.state is not EngineState.CLOSED:
+            connections: list[AbstractConnection] = []
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                await self._serve(connections, tasks)
+            except asyncio.CancelledError:
+                raise
+            except _Superseded:
+                log.warning(
+                    "redis engine: node %s was declared dead (no heartbeat for %.0f s): "
+                    "registering again",
+                    self.node_id,
+                    self.settings.node_ttl_seconds,
+                )
+                delay = 0.0
+            except (RedisError, OSError, TimeoutError, ClusterUnavailableError) as exc:
+                self._lost(exc)
+            finally:
+                await self._teardown(connections, tasks)
+            if self._epoch and delay == 0.0:
+                delay = self.settings.reconnect_min_seconds
+                continue
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(
+                max(delay, self.settings.reconnect_min_seconds) * 2,
+                self.settings.reconnect_max_seconds,
+            )
+            if self.ready:
+                delay = self.settings.reconnect_min_seconds
+
+    def _lost(self, exc: BaseException) -> None:
+        if self.state is EngineState.READY or not self._lost_at:
+            level = logging.WARNING if self._lost_at or self._epoch else logging.INFO
+            log.log(
+                level,
+                "redis engine: %s unavailable (%s): local delivery only, retrying",
+                _safe_url(self.settings.url),
+                exc or type(exc).__name__,
+            )
+            self._lost_at = time.monotonic()
+            if self._epoch:
+                self.stats.outages += 1
+        self._set_state(EngineState.DEGRADED)
+
+    async def _serve(
+        self, connections: list[AbstractConnection], tasks: list[asyncio.Task[None]]
+    ) -> None:
+        assert self._pool is not None
+        kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
+        for role in ("pub", "sub"):
+            conn = self._pool.connection_class(
+                **{**kwargs, "client_name": f"hubbub:{self.node_id}:{role}"}
+            )
+            connections.append(conn)
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        writer_conn, subscriber_conn = connections
+        async with asyncio.timeout(self.settings.timeout_seconds):
+            await self._prepare(writer_conn)
+        subscriber = self._subscriber
+        subscriber.sharded = self._publish == b"SPUBLISH"
+        subscriber.want(self._node_channel)
+        tasks.append(asyncio.create_task(subscriber.run(subscriber_conn)))
+        await self._race(subscriber.settled(), tasks)
+        held = self._register()
+        tasks.append(asyncio.create_task(self._writer.run(writer_conn)))
+        await self._race(self._writer.wait(self._writer.last), tasks)
+        await self._race(self._await_known_nodes(), tasks)
+        self._set_state(EngineState.READY)
+        self._announce_ready(held)
+        tasks.append(asyncio.create_task(self._heartbeat()))
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise ConnectionError("a redis connection task ended")
+
+    async def _prepare(self, conn: AbstractConnection) -> None:
+        """Learn what the server is and can do; load the scripts."""
+        await conn.send_command("INFO", "server")
+        info = await conn.read_response()
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        name = "valkey" if "valkey_version" in fields else "redis"
+        version = fields.get(f"{name}_version", fields.get("redis_version", "?"))
+        sharded = self.settings.sharded
+        if sharded is None:
+            await conn.send_command("COMMAND", "INFO", "SPUBLISH")
+            reply = await conn.read_response()
+            sharded = isinstance(reply, list) and bool(reply) and reply[0] is not None
+        self._publish = b"SPUBLISH" if sharded else b"PUBLISH"
+        self._sharded = b"1" if sharded else b"0"
+        self.server = f"{name} {version}, {'sharded' if sharded else 'plain'} pub/sub"
+        for script in SCRIPTS.all():
+            await conn.send_command("SCRIPT", "LOAD", script.text)
+            await conn.read_response()
+
+    def _register(self) -> int:
+        """Queue a new incarnation's registration: epoch, everything held, announcement.
+
+        From here on registry writes are queued again (after the inventory, which was read
+        in the same step: nothing falls between the two).
+        """
+        self._epoch = secrets.token_hex(4)
+        previous, self._incarnation = self._incarnation, f"{self.node_id}/{self._epoch}"
+        names = self.names
+        self._writer.append([b"SET", names.epoch(self.node_id), self._epoch])
+        self._accepting = True
+        held = 0
+        if self._member is not None:
+            for op, hub, a, b in inventory_ops(self._member.inventory()):
+                held += op == "A"
+                self.registry_write(op, hub, a, b)
+        ttl = int(self.settings.node_ttl_seconds * 1000)
+        self._writer.append(
+            [
+                b"EVALSHA",
+                SCRIPTS.announce.sha,
+                0,
+                names.prefix,
+                self.node_id,
+                self._epoch,
+                ttl,
+                previous,
+            ]
+        )
+        return held
+
+    def _announce_ready(self, held: int) -> None:
+        if self._lost_at:
+            log.warning(
+                "redis engine: back after %.1f s (%s): %d channels subscribed, %d connections "
+                "re-registered",
+                time.monotonic() - self._lost_at,
+                self.server,
+                len(self._subscriber.wanted),
+                held,
+            )
+            self.stats.reregistered += held
+        else:
+            log.info(
+                "redis engine: node %s on %s (%s)",
+                self.node_id,
+                _safe_url(self.settings.url),
+                self.server,
+            )
+        self._lost_at = 0.0
+        self._drop_logged = False
+
+    async def _race(self, awaitable: Awaitable[object], tasks: list[asyncio.Task[None]]) -> None:
+        """Await ``awaitable`` unless a connection task fails first (then raise its error)."""
+        step = asyncio.ensure_future(awaitable)
+        done, _ = await asyncio.wait(
+            [step, *tasks],
+            timeout=self.settings.node_ttl_seconds + self.settings.timeout_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if step in done:
+            step.result()
+            return
+        step.cancel()
+        for task in done:
+            task.result()
+        raise TimeoutError("redis did not answer while connecting")
+
+    async def _await_known_nodes(self) -> None:
+        """After an outage, wait (at most a node TTL) for the nodes seen before it to be
+        registered again: until they are, they would miss what this node publishes."""
+        deadline = time.monotonic() + self.settings.node_ttl_seconds
+        while self._known_nodes:
+            assert self._client is not None  # not ready yet: no run_command
+            members = await self._client.execute_command("ZRANGE", self.names.nodes, 0, -1)  # type: ignore[no-untyped-call]
+            live = {m.decode().split("/", 1)[0] for m in members}
+            if not self._known_nodes - live - {self.node_id} or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _heartbeat(self) -> None:
+        settings = self.settings
+        ttl = int(settings.node_ttl_seconds * 1000)
+        while True:
+            await asyncio.sleep(settings.heartbeat_seconds)
+            reply = await self.run_script(SCRIPTS.beat, self._incarnation, ttl)
+            assert isinstance(reply, list)
+            alive, members, reaping = reply
+            if not alive:
+                raise _Superseded
+            self._known_nodes = {m.decode().split("/", 1)[0] for m in members}
+            for member in reaping:
+                await self._reap(member.decode())
+            silent = time.monotonic() - self._subscriber.last_pong
+            if silent > settings.heartbeat_seconds + settings.timeout_seconds:
+                raise TimeoutError(f"the subscriber connection was silent for {silent:.1f} s")
+            await self._subscriber.ping()
+
+    async def _reap(self, member: str) -> None:
+        """Remove what a dead incarnation held, a batch per call (others may share the work)."""
+        for _ in range(100):
+            left = await self.run_script(SCRIPTS.reap, member, 500, self._session_ms())
+            if not left:
+                break
+        else:
+            return
+        self.stats.reaped += 1
+        if member.split("/", 1)[0] != self.node_id:
+            log.info("redis engine: node %s left the registry", member)
+
+    async def _teardown(
+        self, connections: list[AbstractConnection], tasks: list[asyncio.Task[None]]
+    ) -> None:
+        self._accepting = False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        error = ClusterUnavailableError("cluster engine unavailable")
+        self._writer.fail(error)
+        self._subscriber.detach()
+        for request in self._requests.values():
+            request.fail(error)
+        self._requests.clear()
+        for conn in connections:
+            await conn.disconnect(nowait=True)
+        if self._pool is not None:
+            await self._pool.disconnect()
