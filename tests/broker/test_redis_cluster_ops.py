@@ -19,8 +19,8 @@ from hubbub.core.commands import (
 )
 from hubbub.core.roles import Permission
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from tests.broker._util import HUB, settle
 from tests.broker.conftest import StartNode
-from tests.broker.test_redis_fanout import HUB, settle
 
 pytestmark = pytest.mark.redis
 

@@ -9,30 +9,10 @@ import pytest
 from hubbub.broker.channels import Interest
 from hubbub.core.commands import Publication, Target
 from hubbub.protocol.messages import DataType, Payload
-from hubbub.types import HubName
-from tests.broker._fakes import FakeNode
+from tests.broker._util import HUB, pub, settle, until
 from tests.broker.conftest import StartNode
 
 pytestmark = pytest.mark.redis
-
-HUB = HubName("chat")
-
-
-def pub(target: Target, name: str, data: bytes, hub: str = HUB) -> Publication:
-    return Publication(HubName(hub), target, name, Payload(DataType.TEXT, data))
-
-
-async def until(check: object, timeout: float = 5.0) -> None:
-    """Poll ``check()`` until it is true."""
-    assert callable(check)
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
-
-
-async def settle(*nodes: FakeNode) -> None:
-    for node in nodes:
-        await node.broker.sync()
 
 
 async def test_group_publication_reaches_only_interested_nodes_in_order(
