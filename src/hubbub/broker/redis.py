@@ -262,6 +262,11 @@ def _safe_url(url: str) -> str:
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
 
 
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ if isinstance(exc, ClusterUnavailableError) and exc.__cause__ else exc
+    return str(cause) or type(cause).__name__
+
+
 def _connection_target(command: Command | Query) -> ConnectionId | None:
     if isinstance(
         command, (AddToGroup, RemoveFromGroup, GrantPermission, RevokePermission, CheckPermission)
@@ -329,6 +334,7 @@ class RedisBroker:
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lost_at = 0.0
+        self._backoff = settings.reconnect_min_seconds
         self._drop_logged = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -755,45 +761,43 @@ class RedisBroker:
 
     async def _run(self) -> None:
         """Connect, serve until the connection fails, back off, start over; until closed."""
-        delay = self.settings.reconnect_min_seconds
-        while self.state is not EngineState.CLOSED:
+        settings = self.settings
+        while not self._closed:
             connections: list[AbstractConnection] = []
             tasks: list[asyncio.Task[None]] = []
+            again = False
             try:
                 await self._serve(connections, tasks)
-            except asyncio.CancelledError:
-                raise
             except _Superseded:
                 log.warning(
                     "redis engine: node %s was declared dead (no heartbeat for %.0f s): "
                     "registering again",
                     self.node_id,
-                    self.settings.node_ttl_seconds,
+                    settings.node_ttl_seconds,
                 )
-                delay = 0.0
+                self._lost_at = time.monotonic()
+                self._set_state(EngineState.CONNECTING)
+                again = True
             except (RedisError, OSError, TimeoutError, ClusterUnavailableError) as exc:
                 self._lost(exc)
             finally:
                 await self._teardown(connections, tasks)
-            if self._epoch and delay == 0.0:
-                delay = self.settings.reconnect_min_seconds
-                continue
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(
-                max(delay, self.settings.reconnect_min_seconds) * 2,
-                self.settings.reconnect_max_seconds,
-            )
-            if self.ready:
-                delay = self.settings.reconnect_min_seconds
+            if not again and not self._closed:
+                await asyncio.sleep(self._backoff * random.uniform(0.5, 1.0))
+                self._backoff = min(self._backoff * 2, settings.reconnect_max_seconds)
+
+    @property
+    def _closed(self) -> bool:
+        return self.state is EngineState.CLOSED
 
     def _lost(self, exc: BaseException) -> None:
-        if self.state is EngineState.READY or not self._lost_at:
-            level = logging.WARNING if self._lost_at or self._epoch else logging.INFO
+        """Log the loss once (not every failed attempt after it) and say so in the state."""
+        if not self._lost_at:
             log.log(
-                level,
+                logging.WARNING if self._epoch else logging.INFO,
                 "redis engine: %s unavailable (%s): local delivery only, retrying",
                 _safe_url(self.settings.url),
-                exc or type(exc).__name__,
+                _reason(exc),
             )
             self._lost_at = time.monotonic()
             if self._epoch:
@@ -825,6 +829,7 @@ class RedisBroker:
         await self._race(self._writer.wait(self._writer.last), tasks)
         await self._race(self._await_known_nodes(), tasks)
         self._set_state(EngineState.READY)
+        self._backoff = self.settings.reconnect_min_seconds
         self._announce_ready(held)
         tasks.append(asyncio.create_task(self._heartbeat()))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -885,7 +890,7 @@ class RedisBroker:
 
     def _announce_ready(self, held: int) -> None:
         if self._lost_at:
-            log.warning(
+            log.info(
                 "redis engine: back after %.1f s (%s): %d channels subscribed, %d connections "
                 "re-registered",
                 time.monotonic() - self._lost_at,
