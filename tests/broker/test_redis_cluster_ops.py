@@ -200,3 +200,23 @@ async def test_paging_of_a_large_group(start_node: StartNode) -> None:
         seen += ids(page)
         after = page[-1].connection_id
     assert seen == ids(members)
+
+
+async def test_old_owner_cannot_remove_a_connection_taken_over(start_node: StartNode) -> None:
+    """After a hand-over the old owner's late cleanup (leave, remove) leaves the new
+    owner's registration alone."""
+    a, b = await start_node("a"), await start_node("b")
+    conn = b.connect(HUB, "s1", user="ann", groups=["room"])
+    await settle(b)
+    a.presence.add_connection(HUB, conn.id, conn.user_id)  # the session resumed on a
+    a.presence.join(HUB, G, conn.id)
+    await settle(a)
+    b.disconnect(conn)  # b's cleanup arrives after the take-over
+    await settle(b)
+    p = a.presence
+    assert await p.owner(HUB, conn.id) == "a"
+    assert ids(await p.group_members(HUB, G, None, 10)) == ["s1"]
+    assert ids(await p.user_connections(HUB, UserId("ann"))) == ["s1"]
+    b.presence.join(HUB, GroupName("late"), conn.id)  # nor join it anywhere
+    await settle(b)
+    assert await p.connection_groups(HUB, conn.id) == [G]
