@@ -12,7 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from hubbub.broker.redis import EngineState
-from hubbub.core.commands import AddUserToGroup, CheckPermission, Target
+from hubbub.core.commands import (
+    AddToGroup,
+    AddUserToGroup,
+    CheckPermission,
+    GrantPermission,
+    Target,
+)
 from hubbub.core.roles import Permission
 from hubbub.errors import ClusterUnavailableError
 from hubbub.types import ConnectionId, GroupName, UserId
@@ -130,6 +136,14 @@ async def test_redis_stopped_local_delivery_goes_on(
         )
     with pytest.raises(ClusterUnavailableError):
         await a.presence.group_members(HUB, ROOM, None, 10)
+    with pytest.raises(ClusterUnavailableError):
+        await a.presence.connection_exists(HUB, ConnectionId("b1"))
+    # What this node holds it answers by itself.
+    a1 = ConnectionId("a1")
+    assert await a.presence.connection_exists(HUB, a1)
+    assert await a.broker.command(AddToGroup(HUB, a1, GroupName("solo"))) == 1
+    assert await a.broker.command(GrantPermission(HUB, a1, Permission.SEND_TO_GROUP, None)) == 1
+    assert await a.broker.query(CheckPermission(HUB, a1, Permission.SEND_TO_GROUP, None))
     assert a.broker.stats.dropped == 2
     await asyncio.sleep(0.5)  # a few failed reconnection attempts
     redis_server.start()
@@ -138,6 +152,8 @@ async def test_redis_stopped_local_delivery_goes_on(
     await a.broker.publish(pub(Target.GROUP, "room", b"back"))
     await until(lambda: b.payloads() == [b"back"])
     assert len(await b.presence.group_members(HUB, ROOM, None, 10)) == 2
+    # The join made during the outage was registered with the rest.
+    assert await b.presence.connection_groups(HUB, a1) == [ROOM, GroupName("solo")]
 
 
 async def test_redis_paused_is_detected_and_survived(

@@ -510,18 +510,21 @@ class RedisBroker:
     async def command(self, command: Command) -> int:
         """Apply ``command`` on every node holding a target; the total count they matched.
 
+        A command for a connection this node holds is applied here, without Redis (also
+        while Redis is out of reach); any other needs the cluster.
+
         Raises:
             ClusterUnavailableError: Redis is out of reach.
         """
         if isinstance(command, CheckPermission):  # a query, while commands still include it
             return int(await self.query(command))
         self.stats.commands += 1
-        handler = self._require_handler()
         cid = _connection_target(command)
+        if cid is not None and self.holds(command.hub, cid):
+            assert self._handler is not None
+            return await self._handler.handle_command(command)
+        handler = self._require_handler()
         if cid is not None:
-            member = self._member
-            if member is not None and member.holds(command.hub, cid):
-                return await handler.handle_command(command)
             request = self._new_request()
             data = encode_command(self.node_id, request.id, command)
             self._writer.append(self._route_args(command.hub, cid, data), request.on_routed)
@@ -533,15 +536,16 @@ class RedisBroker:
         return await self._routed(request, None)
 
     async def query(self, query: Query) -> bool:
-        """Ask the node holding the connection; False when nobody holds it.
+        """Ask the node holding the connection; False when nobody holds it. Answered here,
+        without Redis, when this node holds it.
 
         Raises:
             ClusterUnavailableError: Redis is out of reach.
         """
+        if self.holds(query.hub, query.connection_id):
+            assert self._handler is not None
+            return await self._handler.handle_query(query)
         handler = self._require_handler()
-        member = self._member
-        if member is not None and member.holds(query.hub, query.connection_id):
-            return await handler.handle_query(query)
         request = self._new_request()
         data = encode_query(self.node_id, request.id, query)
         self._writer.append(
@@ -577,6 +581,11 @@ class RedisBroker:
         if receivers == -2 or not self.settings.replicate_sessions:
             return SessionTransfer()
         return SessionTransfer(replica=await self.sessions.take(hub, connection_id))
+
+    def holds(self, hub: HubName, connection_id: ConnectionId) -> bool:
+        """True when this node's handler says it holds the connection."""
+        member = self._member
+        return member is not None and member.holds(hub, connection_id)
 
     def _require_handler(self) -> ClusterHandler:
         if not self.ready or self._handler is None:

@@ -68,6 +68,10 @@ class EngineCore(Protocol):
 
     async def run_command(self, *args: str | int) -> object: ...
 
+    def holds(self, hub: HubName, connection_id: ConnectionId) -> bool:
+        """True when this node holds the connection (answers without Redis)."""
+        ...
+
 
 def user_arg(user_id: UserId | None) -> str:
     return "" if user_id is None else "=" + user_id
@@ -121,6 +125,9 @@ class RedisPresence:
     # -- reads --------------------------------------------------------------------------------
 
     async def connection_exists(self, hub: HubName, connection_id: ConnectionId) -> bool:
+        """True at once for a connection of this node; otherwise the registry says."""
+        if self._core.holds(hub, connection_id):
+            return True
         reply = await self._core.run_command("HEXISTS", self._names.owners(hub), connection_id)
         return bool(reply)
 
