@@ -50,11 +50,15 @@ class Interest(msgspec.Struct, frozen=True, gc=False):
 class Names:
     """Channel and key names under one prefix; channel names are bytes, ready to send."""
 
-    __slots__ = ("_channels", "prefix")
+    __slots__ = ("_channels", "_groups", "_hubs", "_users", "prefix")
 
     def __init__(self, prefix: str = "hubbub") -> None:
         self.prefix = prefix
         self._channels: dict[Interest, bytes] = {}
+        # Per target, keyed by (hub, name): a publish hashes two cached strings, not an enum.
+        self._hubs: dict[tuple[str, str], bytes] = {}
+        self._groups: dict[tuple[str, str], bytes] = {}
+        self._users: dict[tuple[str, str], bytes] = {}
 
     # -- channels -----------------------------------------------------------------------------
 
@@ -69,8 +73,21 @@ class Names:
         return channel
 
     def target_channel(self, hub: HubName, target: Target, name: str) -> bytes:
-        """The channel of a hub, group or user target (not cached)."""
-        return self._build(hub, target, name)
+        """The channel of a hub, group or user target (the publish path: cached, bounded)."""
+        if target is Target.GROUP:
+            cache = self._groups
+        elif target is Target.USER:
+            cache = self._users
+        else:
+            cache = self._hubs
+        key = (hub, name)
+        channel = cache.get(key)
+        if channel is None:
+            channel = self._build(hub, target, name)
+            if len(cache) > 65536:
+                cache.clear()
+            cache[key] = channel
+        return channel
 
     def _build(self, hub: HubName, target: Target, name: str) -> bytes:
         if target is Target.HUB:

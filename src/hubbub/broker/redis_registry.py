@@ -60,8 +60,8 @@ class EngineCore(Protocol):
         """Queue a registry operation (dropped while the engine is disconnected)."""
         ...
 
-    def queue_write(self, args: list[bytes | str | int]) -> None:
-        """Queue a command on the ordered writer (dropped while disconnected)."""
+    def session_write(self, op: str, hub: HubName, cid: str, a: bytes | str, b: bytes) -> None:
+        """Queue a session-store operation (dropped while the engine is disconnected)."""
         ...
 
     async def run_script(self, script: Script, *args: str | int) -> object: ...

@@ -199,6 +199,16 @@ if ARGV[5] == '1' then return redis.call('SPUBLISH', channel, ARGV[6]) end
 return redis.call('PUBLISH', channel, ARGV[6])
 """
 
+# ARGV: prefix, "1" for sharded pub/sub, then channel and message pairs: publications queued
+# back to back, published in order with one reply for all (reading a reply per publication
+# cost the node more than the publication itself).
+_PUBLISH = r"""
+local command = 'PUBLISH'
+if ARGV[2] == '1' then command = 'SPUBLISH' end
+for i = 3, #ARGV, 2 do redis.call(command, ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
 # ARGV: prefix, hub, cid. The node id holding a connection, or false.
 _OWNER = r"""
 local v = redis.call('HGET', k_owner(ARGV[2]), ARGV[3])
@@ -224,6 +234,32 @@ for i, id in ipairs(ids) do
   end
 end
 return out
+"""
+
+# ARGV: prefix, then operations of five arguments each (hub, cid and two more):
+#   s hub cid snapshot -   store the snapshot            p hub cid seq frame  push a frame
+#   t hub cid seq -        trim frames before seq       e hub cid ms -       expire in ms
+#   k hub cid - -          keep (no expiry)             d hub cid - -        delete
+_SESSIONS = r"""
+for i = 2, #ARGV, 5 do
+  local op, h, c, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if op == 'p' then
+    redis.call('XADD', k_frames(h, c), a .. '-0', 'f', b)
+  elseif op == 't' then
+    redis.call('XTRIM', k_frames(h, c), 'MINID', a .. '-0')
+  elseif op == 's' then
+    redis.call('SET', k_session(h, c), a)
+  elseif op == 'e' then
+    redis.call('PEXPIRE', k_session(h, c), a)
+    redis.call('PEXPIRE', k_frames(h, c), a)
+  elseif op == 'k' then
+    redis.call('PERSIST', k_session(h, c))
+    redis.call('PERSIST', k_frames(h, c))
+  elseif op == 'd' then
+    redis.call('DEL', k_session(h, c), k_frames(h, c))
+  end
+end
+return 1
 """
 
 # ARGV: prefix, hub, cid. Atomically takes a replicated session: {meta or false, frames...}
@@ -268,9 +304,11 @@ class _Scripts:
     reap = _script("reap", _REAP)
     leave = _script("leave", _LEAVE)
     route = _script("route", _ROUTE)
+    publish = _script("publish", _PUBLISH)
     owner = _script("owner", _OWNER)
     page = _script("page", _PAGE)
     take_session = _script("take_session", _TAKE_SESSION)
+    sessions = _script("sessions", _SESSIONS)
 
     def all(self) -> tuple[Script, ...]:
         return (
@@ -280,9 +318,11 @@ class _Scripts:
             self.reap,
             self.leave,
             self.route,
+            self.publish,
             self.owner,
             self.page,
             self.take_session,
+            self.sessions,
         )
 
 
