@@ -455,6 +455,7 @@ class RedisBroker:
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lost_at = 0.0
+        self._closing = False
         self._backoff = settings.reconnect_min_seconds
         self._drop_logged = False
 
@@ -504,8 +505,9 @@ class RedisBroker:
     async def close(self) -> None:
         """Leave the cluster: flush what is queued, deregister (the node's connections leave
         the registry at once), close the connections."""
-        if self.state is EngineState.CLOSED:
+        if self.state is EngineState.CLOSED or self._closing:
             return
+        self._closing = True  # no reconnection, no heartbeat from here on
         if self.ready:
             try:
                 await asyncio.wait_for(self._leave(), self.settings.timeout_seconds)
@@ -547,8 +549,8 @@ class RedisBroker:
         try:
             await self._writer.wait(self._writer.last)
             await self._subscriber.settled()
-        except (RedisError, OSError):
-            return
+        except (RedisError, OSError, ClusterUnavailableError):
+            return  # the connection failed meanwhile: the same as not connected
 
     # -- publications -------------------------------------------------------------------------
 
@@ -685,6 +687,10 @@ class RedisBroker:
         """Get a reliable session held elsewhere: handed over by its live owner, or, when no
         owner answers and replication is on, restored from Redis.
 
+        An owner that does not answer within ``request_timeout_seconds`` gets nothing taken
+        from it: the result is empty (the client starts a new session) rather than a second
+        live copy of the session.
+
         Raises:
             ClusterUnavailableError: Redis is out of reach.
         """
@@ -700,6 +706,11 @@ class RedisBroker:
                 if request.replies:
                     return SessionTransfer(snapshot=request.snapshot)
                 return SessionTransfer()
+        except TimeoutError:
+            if not request.routed.done():
+                raise ClusterUnavailableError("cluster engine did not answer") from None
+            log.warning("redis engine: the owner of session %s did not hand it over", connection_id)
+            return SessionTransfer()
         finally:
             self._forget(request)
         if receivers == -2 or not self.settings.replicate_sessions:
@@ -907,6 +918,8 @@ class RedisBroker:
             try:
                 await self._serve(connections, tasks)
             except _Superseded:
+                if self._closing:
+                    break
                 log.warning(
                     "redis engine: node %s was declared dead (no heartbeat for %.0f s): "
                     "registering again",
@@ -926,10 +939,12 @@ class RedisBroker:
 
     @property
     def _closed(self) -> bool:
-        return self.state is EngineState.CLOSED
+        return self._closing or self.state is EngineState.CLOSED
 
     def _lost(self, exc: BaseException) -> None:
         """Log the loss once (not every failed attempt after it) and say so in the state."""
+        if self._closing:
+            return
         if not self._lost_at:
             log.log(
                 logging.WARNING if self._epoch else logging.INFO,
@@ -1080,6 +1095,8 @@ class RedisBroker:
         ttl = int(settings.node_ttl_seconds * 1000)
         while True:
             await asyncio.sleep(settings.heartbeat_seconds)
+            if self._closing:  # leaving: a beat now would find the node gone and re-register
+                await asyncio.get_running_loop().create_future()  # until cancelled
             reply = await self.run_script(SCRIPTS.beat, self._incarnation, ttl)
             assert isinstance(reply, list)
             alive, members, reaping = reply
