@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -129,3 +131,24 @@ async def test_no_replica_when_replication_is_off(
     proc.kill()
     proc.wait()
     assert await a.broker.take_session(HUB, ConnectionId("victim-0")) == SessionTransfer()
+
+
+async def test_slow_owner_keeps_its_session(start_node: StartNode) -> None:
+    """An owner that does not answer in time is not bypassed through the replica: the
+    result is empty, so there are never two live copies of one session."""
+    a = await start_node("a", request_timeout_seconds=0.3)
+    b = await start_node("b")
+    b.connect(HUB, "s1")
+    a.broker.sessions.save(HUB, S1, b"replica")
+    await settle(a, b)
+    answered = asyncio.Event()
+
+    async def slow(hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        await asyncio.sleep(1.0)
+        answered.set()
+        return b"too late"
+
+    b.hand_over = slow  # type: ignore[method-assign]
+    assert await a.broker.take_session(HUB, S1) == SessionTransfer()
+    await answered.wait()
+    assert (await a.broker.sessions.take(HUB, S1)) is not None  # the replica was left alone
