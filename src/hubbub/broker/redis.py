@@ -127,7 +127,6 @@ replicas expire ``session_timeout_seconds`` after it is reaped.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import random
@@ -135,9 +134,8 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -147,15 +145,25 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from hubbub.broker.channels import Interest, Names, valid_node_id
-from hubbub.broker.redis_link import Arg, Reply, Subscriber, Writer
+from hubbub.broker.redis_incarnation import Incarnation, Superseded
+from hubbub.broker.redis_link import Arg, Reply, Subscriber, Writer, server_info
 from hubbub.broker.redis_registry import (
     OPS_PER_BATCH,
     Holding,
     RedisPresence,
-    inventory_ops,
 )
 from hubbub.broker.redis_scripts import SCRIPTS, Script
 from hubbub.broker.redis_sessions import RedisSessions, ReplicatedSession
+from hubbub.broker.redis_types import (
+    ClusterHandler,
+    ClusterMember,
+    EngineState,
+    RedisSettings,
+    RedisStats,
+    Request,
+    SessionOwner,
+    SessionTransfer,
+)
 from hubbub.broker.wire import (
     CommandEnvelope,
     PublicationEnvelope,
@@ -209,168 +217,6 @@ __all__ = [
 log = logging.getLogger("hubbub.broker.redis")
 
 T = TypeVar("T")
-
-
-class EngineState(enum.Enum):
-    """Where the engine stands with Redis (a metric and the REST 503 rule read it)."""
-
-    CONNECTING = "connecting"  # starting, or re-establishing after an outage
-    READY = "ready"  # subscribed, registered, the cluster reachable
-    DEGRADED = "degraded"  # Redis lost: local delivery only, retrying with back-off
-    CLOSED = "closed"
-
-
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    """The engine's settings (``[engine]`` in the configuration file)."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "hubbub"
-    """Namespace of every key and channel: clusters sharing one Redis use different ones."""
-    node_id: str | None = None
-    """This node's id (letters, digits, ``_.-``); a fresh one per process when None."""
-    heartbeat_seconds: float = 2.0
-    node_ttl_seconds: float = 8.0
-    """A node whose heartbeat is this late is dead; its connections are removed."""
-    timeout_seconds: float = 3.0
-    """A Redis round trip slower than this means the connection is lost (a paused server)."""
-    request_timeout_seconds: float = 5.0
-    """How long a command, query or session hand-over waits for the other nodes."""
-    reconnect_min_seconds: float = 0.1
-    reconnect_max_seconds: float = 5.0
-    sharded: bool | None = None
-    """Sharded pub/sub (SPUBLISH/SSUBSCRIBE); None: when the server has it (Redis >= 7)."""
-    session_timeout_seconds: float = 30.0
-    """How long a dead node's replicated sessions stay restorable after it was reaped."""
-    replicate_sessions: bool = True
-    """Whether nodes replicate reliable sessions (one XADD per reliable delivery)."""
-    max_queued_bytes: int = 64 << 20
-    """Publications queued for Redis beyond this are dropped (a stalled server)."""
-    start_timeout_seconds: float = 10.0
-    """How long :meth:`RedisBroker.start` waits for Redis before going on degraded."""
-
-
-@dataclass(slots=True)
-class RedisStats:
-    """Counters for metrics (plain integers, bumped on the event loop)."""
-
-    published: int = 0
-    dropped: int = 0
-    received: int = 0
-    commands: int = 0
-    request_timeouts: int = 0
-    outages: int = 0
-    reregistered: int = 0
-    reaped: int = 0
-
-
-class ClusterHandler(Protocol):
-    """The node as the engine sees it (the ``BrokerHandler`` of the engine interface)."""
-
-    def handle_publication(self, publication: Publication) -> None:
-        """Deliver to the local target connections; never blocks or raises."""
-        ...
-
-    async def handle_command(self, command: Command) -> int:
-        """Apply to the local connections, ``await broker.sync()``; the count it matched."""
-        ...
-
-    async def handle_query(self, query: Query) -> bool:
-        """Answer about a local connection (False when it is not held here)."""
-        ...
-
-
-@runtime_checkable
-class ClusterMember(Protocol):
-    """What the node tells the engine about itself, beyond the handler (optional).
-
-    Without it every connection-targeted message takes a Redis round trip, and nothing is
-    re-registered after an outage.
-    """
-
-    def holds(self, hub: HubName, connection_id: ConnectionId) -> bool:
-        """True when the connection (or its detached session) is on this node."""
-        ...
-
-    def inventory(self) -> Iterable[Holding]:
-        """Every connection held, with its user and groups; iterated synchronously."""
-        ...
-
-    def disowned(self, hub: HubName, connection_id: ConnectionId) -> None:
-        """Another node took the connection over while this one was cut off: drop it
-        locally without telling the registry (the other node owns the entry now)."""
-        ...
-
-
-@runtime_checkable
-class SessionOwner(Protocol):
-    """A node that can hand a reliable session over to another node (optional)."""
-
-    async def hand_over(self, hub: HubName, connection_id: ConnectionId) -> bytes | None:
-        """Stop serving the session here and return its snapshot (None: no such session).
-
-        The node unregisters the connection (without a ``disconnected`` event) and awaits
-        ``broker.sync()`` before it returns, so the new owner's registration comes after.
-        """
-        ...
-
-
-class SessionTransfer(msgspec.Struct, frozen=True):
-    """What :meth:`RedisBroker.take_session` found.
-
-    ``snapshot``: handed over by a live owner. ``replica``: restored from Redis because no
-    owner answered. Both None: the session is gone (or its owner refused).
-    """
-
-    snapshot: bytes | None = None
-    replica: ReplicatedSession | None = None
-
-
-class _Request:
-    """A command, query or hand-over waiting for the nodes that received it."""
-
-    __slots__ = ("expected", "future", "id", "replies", "routed", "snapshot", "total")
-
-    def __init__(self, request_id: int) -> None:
-        self.id = request_id
-        loop = asyncio.get_running_loop()
-        self.routed: asyncio.Future[int] = loop.create_future()
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.expected: int | None = None
-        self.replies = 0
-        self.total = 0
-        self.snapshot: bytes | None = None
-
-    def on_routed(self, reply: Reply) -> None:
-        if not self.routed.done():
-            if isinstance(reply, int):
-                self.routed.set_result(reply)
-            else:
-                self.routed.set_exception(ClusterUnavailableError(f"redis answered {reply!r}"))
-
-    def expect(self, count: int) -> None:
-        self.expected = count
-        self._check()
-
-    def reply(self, value: int) -> None:
-        self.replies += 1
-        self.total += value
-        self._check()
-
-    def _check(self) -> None:
-        if self.expected is not None and self.replies >= self.expected:
-            if not self.future.done():
-                self.future.set_result(None)
-
-    def fail(self, exc: BaseException) -> None:
-        for future in (self.routed, self.future):
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: nobody may be waiting any more
-
-
-class _Superseded(Exception):
-    """This incarnation's registration expired (the node stalled): register anew."""
 
 
 def _new_node_id() -> str:
@@ -443,12 +289,15 @@ class RedisBroker:
         self._node_channel = self.names.node_channel(self.node_id)
         self._publish = b"SPUBLISH"
         self._sharded = b"1"
-        self._epoch = ""
-        self._incarnation = ""
+        self._incarnation = Incarnation(
+            self.names,
+            self.node_id,
+            int(settings.node_ttl_seconds * 1000),
+            int(settings.session_timeout_seconds * 1000),
+        )
         self._accepting = False
-        self._requests: dict[int, _Request] = {}
+        self._requests: dict[int, Request] = {}
         self._request_ids = 0
-        self._known_nodes: set[str] = set()
         self._pool: ConnectionPool | None = None
         self._client: aioredis.Redis | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -527,9 +376,7 @@ class RedisBroker:
 
     async def _leave(self) -> None:
         await self.sync()
-        await self.run_script(SCRIPTS.leave, self.node_id, self._epoch)
-        while await self.run_script(SCRIPTS.reap, self._incarnation, 1000, self._session_ms()):
-            pass
+        await self._incarnation.leave(self.run_script)
 
     # -- interest -----------------------------------------------------------------------------
 
@@ -727,12 +574,12 @@ class RedisBroker:
             raise ClusterUnavailableError("cluster engine unavailable")
         return self._handler
 
-    def _new_request(self) -> _Request:
+    def _new_request(self) -> Request:
         self._request_ids += 1
-        request = self._requests[self._request_ids] = _Request(self._request_ids)
+        request = self._requests[self._request_ids] = Request(self._request_ids)
         return request
 
-    def _forget(self, request: _Request) -> None:
+    def _forget(self, request: Request) -> None:
         self._requests.pop(request.id, None)
 
     async def _wait(self, future: Awaitable[T]) -> T:
@@ -744,7 +591,7 @@ class RedisBroker:
             self.stats.request_timeouts += 1
             raise
 
-    async def _routed(self, request: _Request, local: Callable[[], Awaitable[int]] | None) -> int:
+    async def _routed(self, request: Request, local: Callable[[], Awaitable[int]] | None) -> int:
         """The answer of a routed or fanned-out request (see the ``route`` script)."""
         try:
             receivers = await self._wait(request.routed)
@@ -839,7 +686,11 @@ class RedisBroker:
     def registry_write(self, op: str, hub: HubName, a: str, b: str) -> None:
         if self._accepting:
             self._writer.extend(
-                "registry", self._registry_header, (op, hub, a, b), OPS_PER_BATCH, self._on_written
+                "registry",
+                self._incarnation.write_header,
+                (op, hub, a, b),
+                OPS_PER_BATCH,
+                self._on_written,
             )
 
     def session_write(self, op: str, hub: HubName, cid: str, a: bytes | str, b: bytes) -> None:
@@ -850,9 +701,6 @@ class RedisBroker:
 
     def _sessions_header(self) -> list[Arg]:
         return [b"EVALSHA", SCRIPTS.sessions.sha, 0, self.names.prefix]
-
-    def _registry_header(self) -> list[Arg]:
-        return [b"EVALSHA", SCRIPTS.write.sha, 0, self.names.prefix, self.node_id, self._epoch]
 
     def _on_written(self, reply: Reply) -> None:
         if isinstance(reply, ResponseError):
@@ -889,9 +737,6 @@ class RedisBroker:
             raise ClusterUnavailableError("cluster engine unavailable")
         return self._client
 
-    def _session_ms(self) -> int:
-        return int(self.settings.session_timeout_seconds * 1000)
-
     # -- connection, registration, heartbeats -------------------------------------------------
 
     def _set_state(self, state: EngineState) -> None:
@@ -917,7 +762,7 @@ class RedisBroker:
             again = False
             try:
                 await self._serve(connections, tasks)
-            except _Superseded:
+            except Superseded:
                 if self._closing:
                     break
                 log.warning(
@@ -947,13 +792,13 @@ class RedisBroker:
             return
         if not self._lost_at:
             log.log(
-                logging.WARNING if self._epoch else logging.INFO,
+                logging.WARNING if self._incarnation.epoch else logging.INFO,
                 "redis engine: %s unavailable (%s): local delivery only, retrying",
                 _safe_url(self.settings.url),
                 _reason(exc),
             )
             self._lost_at = time.monotonic()
-            if self._epoch:
+            if self._incarnation.epoch:
                 self.stats.outages += 1
         self._set_state(EngineState.DEGRADED)
 
@@ -992,54 +837,23 @@ class RedisBroker:
 
     async def _prepare(self, conn: AbstractConnection) -> None:
         """Learn what the server is and can do; load the scripts."""
-        await conn.send_command("INFO", "server")
-        info = await conn.read_response()
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        name = "valkey" if "valkey_version" in fields else "redis"
-        version = fields.get(f"{name}_version", fields.get("redis_version", "?"))
-        sharded = self.settings.sharded
-        if sharded is None:
-            await conn.send_command("COMMAND", "INFO", "SPUBLISH")
-            reply = await conn.read_response()
-            sharded = isinstance(reply, list) and bool(reply) and reply[0] is not None
-        self._publish = b"SPUBLISH" if sharded else b"PUBLISH"
-        self._sharded = b"1" if sharded else b"0"
-        self.server = f"{name} {version}, {'sharded' if sharded else 'plain'} pub/sub"
-        for script in SCRIPTS.all():
-            await conn.send_command("SCRIPT", "LOAD", script.text)
-            await conn.read_response()
+        info = await server_info(conn, self.settings.sharded, [s.text for s in SCRIPTS.all()])
+        self._publish = b"SPUBLISH" if info.sharded else b"PUBLISH"
+        self._sharded = b"1" if info.sharded else b"0"
+        self.server = str(info)
 
     def _register(self) -> int:
-        """Queue a new incarnation's registration: epoch, everything held, announcement.
-
-        From here on registry writes are queued again (after the inventory, which was read
-        in the same step: nothing falls between the two).
-        """
-        self._epoch = secrets.token_hex(4)
-        previous, self._incarnation = self._incarnation, f"{self.node_id}/{self._epoch}"
-        names = self.names
-        self._writer.append([b"SET", names.epoch(self.node_id), self._epoch])
-        self._accepting = True
-        held = 0
-        if self._member is not None:
-            for op, hub, a, b in inventory_ops(self._member.inventory()):
-                held += op == "A"
-                self.registry_write(op, hub, a, b)
-        ttl = int(self.settings.node_ttl_seconds * 1000)
-        self._writer.append(
-            [
-                b"EVALSHA",
-                SCRIPTS.announce.sha,
-                0,
-                names.prefix,
-                self.node_id,
-                self._epoch,
-                ttl,
-                previous,
-            ]
+        """Queue a new incarnation's registration (registry writes open again with it)."""
+        member = self._member
+        return self._incarnation.renew(
+            self._writer,
+            self._reopen,
+            self.registry_write,
+            member.inventory() if member is not None else (),
         )
-        return held
+
+    def _reopen(self) -> None:
+        self._accepting = True
 
     def _announce_ready(self, held: int) -> None:
         if self._lost_at:
@@ -1079,48 +893,27 @@ class RedisBroker:
         raise TimeoutError("redis did not answer while connecting")
 
     async def _await_known_nodes(self) -> None:
-        """After an outage, wait (at most a node TTL) for the nodes seen before it to be
-        registered again: until they are, they would miss what this node publishes."""
-        deadline = time.monotonic() + self.settings.node_ttl_seconds
-        while self._known_nodes:
-            assert self._client is not None  # not ready yet: no run_command
-            members = await self._client.execute_command("ZRANGE", self.names.nodes, 0, -1)  # type: ignore[no-untyped-call]
-            live = {m.decode().split("/", 1)[0] for m in members}
-            if not self._known_nodes - live - {self.node_id} or time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.05)
+        client = self._client
+        assert client is not None  # not ready yet: no run_command
+
+        async def members() -> object:
+            return await client.execute_command("ZRANGE", self.names.nodes, 0, -1)  # type: ignore[no-untyped-call]
+
+        await self._incarnation.await_known(members, self.settings.node_ttl_seconds)
 
     async def _heartbeat(self) -> None:
         settings = self.settings
-        ttl = int(settings.node_ttl_seconds * 1000)
         while True:
             await asyncio.sleep(settings.heartbeat_seconds)
             if self._closing:  # leaving: a beat now would find the node gone and re-register
                 await asyncio.get_running_loop().create_future()  # until cancelled
-            reply = await self.run_script(SCRIPTS.beat, self._incarnation, ttl)
-            assert isinstance(reply, list)
-            alive, members, reaping = reply
-            if not alive:
-                raise _Superseded
-            self._known_nodes = {m.decode().split("/", 1)[0] for m in members}
-            for member in reaping:
-                await self._reap(member.decode())
+            for member in await self._incarnation.beat(self.run_script):
+                if await self._incarnation.reap(self.run_script, member):
+                    self.stats.reaped += 1
             silent = time.monotonic() - self._subscriber.last_pong
             if silent > settings.heartbeat_seconds + settings.timeout_seconds:
                 raise TimeoutError(f"the subscriber connection was silent for {silent:.1f} s")
             await self._subscriber.ping()
-
-    async def _reap(self, member: str) -> None:
-        """Remove what a dead incarnation held, a batch per call (others may share the work)."""
-        for _ in range(250):  # 50,000 connections per heartbeat, 200 (about 9 ms) per call
-            left = await self.run_script(SCRIPTS.reap, member, 200, self._session_ms())
-            if not left:
-                break
-        else:
-            return
-        self.stats.reaped += 1
-        if member.split("/", 1)[0] != self.node_id:
-            log.info("redis engine: node %s left the registry", member)
 
     async def _teardown(
         self, connections: list[AbstractConnection], tasks: list[asyncio.Task[None]]

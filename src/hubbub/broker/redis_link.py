@@ -21,13 +21,14 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError, ResponseError
 
-__all__ = ["Arg", "Reply", "Subscriber", "Writer"]
+__all__ = ["Arg", "Reply", "ServerInfo", "Subscriber", "Writer", "server_info"]
 
 log = logging.getLogger("hubbub.broker.redis")
 
@@ -175,6 +176,40 @@ class Writer:
             _, future = waiters.popleft()
             if not future.done():
                 future.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What a server said it is."""
+
+    name: str  # "redis" or "valkey"
+    version: str
+    sharded: bool  # SPUBLISH/SSUBSCRIBE are used
+
+    def __str__(self) -> str:
+        kind = "sharded" if self.sharded else "plain"
+        return f"{self.name} {self.version}, {kind} pub/sub"
+
+
+async def server_info(
+    conn: AbstractConnection, sharded: bool | None, scripts: Iterable[str]
+) -> ServerInfo:
+    """Ask the server what it is and whether it has sharded pub/sub (``COMMAND INFO``: a
+    Redis 6 answers nil), unless ``sharded`` says; load ``scripts``."""
+    await conn.send_command("INFO", "server")
+    info = await conn.read_response()
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    name = "valkey" if "valkey_version" in fields else "redis"
+    version = fields.get(f"{name}_version", fields.get("redis_version", "?"))
+    if sharded is None:
+        await conn.send_command("COMMAND", "INFO", "SPUBLISH")
+        reply = await conn.read_response()
+        sharded = isinstance(reply, list) and bool(reply) and reply[0] is not None
+    for script in scripts:
+        await conn.send_command("SCRIPT", "LOAD", script)
+        await conn.read_response()
+    return ServerInfo(name, version, sharded)
 
 
 def _pack(commands: Sequence[Sequence[Arg]]) -> bytes:
