@@ -169,3 +169,17 @@ async def test_subscribe_then_unsubscribe_in_one_pass(start_node: StartNode) -> 
     await a.broker.publish(pub(Target.HUB, "", b"marker"))  # not subscribed either
     await asyncio.sleep(0.2)
     assert b.payloads() == [b"on"]
+
+
+async def test_large_publications_cross_in_order(start_node: StartNode) -> None:
+    """Publications near the 1 MB message limit, queued back to back, arrive whole and in
+    order (batches are bounded in bytes, not only in count)."""
+    a, b = await start_node("a"), await start_node("b")
+    b.connect(HUB, "b1", groups=["room"])
+    await settle(b)
+    sent = [bytes([i]) * (1 << 20) for i in range(12)]
+    for data in sent:
+        a.broker.publish_nowait(pub(Target.GROUP, "room", data))
+    await a.broker.publish(pub(Target.GROUP, "room", b"last"))
+    await until(lambda: len(b.received) == len(sent) + 1, seconds=10)
+    assert b.payloads() == [*sent, b"last"]

@@ -41,6 +41,12 @@ Callback = Callable[[Reply], None]
 MAX_BATCH = 512
 """Most commands in one write: bounds the time a batch holds the connection."""
 
+MAX_BATCH_BYTES = 4 << 20
+"""Payload bytes after which a write takes no further command (large messages go alone)."""
+
+MAX_EXTEND_BYTES = 1 << 20
+"""Payload bytes after which a batched script call takes no further operation."""
+
 
 class Writer:
     """An ordered queue of Redis commands, flushed in batches over one connection."""
@@ -94,8 +100,8 @@ class Writer:
         fewer than ``limit`` operations; otherwise queue ``header() + items`` as a new one."""
         open_ = self._open
         if open_ is not None and open_[0] == kind and open_[1] > self._taken:
-            if self._open_ops < limit:
-                index = open_[1] - self._taken - 1
+            index = open_[1] - self._taken - 1
+            if self._open_ops < limit and self._sizes[index] + size <= MAX_EXTEND_BYTES:
                 self._args[index].extend(items)
                 self._sizes[index] += size
                 self._bytes += size
@@ -148,10 +154,14 @@ class Writer:
 
     async def _flush(self, conn: AbstractConnection) -> None:
         _require(conn)
-        n = min(len(self._args), MAX_BATCH)
+        n, size = 0, 0
+        sizes = self._sizes
+        limit = min(len(sizes), MAX_BATCH)
+        while n < limit and (n == 0 or size + sizes[n] <= MAX_BATCH_BYTES):
+            size += sizes[n]
+            n += 1
         args = self._args[:n]
         callbacks = self._callbacks[:n]
-        size = sum(self._sizes[:n])
         del self._args[:n], self._callbacks[:n], self._sizes[:n]
         self._taken += n
         packed = _pack(args)
