@@ -249,3 +249,22 @@ async def test_connection_taken_over_during_an_outage_is_disowned(
     await settle(b)
     assert await a.presence.owner(HUB, ConnectionId("b1")) == "a"
     assert await a.presence.owner(HUB, ConnectionId("b2")) == "b"
+
+
+async def test_node_started_before_redis_connects_when_it_comes(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """A node started while Redis is down starts degraded (local delivery works) and joins
+    the cluster by itself once Redis is up."""
+    redis_server.stop()
+    a = await start_node("a", start_timeout_seconds=0.3)
+    assert not a.broker.ready
+    a.connect(HUB, "a1", groups=["room"])
+    a.broker.publish_nowait(pub(Target.GROUP, "room", b"alone"))
+    assert a.payloads() == [b"alone"]
+    redis_server.start()
+    await until(lambda: a.broker.ready)
+    b = await start_node("b")
+    assert await b.presence.connection_exists(HUB, ConnectionId("a1"))
+    await b.broker.publish(pub(Target.GROUP, "room", b"together"))
+    await until(lambda: a.payloads() == [b"alone", b"together"])
