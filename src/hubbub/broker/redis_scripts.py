@@ -132,12 +132,13 @@ end
 return 1
 """
 
-# ARGV: prefix, member, ttl ms. Refreshes the member (if it is still registered), hands the
-# members whose time ran out to the reapers. Returns {alive 0/1, live members, some reaped}.
+# ARGV: prefix, member, ttl ms. Refreshes the member (if it is still registered and its time
+# has not run out), hands the members whose time ran out to the reapers. Returns {alive 0/1, live members, some reaped}.
 _BEAT = r"""
 local now = now_ms()
 local alive = 0
-if redis.call('ZSCORE', K_NODES, ARGV[2]) then
+local expiry = redis.call('ZSCORE', K_NODES, ARGV[2])
+if expiry and tonumber(expiry) > now then  -- past its expiry it is dead, even if unclaimed
   alive = 1
   redis.call('ZADD', K_NODES, now + tonumber(ARGV[3]), ARGV[2])
 end
