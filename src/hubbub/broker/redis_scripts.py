@@ -133,7 +133,8 @@ return 1
 """
 
 # ARGV: prefix, member, ttl ms. Refreshes the member (if it is still registered and its time
-# has not run out), hands the members whose time ran out to the reapers. Returns {alive 0/1, live members, some reaped}.
+# has not run out), hands the members whose time ran out to the reapers.
+# Returns {alive 0/1, live members, some members to reap}.
 _BEAT = r"""
 local now = now_ms()
 local alive = 0
