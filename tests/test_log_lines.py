@@ -180,5 +180,7 @@ def test_the_summary_interval_is_a_positive_number(tmp_path: Path) -> None:
     assert load_config(str(config), env={}).log_summary_seconds == 2.5
     assert load_config(None, env={}).log_summary_seconds == 60
     config.write_text("[server]\nlog_summary_seconds = 0\n")
-    with pytest.raises(ConfigError, match=r"server\.log_summary_seconds: expected a number of seconds, more than 0"):
+    with pytest.raises(
+        ConfigError, match=r"server\.log_summary_seconds: expected a number of seconds, more than 0"
+    ):
         load_config(str(config), env={})
