@@ -518,23 +518,6 @@ const scenarios = {
       return { name: err.name, statusCode: err.statusCode, message: parsed };
     }
   },
-
-  async api_versions(hub) {
-    const outcome = async (apiVersion) => {
-      try {
-        await service(hub, { apiVersion }).sendToAll("x", { contentType: "text/plain" });
-        return { ok: true };
-      } catch (err) {
-        return { ok: false, statusCode: err.statusCode, code: err.code ?? null, message: err.message };
-      }
-    };
-    return {
-      "2021-10-01": await outcome("2021-10-01"),
-      "2024-12-01": await outcome("2024-12-01"),
-      foo: await outcome("foo"),
-      "2025-01-01": await outcome("2025-01-01"),
-    };
-  },
 };
 
 // --------------------------------------------------------------------------------------------
