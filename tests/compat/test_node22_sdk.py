@@ -194,6 +194,22 @@ def node_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeRun]:
         _stop_stack(stack)
 
 
+def test_scenario_list_matches_script() -> None:
+    problem = _node_problem()
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    proc = subprocess.run(
+        [str(NODE), str(SCENARIOS_SCRIPT), "--list"],
+        cwd=NODE22_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    # group_presence runs on a stack of its own (test_group_presence_events).
+    assert sorted(json.loads(proc.stdout)) == sorted([*SCENARIOS, "group_presence"])
+
+
 def test_nothing_unexpected(node_run: NodeRun) -> None:
     node_run.obs("basics")
     assert node_run.unexpected == []
