@@ -11,8 +11,8 @@ test_python_api_versions.py), as an application developer writes them, in one No
 
 Needs `npm ci --prefix tests/node22` (scripts/test does it).
 
-The scenarios of the new protocol features need node-side wiring (issue 12); until it lands
-they are strict xfails, so they flip to failures the moment they pass.
+The scenarios of the new protocol features need the node to wire the protocol modules in;
+until then they are strict xfails, so they flip to failures the moment they pass.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 as given (``@azure/web-pubsub`` always sends 2024-12-01).
 
 The service answers the versions of its ``api-supported-versions`` header, each route from the
-version that introduced it, and everything else with ASP.NET API Versioning's 400
-(issue12-wire.md §6.1). The refusals need the REST wiring (protocol/restanswers.py is ready).
+version that introduced it, and everything else with ASP.NET API Versioning's 400 (see
+protocol/restanswers.py, which the REST handlers do not use yet: the refusals are strict
+xfails until they do).
 """
 
 from __future__ import annotations

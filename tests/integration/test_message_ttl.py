@@ -3,7 +3,7 @@
 A message not consumed within its TTL is dropped (REST spec: "messages that are not consumed by
 the client within the specified TTL will be dropped by the service"). hubbub fixes the deadline
 when it accepts the message; a copy still waiting at the deadline, here in a detached reliable
-session's buffer, is never delivered late (issue12-wire.md §4.3). Its ``sequenceId`` is not
+session's buffer, is never delivered late (core/expiry.py). Its ``sequenceId`` is not
 reused.
 """
 
