@@ -80,6 +80,8 @@ class OperationError(HubbubError):
     status = 500
     ack_id: int | None = None
     """The ``ackId`` of the client message that failed, when there is one."""
+    stream_id: str | None = None
+    """The stream a failed stream message addressed; answered with ``streamClosed``."""
 
 
 class BadRequestError(OperationError):
