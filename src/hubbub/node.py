@@ -15,7 +15,14 @@ from collections.abc import Iterable
 import orjson
 
 from hubbub.broker.base import Broker
-from hubbub.closecodes import CLOSE_GOING_AWAY, CLOSE_NORMAL, REASON_SERVICE_RELOAD
+from hubbub.closecodes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    REASON_MESSAGE_NOT_HANDLED,
+    REASON_REPLACED,
+    REASON_SERVICE_RELOAD,
+    REASON_SESSION_EXPIRED,
+)
 from hubbub.config import Config
 from hubbub.core.commands import (
     CloseConnections,
@@ -185,7 +192,7 @@ class Node:
     def _expire(self, connection: Connection) -> None:
         self._expiry.pop(connection.id, None)
         if isinstance(connection.outlet, _Detached):
-            connection.close_reason = connection.close_reason or "Session expired."
+            connection.close_reason = connection.close_reason or REASON_SESSION_EXPIRED
             self.disconnect(connection)
 
     def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
@@ -205,7 +212,7 @@ class Node:
         previous = connection.outlet
         connection.outlet = outlet
         if not isinstance(previous, _Detached):
-            previous.close(CLOSE_NORMAL, "replaced by a recovered connection")
+            previous.close(CLOSE_NORMAL, REASON_REPLACED)
         assert connection.reliable is not None
         for frame in connection.reliable.unacked():
             outlet.send(frame)
@@ -332,7 +339,7 @@ class Node:
             reply = await self.events.user_event(connection, "message", message.payload)
         except UpstreamError as exc:
             log.debug("message event of %s not handled: %s", connection.id, exc)
-            connection.close_reason = "message event not handled"
+            connection.close_reason = REASON_MESSAGE_NOT_HANDLED
             connection.outlet.close(CLOSE_NORMAL, "")
             return
         if reply is not None:

@@ -30,15 +30,13 @@ from hubbub.core.commands import (
 )
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, NotFoundError
+from hubbub.limits import MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.filters import FilterError, parse_filter
 from hubbub.protocol.messages import Payload
 from hubbub.protocol.tokens import mint_client_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_TTL_SECONDS", "Page", "SendOptions", "Service"]
-
-MAX_TTL_SECONDS = 300
-MAX_PAGE_SIZE = 200
 
 _CLIENT_PATHS = {
     "default": "/client/hubs/",

@@ -11,20 +11,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from hubbub.closecodes import CLOSE_POLICY_VIOLATION
+from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW
 from hubbub.core.roles import Permission, RoleSet
+from hubbub.limits import ACK_CACHE_SIZE
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.reliable import ReliableBuffer
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
-__all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet", "SharedFrames"]
+__all__ = ["Connection", "Hub", "HubRegistry", "Outlet", "SharedFrames"]
 
 K = TypeVar("K", bound=str)
-
-REASON_UNACKED_OVERFLOW = "Too many unacknowledged messages."
-
-ACK_CACHE_SIZE = 4096
-"""Processed ackIds remembered per connection for ``Duplicate`` (spec: size unconfirmed)."""
 
 
 class SharedFrames:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["MAX_UNACKED_BYTES", "MAX_UNACKED_MESSAGES", "ReliableBuffer"]
+from hubbub.limits import MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
 
-MAX_UNACKED_MESSAGES = 1000
-MAX_UNACKED_BYTES = 16 * 1024 * 1024
+__all__ = ["ReliableBuffer"]
 
 
 class ReliableBuffer:
