@@ -34,8 +34,9 @@ from hubbub.core.commands import (
     deliver_publication,
 )
 from hubbub.core.names import validate_group
+from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.core.state import Connection, HubRegistry, Outlet, SharedFrames
+from hubbub.core.state import Connection, HubRegistry
 from hubbub.errors import ForbiddenError, OperationError, UpstreamError
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
 from hubbub.metrics import (

@@ -20,8 +20,9 @@ from hubbub.core.commands import (
     RevokePermission,
     Target,
 )
+from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection, SharedFrames
+from hubbub.core.state import Connection
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import msgspec
 
 from hubbub.closecodes import CLOSE_NORMAL
+from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection, Hub, HubRegistry, SharedFrames
+from hubbub.core.state import Connection, Hub, HubRegistry
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import DataMessage, DisconnectedMessage, Payload
@@ -177,7 +178,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
     """A fan-out to every member of a group; returns how many members it reached.
 
     When the members' outlets still share the frames of the previous fan-out to this group
-    (:class:`~hubbub.core.state.SharedFrames`), the new frame is only appended there: the cost
+    (:class:`~hubbub.core.outlet.SharedFrames`), the new frame is only appended there: the cost
     does not grow with the group. Otherwise every member is visited once and, when all of them
     use one codec whose frames are the same for everybody, they start sharing again.
     """
