@@ -18,7 +18,9 @@ from hubbub.broker.base import Broker
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     REASON_MESSAGE_NOT_HANDLED,
+    REASON_NOT_RECOVERABLE,
     REASON_REPLACED,
     REASON_SERVICE_RELOAD,
     REASON_SESSION_EXPIRED,
@@ -64,7 +66,7 @@ from hubbub.protocol.messages import (
     SequenceAckMessage,
     ServiceMessage,
 )
-from hubbub.protocol.reliable import ReliableBuffer
+from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream
@@ -144,7 +146,6 @@ class Node:
             outlet=outlet,
             subprotocol=subprotocol,
             state=state,
-            reliable=ReliableBuffer() if codec.reliable else None,
         )
         hub = self.hubs.ensure(hub_name)
         hub.add(connection)
@@ -170,19 +171,21 @@ class Node:
         """
         if connection.outlet is not outlet:
             return  # a recovery already moved the session to a newer socket
+        session = connection.session
         recoverable = (
-            connection.reliable is not None
-            and not connection.reliable.overflowed
+            session is not None
+            and session.recoverable
             and connection.close_reason is None
             and close_code != CLOSE_NORMAL
             and connection.id in self._hub_connections(connection.hub)
         )
-        if not recoverable:
+        if not recoverable or session is None:
             self.disconnect(connection)
             return
         connection.outlet = _Detached(self, connection)
         loop = asyncio.get_running_loop()
         timeout = self.config.session_timeout_seconds
+        session.detach(loop.time(), timeout)
         self._expiry[connection.id] = loop.call_later(timeout, self._expire, connection)
         log.debug("session %s detached, kept %.0f s", connection.id, timeout)
 
@@ -192,21 +195,38 @@ class Node:
 
     def _expire(self, connection: Connection) -> None:
         self._expiry.pop(connection.id, None)
-        if isinstance(connection.outlet, _Detached):
-            connection.close_reason = connection.close_reason or REASON_SESSION_EXPIRED
-            self.disconnect(connection)
+        session = connection.session
+        if session is None or session.state is not SessionState.DETACHED:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not session.expired(now) and session.expires_at is not None:
+            # A timer may fire a little early (the loop's clock resolution): wait the rest.
+            delay = session.expires_at - now
+            self._expiry[connection.id] = loop.call_later(delay, self._expire, connection)
+            return
+        connection.close_reason = connection.close_reason or REASON_SESSION_EXPIRED
+        self.disconnect(connection)
 
     def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
         """The reliable session a recovery request names, if its token is right."""
         if not verify_reconnection_token(token, self.config.access_keys, connection_id):
             return None
         connection = self._hub_connections(hub).get(ConnectionId(connection_id))
-        if connection is None or connection.reliable is None or connection.close_reason:
+        if connection is None or connection.session is None or connection.close_reason:
             return None
         return connection
 
     def resume(self, connection: Connection, outlet: Outlet) -> None:
-        """Move a session to a new socket and resend every unacknowledged frame in order."""
+        """Move a session to a new socket and resend every unacknowledged frame in order.
+
+        A session that ended or overflowed since :meth:`find_session` found it (while the new
+        socket was being upgraded) is refused as :meth:`find_session` would have: 1008.
+        """
+        session = connection.session
+        if connection.ended or session is None or not session.recoverable:
+            outlet.close(CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE)
+            return
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
@@ -214,16 +234,18 @@ class Node:
         connection.outlet = outlet
         if not isinstance(previous, _Detached):
             previous.close(CLOSE_NORMAL, REASON_REPLACED)
-        assert connection.reliable is not None
-        for frame in connection.reliable.unacked():
+        frames = session.attach()
+        for frame in frames:
             outlet.send(frame)
-        log.debug("session %s resumed, %d frames resent", connection.id, len(connection.reliable))
+        log.debug("session %s resumed, %d frames resent", connection.id, len(frames))
 
     def disconnect(self, connection: Connection) -> None:
         """End a connection's session, once; tell the ``disconnected`` handler why."""
         if connection.ended:
             return
         connection.ended = True
+        if connection.session is not None:
+            connection.session.end()
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
@@ -251,8 +273,8 @@ class Node:
         elif isinstance(message, CancelInvocationMessage):
             pass  # the handler call already runs; its answer is simply not awaited
         elif isinstance(message, SequenceAckMessage):
-            if connection.reliable is not None:
-                connection.reliable.ack(message.sequence_id)
+            if connection.session is not None:
+                connection.session.ack(message.sequence_id)
         else:
             await self._acked(connection, message)
 
@@ -387,7 +409,7 @@ class _Detached:
         self._connection = connection
 
     def send(self, frame: bytes) -> None:
-        pass  # kept by Connection.send_sequenced; other frames are not replayed
+        pass  # data frames are kept by the session; other frames are not replayed
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from hubbub.broker.base import Broker, Presence
@@ -22,7 +23,7 @@ from hubbub.core.commands import (
 )
 from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection
+from hubbub.core.state import Connection, ConnectionSnapshot
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
@@ -199,3 +200,38 @@ def test_close_sends_disconnected_then_closes(node: Node) -> None:
     assert oa.closed == (1000, "bye")
     assert ob.closed is None
     assert a.id not in node.hubs.ensure(HUB).connections
+
+
+@pytest.mark.parametrize("subprotocol", [JSON_SUBPROTOCOL, JSON_RELIABLE_SUBPROTOCOL])
+def test_connection_snapshot_round_trips(node: Node, subprotocol: str) -> None:
+    """A connection's identity, rights, ackIds and session survive msgpack and restore."""
+    a, _ = connect(
+        node,
+        "u",
+        groups=("g2", "g1"),
+        roles=("webpubsub.joinLeaveGroup.g1",),
+        subprotocol=subprotocol,
+    )
+    a.state = "opaque"
+    a.take_event_id()
+    a.grant(Permission.SEND_TO_GROUP, None)
+    a.revoke(Permission.JOIN_LEAVE_GROUP, "g1")
+    a.grant(Permission.JOIN_LEAVE_GROUP, "x")
+    a.remember_ack(7)
+    a.remember_ack(3)
+    node.handle_publication(Publication(HUB, Target.HUB, "", Payload(DataType.TEXT, b"x")))
+    snapshot = a.snapshot()
+    assert snapshot.groups == ("g1", "g2") and snapshot.acks == (7, 3)
+    assert (snapshot.reliable is not None) == (subprotocol == JSON_RELIABLE_SUBPROTOCOL)
+    wire = msgspec.msgpack.encode(snapshot)
+    decoded = msgspec.msgpack.decode(wire, type=ConnectionSnapshot)
+    assert decoded == snapshot
+    b = Connection.restore(decoded, codec_for(subprotocol), ListOutlet())
+    assert b.snapshot() == msgspec.structs.replace(snapshot, groups=())  # joined by the node
+    assert b.groups == set() and b.ack_seen(3) and b.ack_seen(7) and not b.ack_seen(1)
+    for permission in Permission:
+        for group in ("g1", "g2", "x", None):
+            assert b.has_permission(permission, group) == a.has_permission(permission, group)
+    assert b.take_event_id() == a.take_event_id()
+    if b.session is not None and a.session is not None:
+        assert b.session.attach() == a.session.attach() and len(b.session) == 1

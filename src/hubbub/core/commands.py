@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from hubbub.closecodes import CLOSE_NORMAL
+from hubbub.closecodes import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW
 from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection, Hub, HubRegistry
@@ -308,9 +308,22 @@ def deliver(
             connection.outlet.send(frame)
         else:
             assert data is not None
-            connection.send_sequenced(data)
+            send_sequenced(connection, data)
         count += 1
     return count
+
+
+def send_sequenced(connection: Connection, data: EncodedData) -> None:
+    """Send a data message with the connection's next ``sequenceId`` and keep it until
+    acknowledged; a session past its limits is closed, unrecoverable (§4)."""
+    session = connection.session
+    assert session is not None  # sequenced codecs are the reliable ones
+    sequence_id = session.sequence()
+    frame = data.sequenced(sequence_id)
+    connection.outlet.send(frame)
+    if not session.push(sequence_id, frame) and connection.close_reason is None:
+        connection.close_reason = REASON_UNACKED_OVERFLOW
+        connection.outlet.close(CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW)
 
 
 def _selected(hub: Hub, text: str | None) -> list[Connection]:

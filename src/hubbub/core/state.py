@@ -11,17 +11,43 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW
+import msgspec
+
 from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.limits import ACK_CACHE_SIZE
-from hubbub.protocol.codec import Codec, EncodedData
-from hubbub.protocol.reliable import ReliableBuffer
+from hubbub.protocol.acks import AckIds
+from hubbub.protocol.codec import Codec
+from hubbub.protocol.reliable import ReliableSession, ReliableSnapshot
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
-__all__ = ["Connection", "Hub", "HubRegistry"]
+__all__ = ["Connection", "ConnectionSnapshot", "Hub", "HubRegistry"]
 
 K = TypeVar("K", bound=str)
+
+_Rights = tuple[tuple[Permission, tuple[str | None, ...]], ...]
+
+
+class ConnectionSnapshot(msgspec.Struct, frozen=True):
+    """A connection's whole identity and session as plain data, for another node to take over.
+
+    ``groups`` are the memberships to restore; the node that takes the connection over joins
+    them through its membership seam (:meth:`Connection.restore` leaves them out).
+    """
+
+    id: ConnectionId
+    hub: HubName
+    user_id: UserId | None
+    roles: tuple[str, ...]
+    """As the token or the connect handler gave them."""
+    groups: tuple[GroupName, ...]
+    subprotocol: str | None
+    state: str | None
+    next_event_id: int
+    grants: _Rights = ()
+    revokes: _Rights = ()
+    reliable: ReliableSnapshot | None = None
+    acks: tuple[int, ...] = ()
+    close_reason: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -41,15 +67,18 @@ class Connection:
     close_reason: str | None = None
     """Why the service closed this connection, once it decided to."""
     ended: bool = False
-    """The session is over: no socket, no recovery."""
-    reliable: ReliableBuffer | None = None
-    """Unacknowledged frames, for the reliable subprotocols only."""
-    next_sequence_id: int = 1
+    """The connection is over: no socket, no recovery (its session, if any, is ended too)."""
+    session: ReliableSession | None = None
+    """Sequence ids and unacknowledged frames; made for the reliable subprotocols only."""
     next_event_id: int = 1
     # Allocated on first use: most connections never need them (memory per idle connection).
-    _acks: dict[int, None] | None = None
+    _acks: AckIds | None = None
     _grants: dict[Permission, set[str | None]] | None = None
     _revokes: dict[Permission, set[str | None]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.session is None and self.codec.reliable:
+            self.session = ReliableSession()
 
     def can(self, permission: Permission, group: str) -> bool:
         """True when this connection may join/leave or send to ``group`` (§7)."""
@@ -99,16 +128,14 @@ class Connection:
 
     def ack_seen(self, ack_id: int) -> bool:
         """True when ``ack_id`` was already processed successfully (§3.3 ``Duplicate``)."""
-        return self._acks is not None and ack_id in self._acks
+        return self._acks is not None and self._acks.seen(ack_id)
 
     def remember_ack(self, ack_id: int) -> None:
-        """Remember a successful ``ack_id``, forgetting the oldest beyond the cache size."""
+        """Remember a successful ``ack_id`` (see :class:`~hubbub.protocol.acks.AckIds`)."""
         acks = self._acks
         if acks is None:
-            acks = self._acks = {}
-        acks[ack_id] = None
-        if len(acks) > ACK_CACHE_SIZE:
-            del acks[next(iter(acks))]
+            acks = self._acks = AckIds()
+        acks.remember(ack_id)
 
     def take_event_id(self) -> int:
         """The next CloudEvents ``ce-id`` of this connection (``connect`` had 0)."""
@@ -116,18 +143,54 @@ class Connection:
         self.next_event_id = event_id + 1
         return event_id
 
-    def send_sequenced(self, data: EncodedData) -> None:
-        """Send a data message with this connection's next ``sequenceId`` and keep it until
-        acknowledged; a connection past the buffer limits is closed, unrecoverable (§4)."""
-        sequence_id = self.next_sequence_id
-        self.next_sequence_id = sequence_id + 1
-        frame = data.sequenced(sequence_id)
-        self.outlet.send(frame)
-        buffer = self.reliable
-        if buffer is not None and not buffer.push(sequence_id, frame):
-            if self.close_reason is None:
-                self.close_reason = REASON_UNACKED_OVERFLOW
-                self.outlet.close(CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW)
+    def snapshot(self) -> ConnectionSnapshot:
+        """Everything about this connection but its socket and codec, as plain data."""
+        return ConnectionSnapshot(
+            self.id,
+            self.hub,
+            self.user_id,
+            self.roles.raw,
+            tuple(sorted(self.groups)),
+            self.subprotocol,
+            self.state,
+            self.next_event_id,
+            _rights(self._grants),
+            _rights(self._revokes),
+            self.session.snapshot() if self.session is not None else None,
+            tuple(self._acks.snapshot()) if self._acks is not None else (),
+            self.close_reason,
+        )
+
+    @classmethod
+    def restore(cls, snapshot: ConnectionSnapshot, codec: Codec, outlet: Outlet) -> Connection:
+        """The connection a snapshot describes, on ``outlet``, in no group yet (see above)."""
+        reliable = snapshot.reliable
+        return cls(
+            id=snapshot.id,
+            hub=snapshot.hub,
+            user_id=snapshot.user_id,
+            roles=RoleSet.parse(snapshot.roles),
+            codec=codec,
+            outlet=outlet,
+            subprotocol=snapshot.subprotocol,
+            state=snapshot.state,
+            close_reason=snapshot.close_reason,
+            session=ReliableSession.restore(reliable) if reliable is not None else None,
+            next_event_id=snapshot.next_event_id,
+            _acks=AckIds(snapshot.acks) if snapshot.acks else None,
+            _grants={p: set(g) for p, g in snapshot.grants} if snapshot.grants else None,
+            _revokes={p: set(g) for p, g in snapshot.revokes} if snapshot.revokes else None,
+        )
+
+
+def _rights(rights: dict[Permission, set[str | None]] | None) -> _Rights:
+    """Grants or revokes in a stable order (None, for every group, first)."""
+    if not rights:
+        return ()
+    return tuple(
+        (permission, tuple(sorted(groups, key=lambda g: (g is not None, g or ""))))
+        for permission, groups in sorted(rights.items(), key=lambda item: item[0].value)
+    )
 
 
 class Hub:
