@@ -26,15 +26,9 @@ from hubbub.closecodes import (
     REASON_SESSION_EXPIRED,
 )
 from hubbub.config import Config
-from hubbub.core.commands import (
-    CloseConnections,
-    Command,
-    Publication,
-    Target,
-    apply_command,
-    deliver,
-    deliver_publication,
-)
+from hubbub.core.apply import apply_command, apply_query
+from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
+from hubbub.core.fanout import deliver, deliver_publication, send_message
 from hubbub.core.names import validate_group
 from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
@@ -64,7 +58,6 @@ from hubbub.protocol.messages import (
     PongMessage,
     SendToGroupMessage,
     SequenceAckMessage,
-    ServiceMessage,
 )
 from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
@@ -81,12 +74,6 @@ AckedMessage = JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | Event
 
 class InternalError(OperationError):
     """A user event that could not be handled: ack ``InternalServerError``."""
-
-
-def _send(connection: Connection, message: ServiceMessage) -> None:
-    frame = connection.codec.encode(message)
-    if frame is not None:
-        connection.outlet.send(frame)
 
 
 class Node:
@@ -147,19 +134,46 @@ class Node:
             subprotocol=subprotocol,
             state=state,
         )
-        hub = self.hubs.ensure(hub_name)
-        hub.add(connection)
+        self.register(connection)
         for group in groups:
-            hub.join(connection, group)
+            self.join(connection, group)
         token = None
         if codec.reliable:
             token = reconnection_token(self.config.access_keys[0], connection_id)
-        _send(connection, ConnectedMessage(connection_id, user_id, token))
+        send_message(connection, ConnectedMessage(connection_id, user_id, token))
         CONNECTIONS.inc()
         CONNECTIONS_OPENED.inc()
         self.events.notify(connection, "connected", b"{}")
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
+
+    # -- the membership seam: every membership change of any origin passes here ---------------
+
+    def register(self, connection: Connection) -> None:
+        """Add a connection that completed its handshake to its hub."""
+        self.hubs.ensure(connection.hub).add(connection)
+
+    def unregister(self, connection: Connection) -> None:
+        """Take a connection out of every group and of its hub; again: nothing happens."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None or hub.connections.get(connection.id) is not connection:
+            return
+        for group in list(connection.groups):
+            self.leave(connection, group)
+        hub.remove(connection.id)
+        self.hubs.release(hub)
+
+    def join(self, connection: Connection, group: GroupName) -> bool:
+        """Add a registered connection to a group; False when a member already, or gone."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None or hub.connections.get(connection.id) is not connection:
+            return False  # closed meanwhile (a client's join may race a REST close)
+        return hub.join(connection, group)
+
+    def leave(self, connection: Connection, group: GroupName) -> bool:
+        """Remove a connection from a group; False when it was not a member."""
+        hub = self.hubs.get(connection.hub)
+        return hub is not None and hub.leave(connection, group)
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
 
@@ -254,17 +268,15 @@ class Node:
         self.events.notify(
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
-        hub = self.hubs.get(connection.hub)
-        if hub is not None and hub.remove(connection.id) is not None:
-            self.hubs.release(hub)
-            log.debug("disconnected %s hub=%s", connection.id, connection.hub)
+        self.unregister(connection)
+        log.debug("disconnected %s hub=%s", connection.id, connection.hub)
 
     # -- client messages ----------------------------------------------------------------------
 
     async def handle_client_message(self, connection: Connection, message: ClientMessage) -> None:
         """Execute one client message and answer it (ack, pong) as the subprotocol says."""
         if isinstance(message, PingMessage):
-            _send(connection, PongMessage())
+            send_message(connection, PongMessage())
             return
         if isinstance(message, EventMessage) and connection.codec.plain:
             await self._plain_message(connection, message)
@@ -282,17 +294,17 @@ class Node:
         ack_id = message.ack_id
         if ack_id is not None and connection.ack_seen(ack_id):
             error = f"Message with ack-id: {ack_id} has been processed"
-            _send(connection, AckMessage(ack_id, False, "Duplicate", error))
+            send_message(connection, AckMessage(ack_id, False, "Duplicate", error))
             return
         try:
             await self._execute(connection, message)
         except OperationError as exc:
             if ack_id is not None:
-                _send(connection, AckMessage(ack_id, False, exc.name, str(exc)))
+                send_message(connection, AckMessage(ack_id, False, exc.name, str(exc)))
             return
         if ack_id is not None:
             connection.remember_ack(ack_id)
-            _send(connection, AckMessage(ack_id, True))
+            send_message(connection, AckMessage(ack_id, True))
 
     async def _execute(self, connection: Connection, message: AckedMessage) -> None:
         if isinstance(message, EventMessage):
@@ -320,11 +332,10 @@ class Node:
         verb = "join" if isinstance(message, JoinGroupMessage) else "leave"
         if not connection.can(Permission.JOIN_LEAVE_GROUP, group):
             raise ForbiddenError(f"The client has no permission to {verb} group '{group}'.")
-        hub = self.hubs.ensure(connection.hub)
         if verb == "join":
-            hub.join(connection, group)
+            self.join(connection, group)
         else:
-            hub.leave(connection, group)
+            self.leave(connection, group)
 
     async def _user_event(self, connection: Connection, message: EventMessage) -> None:
         """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
@@ -354,7 +365,7 @@ class Node:
                 )
             else:
                 response = InvokeResponseMessage(message.invocation_id, True, reply)
-        _send(connection, response)
+        send_message(connection, response)
 
     async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
         """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
@@ -386,6 +397,7 @@ class Node:
         for hub in self.hubs:
             count += apply_command(
                 self.hubs,
+                self,
                 CloseConnections(
                     hub.name, Target.HUB, "", REASON_SERVICE_RELOAD, code=CLOSE_GOING_AWAY
                 ),
@@ -396,7 +408,11 @@ class Node:
 
     def handle_command(self, command: Command) -> int:
         """Apply a cluster-wide command to the local connections."""
-        return apply_command(self.hubs, command)
+        return apply_command(self.hubs, self, command)
+
+    def handle_query(self, query: Query) -> bool:
+        """Answer a question about a local connection."""
+        return apply_query(self.hubs, query)
 
 
 class _Detached:

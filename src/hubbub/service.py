@@ -221,9 +221,7 @@ class Service:
     async def check_permission(
         self, hub: HubName, permission: Permission, connection_id: ConnectionId, group: str | None
     ) -> bool:
-        return bool(
-            await self._broker.command(CheckPermission(hub, connection_id, permission, group))
-        )
+        return await self._broker.query(CheckPermission(hub, connection_id, permission, group))
 
     # -- tokens -------------------------------------------------------------------------------
 

@@ -146,8 +146,11 @@ def test_permissions_roles_grants_and_revokes(node: Node) -> None:
     assert a.can(Permission.SEND_TO_GROUP, "other")
     node.handle_command(RevokePermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-1"))
     assert not a.can(Permission.SEND_TO_GROUP, "chat-1")
-    check = CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-2")
-    assert node.handle_command(check) == 1
+    assert node.handle_query(CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-2"))
+    assert not node.handle_query(CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "other-2"))
+    assert not node.handle_query(
+        CheckPermission(HUB, ConnectionId("x"), Permission.SEND_TO_GROUP, None)
+    )
     node.handle_command(GrantPermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))
     assert a.has_permission(Permission.JOIN_LEAVE_GROUP, None)
     node.handle_command(RevokePermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from hubbub.core.commands import Command, Publication
+from hubbub.core.commands import Command, Publication, Query
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["Broker", "BrokerHandler", "Member", "Presence"]
@@ -36,6 +36,10 @@ class BrokerHandler(Protocol):
 
     def handle_command(self, command: Command) -> int:
         """Apply to local connections; return how many connections it matched."""
+        ...
+
+    def handle_query(self, query: Query) -> bool:
+        """Answer about a local connection; False when it is not here."""
         ...
 
 
@@ -64,6 +68,10 @@ class Broker(Protocol):
 
     async def command(self, command: Command) -> int:
         """Apply ``command`` on every node; return the total count of matched connections."""
+        ...
+
+    async def query(self, query: Query) -> bool:
+        """The answer of the node that holds the connection; False when none does."""
         ...
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubbub.broker.base import BrokerHandler, Member
-from hubbub.core.commands import Command, Publication
+from hubbub.core.commands import Command, Publication, Query
 from hubbub.core.state import HubRegistry
 from hubbub.errors import BrokerError
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -36,6 +36,9 @@ class MemoryBroker:
 
     async def command(self, command: Command) -> int:
         return self._require().handle_command(command)
+
+    async def query(self, query: Query) -> bool:
+        return self._require().handle_query(query)
 
 
 class MemoryPresence:
