@@ -14,7 +14,8 @@ from collections.abc import Iterable
 
 import orjson
 
-from hubbub.broker.base import Broker
+from hubbub.broker.base import Broker, Interest, Presence
+from hubbub.broker.memory import MemoryPresence
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
@@ -85,11 +86,14 @@ class Node:
         broker: Broker,
         upstream: Upstream | None = None,
         hubs: HubRegistry | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.config = config
         self.broker = broker
         self.events = EventDispatcher(upstream)
         self.hubs = hubs if hubs is not None else HubRegistry()
+        self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
+        """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
@@ -148,10 +152,22 @@ class Node:
         return connection
 
     # -- the membership seam: every membership change of any origin passes here ---------------
+    #
+    # Only these four methods touch Hub.add/remove/join/leave. Each tells presence, and the
+    # broker about interest: subscribe on the first local connection of a hub, a user or a
+    # group, unsubscribe on the last. Callers that answer somebody await ``broker.sync()``
+    # first (a client's join before its ack, a command before its count).
 
     def register(self, connection: Connection) -> None:
         """Add a connection that completed its handshake to its hub."""
-        self.hubs.ensure(connection.hub).add(connection)
+        hub = self.hubs.ensure(connection.hub)
+        hub.add(connection)
+        user_id = connection.user_id
+        self.presence.add_connection(hub.name, connection.id, user_id)
+        if len(hub.connections) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.HUB, ""))
+        if user_id is not None and len(hub.users[user_id]) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.USER, user_id))
 
     def unregister(self, connection: Connection) -> None:
         """Take a connection out of every group and of its hub; again: nothing happens."""
@@ -161,19 +177,35 @@ class Node:
         for group in list(connection.groups):
             self.leave(connection, group)
         hub.remove(connection.id)
-        self.hubs.release(hub)
+        user_id = connection.user_id
+        self.presence.remove_connection(hub.name, connection.id, user_id)
+        if user_id is not None and user_id not in hub.users:
+            self.broker.unsubscribe(Interest(hub.name, Target.USER, user_id))
+        if hub.is_empty():
+            self.broker.unsubscribe(Interest(hub.name, Target.HUB, ""))
+            self.hubs.release(hub)
 
     def join(self, connection: Connection, group: GroupName) -> bool:
         """Add a registered connection to a group; False when a member already, or gone."""
         hub = self.hubs.get(connection.hub)
         if hub is None or hub.connections.get(connection.id) is not connection:
             return False  # closed meanwhile (a client's join may race a REST close)
-        return hub.join(connection, group)
+        if not hub.join(connection, group):
+            return False
+        self.presence.join(hub.name, group, connection.id)
+        if len(hub.groups[group]) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.GROUP, group))
+        return True
 
     def leave(self, connection: Connection, group: GroupName) -> bool:
         """Remove a connection from a group; False when it was not a member."""
         hub = self.hubs.get(connection.hub)
-        return hub is not None and hub.leave(connection, group)
+        if hub is None or not hub.leave(connection, group):
+            return False
+        self.presence.leave(hub.name, group, connection.id)
+        if group not in hub.groups:
+            self.broker.unsubscribe(Interest(hub.name, Target.GROUP, group))
+        return True
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
 
@@ -317,6 +349,7 @@ class Node:
                     f"The client has no permission to send message to group '{group}'."
                 )
             excluded = frozenset((connection.id,)) if message.no_echo else frozenset()
+            PUBLICATIONS.inc()
             await self.broker.publish(
                 Publication(
                     connection.hub,
@@ -336,6 +369,7 @@ class Node:
             self.join(connection, group)
         else:
             self.leave(connection, group)
+        await self.broker.sync()  # the membership is in effect cluster-wide before the ack
 
     async def _user_event(self, connection: Connection, message: EventMessage) -> None:
         """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
@@ -383,7 +417,6 @@ class Node:
 
     def handle_publication(self, publication: Publication) -> None:
         """Deliver a publication to the local connections it targets."""
-        PUBLICATIONS.inc()
         DELIVERIES.inc(deliver_publication(self.hubs, publication))
 
     def shut_down(self) -> int:
@@ -406,11 +439,14 @@ class Node:
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 
-    def handle_command(self, command: Command) -> int:
-        """Apply a cluster-wide command to the local connections."""
-        return apply_command(self.hubs, self, command)
+    async def handle_command(self, command: Command) -> int:
+        """Apply a cluster-wide command to the local connections; what it changed is in
+        effect in the engine when this returns."""
+        count = apply_command(self.hubs, self, command)
+        await self.broker.sync()
+        return count
 
-    def handle_query(self, query: Query) -> bool:
+    async def handle_query(self, query: Query) -> bool:
         """Answer a question about a local connection."""
         return apply_query(self.hubs, query)
 
