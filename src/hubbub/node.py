@@ -1,8 +1,13 @@
-"""The node: hub state, the engine and the client connections of one process, glued together.
+"""The node: the connections of one process, their lifecycle, and the engine they meet through.
 
-Client messages arrive here from the WebSocket adapter; publications and commands arrive from the
-broker (:class:`hubbub.broker.base.BrokerHandler`). Delivery encodes a message once per codec and
-hands the same bytes to every target connection's outlet.
+The transport hands the node each connection (:meth:`Node.connect`, :meth:`Node.resume`), its
+messages (:meth:`Node.handle_client_message`, executed by :class:`hubbub.client.ClientHandler`)
+and the end of its socket (:meth:`Node.socket_closed`). The node keeps reliable sessions
+through dropped sockets (the timers; the session itself is a pure state machine), and is the
+one membership seam: every join, leave, open and close passes through :meth:`Node.register`,
+:meth:`Node.unregister`, :meth:`Node.join` and :meth:`Node.leave`, which tell the engine.
+Publications, commands and queries come back from the engine
+(:class:`hubbub.broker.base.BrokerHandler`) and are delivered by :mod:`hubbub.core.fanout`.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import orjson
 
 from hubbub.broker.base import Broker, Interest, Presence
 from hubbub.broker.memory import MemoryPresence
+from hubbub.client import ClientHandler
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
-    REASON_MESSAGE_NOT_HANDLED,
     REASON_NOT_RECOVERABLE,
     REASON_REPLACED,
     REASON_SERVICE_RELOAD,
@@ -29,37 +34,14 @@ from hubbub.closecodes import (
 from hubbub.config import Config
 from hubbub.core.apply import apply_command, apply_query
 from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
-from hubbub.core.fanout import deliver, deliver_publication, send_message
-from hubbub.core.names import validate_group
+from hubbub.core.fanout import deliver_publication, send_message
 from hubbub.core.outlet import Outlet, SharedFrames
-from hubbub.core.roles import Permission, RoleSet
+from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, HubRegistry
-from hubbub.errors import ForbiddenError, OperationError, UpstreamError
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
-from hubbub.metrics import (
-    CONNECTIONS,
-    CONNECTIONS_CLOSED,
-    CONNECTIONS_OPENED,
-    DELIVERIES,
-    PUBLICATIONS,
-)
+from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, DELIVERIES
 from hubbub.protocol.codec import Codec
-from hubbub.protocol.messages import (
-    AckMessage,
-    CancelInvocationMessage,
-    ClientMessage,
-    ConnectedMessage,
-    DataMessage,
-    EventMessage,
-    InvokeMessage,
-    InvokeResponseMessage,
-    JoinGroupMessage,
-    LeaveGroupMessage,
-    PingMessage,
-    PongMessage,
-    SendToGroupMessage,
-    SequenceAckMessage,
-)
+from hubbub.protocol.messages import ClientMessage, ConnectedMessage
 from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -68,13 +50,6 @@ from hubbub.upstream import Upstream
 __all__ = ["Node"]
 
 log = logging.getLogger("hubbub.node")
-
-
-AckedMessage = JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | EventMessage
-
-
-class InternalError(OperationError):
-    """A user event that could not be handled: ack ``InternalServerError``."""
 
 
 class Node:
@@ -94,6 +69,7 @@ class Node:
         self.hubs = hubs if hubs is not None else HubRegistry()
         self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
+        self.client = ClientHandler(self, broker, self.events)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
@@ -306,112 +282,8 @@ class Node:
     # -- client messages ----------------------------------------------------------------------
 
     async def handle_client_message(self, connection: Connection, message: ClientMessage) -> None:
-        """Execute one client message and answer it (ack, pong) as the subprotocol says."""
-        if isinstance(message, PingMessage):
-            send_message(connection, PongMessage())
-            return
-        if isinstance(message, EventMessage) and connection.codec.plain:
-            await self._plain_message(connection, message)
-        elif isinstance(message, InvokeMessage):
-            await self._invoke(connection, message)
-        elif isinstance(message, CancelInvocationMessage):
-            pass  # the handler call already runs; its answer is simply not awaited
-        elif isinstance(message, SequenceAckMessage):
-            if connection.session is not None:
-                connection.session.ack(message.sequence_id)
-        else:
-            await self._acked(connection, message)
-
-    async def _acked(self, connection: Connection, message: AckedMessage) -> None:
-        ack_id = message.ack_id
-        if ack_id is not None and connection.ack_seen(ack_id):
-            error = f"Message with ack-id: {ack_id} has been processed"
-            send_message(connection, AckMessage(ack_id, False, "Duplicate", error))
-            return
-        try:
-            await self._execute(connection, message)
-        except OperationError as exc:
-            if ack_id is not None:
-                send_message(connection, AckMessage(ack_id, False, exc.name, str(exc)))
-            return
-        if ack_id is not None:
-            connection.remember_ack(ack_id)
-            send_message(connection, AckMessage(ack_id, True))
-
-    async def _execute(self, connection: Connection, message: AckedMessage) -> None:
-        if isinstance(message, EventMessage):
-            await self._user_event(connection, message)
-            return
-        group = validate_group(message.group)
-        if isinstance(message, SendToGroupMessage):
-            if not connection.can(Permission.SEND_TO_GROUP, group):
-                raise ForbiddenError(
-                    f"The client has no permission to send message to group '{group}'."
-                )
-            excluded = frozenset((connection.id,)) if message.no_echo else frozenset()
-            PUBLICATIONS.inc()
-            await self.broker.publish(
-                Publication(
-                    connection.hub,
-                    Target.GROUP,
-                    group,
-                    message.payload,
-                    from_group=True,
-                    from_user_id=connection.user_id,
-                    excluded=excluded,
-                )
-            )
-            return
-        verb = "join" if isinstance(message, JoinGroupMessage) else "leave"
-        if not connection.can(Permission.JOIN_LEAVE_GROUP, group):
-            raise ForbiddenError(f"The client has no permission to {verb} group '{group}'.")
-        if verb == "join":
-            self.join(connection, group)
-        else:
-            self.leave(connection, group)
-        await self.broker.sync()  # the membership is in effect cluster-wide before the ack
-
-    async def _user_event(self, connection: Connection, message: EventMessage) -> None:
-        """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
-        try:
-            reply = await self.events.user_event(connection, message.event, message.payload)
-        except UpstreamError as exc:
-            log.debug("event %r of %s not handled: %s", message.event, connection.id, exc)
-            raise InternalError(str(exc)) from exc
-        if reply is not None:
-            deliver((connection,), DataMessage(reply))
-
-    async def _invoke(self, connection: Connection, message: InvokeMessage) -> None:
-        """An invocation: the ``event`` handler's reply comes back as ``invokeResponse``."""
-        response: InvokeResponseMessage
-        if message.target != "event":
-            error = f"Invocation target '{message.target}' is not supported."
-            response = InvokeResponseMessage(
-                message.invocation_id, False, None, "BadRequest", error
-            )
-        else:
-            try:
-                reply = await self.events.user_event(connection, message.event, message.payload)
-            except UpstreamError as exc:
-                log.debug("invocation of %r by %s failed: %s", message.event, connection.id, exc)
-                response = InvokeResponseMessage(
-                    message.invocation_id, False, None, "InternalServerError", str(exc)
-                )
-            else:
-                response = InvokeResponseMessage(message.invocation_id, True, reply)
-        send_message(connection, response)
-
-    async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
-        """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
-        try:
-            reply = await self.events.user_event(connection, "message", message.payload)
-        except UpstreamError as exc:
-            log.debug("message event of %s not handled: %s", connection.id, exc)
-            connection.close_reason = REASON_MESSAGE_NOT_HANDLED
-            connection.outlet.close(CLOSE_NORMAL, "")
-            return
-        if reply is not None:
-            deliver((connection,), DataMessage(reply))
+        """Execute one client message and answer it (see :class:`hubbub.client.ClientHandler`)."""
+        await self.client.handle(connection, message)
 
     # -- BrokerHandler: publications ----------------------------------------------------------
 
