@@ -71,7 +71,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
     data = codec.encode_data(message)
     frame = data.frame
     if frame is None:
-        return deliver(members.values(), message)
+        return _fan_out(members.values(), message, {codec: data})
     shared = SharedFrames(codec, frame)
     others: list[Connection] = []
     if not first.outlet.share(shared):
@@ -83,7 +83,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
         # Not every member can take the shared frames: this fan-out is not shared further.
         shared.open = False
         hub.shared.pop(name, None)
-        deliver(others, message)
+        _fan_out(others, message, {codec: data})
     else:
         hub.shared[name] = weakref.ref(shared)
     return len(members)
@@ -106,7 +106,14 @@ def deliver(
             for c in targets
             if c.id not in excluded and (flt is None or flt.matches(c.id, c.user_id, c.groups))
         ]
-    encoded: dict[Codec, EncodedData] = {}
+    return _fan_out(targets, message, {})
+
+
+def _fan_out(
+    targets: Iterable[Connection], message: DataMessage, encoded: dict[Codec, EncodedData]
+) -> int:
+    """Hand ``message`` to every target, encoded once per codec; ``encoded`` holds the
+    encodings made already (a group's first codec), and takes the ones made here."""
     last_codec: Codec | None = None
     data: EncodedData | None = None
     frame: bytes | None = None
