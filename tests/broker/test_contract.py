@@ -37,6 +37,9 @@ from hubbub.protocol.codec import JSON_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.registry import codec_for
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from tests.broker._redis_factory import RedisEngineFactory, redis_engines
+
+__all__ = ["redis_engines"]  # the Redis engine's fixture, used by its factory
 
 HUB = HubName("contract")
 MARKER_HUB = HubName("marker")
@@ -58,11 +61,17 @@ class RecordingNode(Node):
 
 
 MakeNode = Callable[[Broker, Presence, HubRegistry], RecordingNode]
-EngineFactory = Callable[[MakeNode], AbstractAsyncContextManager[list[RecordingNode]]]
+EngineFactory = Callable[
+    [pytest.FixtureRequest, MakeNode], AbstractAsyncContextManager[list[RecordingNode]]
+]
+"""``factory(request, make_node)``: the started nodes of one cluster (``request`` gives the
+factory the fixtures it needs, such as a redis-server)."""
 
 
 @asynccontextmanager
-async def memory_engine(make_node: MakeNode) -> AsyncIterator[list[RecordingNode]]:
+async def memory_engine(
+    request: pytest.FixtureRequest, make_node: MakeNode
+) -> AsyncIterator[list[RecordingNode]]:
     """One node: the memory engine holds no other."""
     hubs = HubRegistry()
     broker = MemoryBroker()
@@ -74,12 +83,42 @@ async def memory_engine(make_node: MakeNode) -> AsyncIterator[list[RecordingNode
         await broker.close()
 
 
-FACTORIES: dict[str, EngineFactory] = {"memory": memory_engine}
+@asynccontextmanager
+async def redis_engine(
+    request: pytest.FixtureRequest, make_node: MakeNode
+) -> AsyncIterator[list[RecordingNode]]:
+    """Three nodes sharing one fresh redis-server (their engines closed by the fixture)."""
+    engines: RedisEngineFactory = request.getfixturevalue("redis_engines")
+    nodes = []
+    for node_id in ("a", "b", "c"):
+        broker, presence = engines(node_id)
+        node = make_node(broker, presence, HubRegistry())
+        await broker.start(node)
+        nodes.append(node)
+    yield nodes
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[list[RecordingNode]]:
-    async with FACTORIES[request.param](RecordingNode) as cluster:
+FACTORIES: dict[str, EngineFactory] = {"memory": memory_engine, "redis": redis_engine}
+ENGINES = [
+    pytest.param("memory"),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> EngineFactory:
+    """The factory of one engine; a redis-server for the Redis engine is started here."""
+    factory = FACTORIES[request.param]
+    if factory is redis_engine:
+        request.getfixturevalue("redis_engines")
+    return factory
+
+
+@pytest.fixture
+async def nodes(
+    engine: EngineFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[list[RecordingNode]]:
+    async with engine(request, RecordingNode) as cluster:
         yield cluster
 
 
@@ -154,6 +193,12 @@ async def flushed(nodes: list[RecordingNode]) -> None:
         )
         outlets.append(outlet)
     await eventually(lambda: all(outlet.data() == [b"m"] for outlet in outlets))
+
+
+def bystanders(nodes: list[RecordingNode]) -> list[RecordingNode]:
+    """Every node but the publisher (``nodes[-1]``), which may be handed what it publishes:
+    an engine may deliver a node's own publications to it at once (none on one node)."""
+    return nodes[:-1]
 
 
 def received(node: RecordingNode, target: Target, name: str) -> list[Publication]:
@@ -244,18 +289,19 @@ async def test_a_subscribed_group_receives_publications_in_order(
 
 
 async def test_an_unsubscribed_group_receives_nothing(nodes: list[RecordingNode]) -> None:
-    """After the last member left (and a sync), no node is handed the group's publications."""
+    """After the last member left (and a sync), no other node is handed the group's
+    publications."""
     connection, outlet = connect(nodes[0], groups=("g",))
     assert nodes[0].leave(connection, G)
     await sync_all(nodes)
     await nodes[-1].broker.publish(text(Target.GROUP, G, "late"))
     await flushed(nodes)
     assert outlet.data() == []
-    assert all(not received(node, Target.GROUP, G) for node in nodes)
+    assert all(not received(node, Target.GROUP, G) for node in bystanders(nodes))
 
 
 async def test_a_publication_for_nobody_reaches_no_node(nodes: list[RecordingNode]) -> None:
-    """A group, a user and a hub nobody holds: no node's handler is called for them."""
+    """A group, a user and a hub nobody holds: no other node's handler is called for them."""
     connect(nodes[0])
     await sync_all(nodes)
     publisher = nodes[-1].broker
@@ -264,7 +310,7 @@ async def test_a_publication_for_nobody_reaches_no_node(nodes: list[RecordingNod
     other = Publication(HubName("other"), Target.HUB, "", Payload(DataType.TEXT, b"x"))
     await publisher.publish(other)
     await flushed(nodes)
-    for node in nodes:
+    for node in bystanders(nodes):
         assert not received(node, Target.GROUP, "nobody")
         assert not received(node, Target.USER, "nobody")
         assert not [p for p in node.received if p.hub == "other"]
@@ -285,7 +331,8 @@ async def test_hub_and_user_interest_follow_the_connections(nodes: list[Recordin
     await nodes[-1].broker.publish(text(Target.USER, "u", "gone"))
     await nodes[-1].broker.publish(text(Target.HUB, "", "gone"))
     await flushed(nodes)
-    for node in nodes:
+    assert outlet.data() == [b"to-user", b"to-hub"]
+    for node in bystanders(nodes):
         assert [p for p in node.received if p.payload.data == b"gone"] == []
 
 
@@ -324,7 +371,7 @@ async def test_a_command_changes_interest_before_it_returns(nodes: list[Recordin
     await nodes[-1].broker.publish(text(Target.GROUP, G, "late"))
     await flushed(nodes)
     assert outlet.data() == []
-    assert all(not received(node, Target.GROUP, G) for node in nodes)
+    assert all(not received(node, Target.GROUP, G) for node in bystanders(nodes))
 
 
 async def test_a_close_command_unregisters_everywhere(nodes: list[RecordingNode]) -> None:

@@ -16,7 +16,7 @@ themselves are plain data, in :mod:`hubbub.core.commands`.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -26,16 +26,17 @@ from hubbub.types import ConnectionId, GroupName, HubName, UserId
 __all__ = ["Broker", "BrokerHandler", "Interest", "Member", "Presence"]
 
 
-class Interest(NamedTuple):
+class Interest(msgspec.Struct, frozen=True, gc=False):
     """What a node wants publications for: a hub, one of its users, or one of its groups.
 
-    A tuple, so ``(publication.hub, publication.target, publication.name)`` looks it up.
+    Connections are no interests: a connection-targeted message goes to the node that holds
+    the connection.
     """
 
     hub: HubName
     target: Target
-    """HUB, GROUP or USER; connections are routed by node, not by interest."""
-    name: str
+    """HUB, GROUP or USER."""
+    name: str = ""
     """The group or user; ``""`` for the hub."""
 
 
@@ -69,7 +70,8 @@ class Broker(Protocol):
     Guarantees:
         - Publications from one publisher reach each interested node in publish order.
         - A node receives publications only for interests it subscribed, plus those to its own
-          connections.
+          connections and those it publishes itself (an engine may hand a node its own
+          publications at once, without a round trip).
         - After :meth:`sync` returns, a publication from any node reaches every subscription
           made before it, and no longer reaches one unsubscribed before it.
         - :meth:`command` returns after every node that holds a target applied it.

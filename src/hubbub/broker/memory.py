@@ -23,7 +23,8 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._handler: BrokerHandler | None = None
-        self._interests: set[Interest] = set()
+        self._interests: set[tuple[str, Target, str]] = set()
+        """(hub, target, name) of every interest: a publish looks its target up as a tuple."""
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
@@ -37,10 +38,10 @@ class MemoryBroker:
         return self._handler
 
     def subscribe(self, interest: Interest) -> None:
-        self._interests.add(interest)
+        self._interests.add((interest.hub, interest.target, interest.name))
 
     def unsubscribe(self, interest: Interest) -> None:
-        self._interests.discard(interest)
+        self._interests.discard((interest.hub, interest.target, interest.name))
 
     async def sync(self) -> None:
         return None
