@@ -140,7 +140,8 @@ def send_sequenced(connection: Connection, data: EncodedData) -> None:
     acknowledged; a session past its limits is closed, unrecoverable (§4)."""
     session = connection.session
     assert session is not None  # sequenced codecs are the reliable ones
-    sequence_id = session.sequence()
+    sequence_id = session.next_sequence_id  # ReliableSession.sequence(), without the call
+    session.next_sequence_id = sequence_id + 1
     frame = data.sequenced(sequence_id)
     connection.outlet.send(frame)
     if not session.push(sequence_id, frame) and connection.close_reason is None:

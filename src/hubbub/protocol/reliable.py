@@ -37,6 +37,9 @@ class SessionState(enum.Enum):
     """Over: nothing is kept, nothing can be recovered."""
 
 
+_ENDED = SessionState.ENDED  # a module global: the per-delivery check skips the enum lookup
+
+
 class SessionStateError(ValueError):
     """A transition the session's state does not allow (a caller's mistake)."""
 
@@ -94,7 +97,7 @@ class ReliableSession:
 
         The frame is kept even then; an ended session keeps nothing and answers True.
         """
-        if self.state is SessionState.ENDED:
+        if self.state is _ENDED:
             return True
         frames = self._frames
         if frames is None:
