@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from hubbub.broker.base import BrokerHandler, Interest, Member
-from hubbub.core.commands import Command, Publication, Query, Target
+from hubbub.core.commands import Command, Publication, Query
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.errors import BrokerError
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -16,15 +16,18 @@ __all__ = ["MemoryBroker", "MemoryPresence"]
 
 
 class MemoryBroker:
-    """Hands publications for a subscribed interest, commands and queries to the one local
-    node, in call order; subscriptions take effect at once."""
+    """Hands every publication, command and query to the one local node, in call order.
+
+    The node publishes everything itself, and a publisher may be handed its own
+    publications, so interest filters nothing here: subscriptions are accepted and kept
+    nowhere (an index of them would cost memory on every connection with a user, and the
+    node's hub state already knows who is interested).
+    """
 
     node_id = "local"
 
     def __init__(self) -> None:
         self._handler: BrokerHandler | None = None
-        self._interests: set[tuple[str, Target, str]] = set()
-        """(hub, target, name) of every interest: a publish looks its target up as a tuple."""
 
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
@@ -38,10 +41,10 @@ class MemoryBroker:
         return self._handler
 
     def subscribe(self, interest: Interest) -> None:
-        self._interests.add((interest.hub, interest.target, interest.name))
+        pass
 
     def unsubscribe(self, interest: Interest) -> None:
-        self._interests.discard((interest.hub, interest.target, interest.name))
+        pass
 
     async def sync(self) -> None:
         return None
@@ -50,14 +53,7 @@ class MemoryBroker:
         self.publish_nowait(publication)
 
     def publish_nowait(self, publication: Publication) -> None:
-        handler = self._require()
-        target = publication.target
-        if target is Target.CONNECTION:
-            handler.handle_publication(publication)  # the one node holds every connection
-            return
-        name = "" if target is Target.HUB else publication.name
-        if (publication.hub, target, name) in self._interests:
-            handler.handle_publication(publication)
+        self._require().handle_publication(publication)
 
     async def command(self, command: Command) -> int:
         return await self._require().handle_command(command)
