@@ -45,7 +45,7 @@ COMMANDS: list[Command] = [
 
 def test_every_command_type_is_covered() -> None:
     """A new command type must be added here (and so gets a round trip)."""
-    assert {type(c) for c in COMMANDS} | {CheckPermission} == set(typing.get_args(Command))
+    assert {type(c) for c in COMMANDS} == set(typing.get_args(Command))  # queries apart
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import re
 
-import msgspec
-
+from hubbub.broker.base import Interest
 from hubbub.core.commands import Target
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
@@ -33,18 +32,6 @@ _NODE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 def valid_node_id(node_id: str) -> bool:
     """Letters, digits, ``_ . -``; 1-64 characters."""
     return _NODE_ID.fullmatch(node_id) is not None
-
-
-class Interest(msgspec.Struct, frozen=True, gc=False):
-    """What a node subscribes to: a hub (``name`` empty), a group or a user of a hub.
-
-    Connections are not interests: a connection-targeted message goes to the channel of the
-    node that holds the connection (the registry says which).
-    """
-
-    hub: HubName
-    target: Target
-    name: str = ""
 
 
 class Names:

@@ -657,6 +657,7 @@ class RedisBroker:
                 assert isinstance(request, CheckPermission)
                 value = int(await handler.handle_query(request))
             else:
+                assert not isinstance(request, CheckPermission)  # queries are no commands
                 value = await handler.handle_command(request)
         except Exception:
             log.exception("redis engine: a command from node %s failed", envelope.origin)

@@ -111,7 +111,7 @@ class RedisPresence:
         self._core.registry_write("a", hub, connection_id, user_arg(user_id))
 
     def remove_connection(
-        self, hub: HubName, connection_id: ConnectionId, user_id: UserId | None = None
+        self, hub: HubName, connection_id: ConnectionId, user_id: UserId | None
     ) -> None:
         """Removes the connection from its groups too (its user id is in the registry)."""
         self._core.registry_write("r", hub, connection_id, "")

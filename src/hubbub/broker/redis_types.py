@@ -11,11 +11,10 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from hubbub.broker.base import BrokerHandler
 from hubbub.broker.redis_link import Reply
 from hubbub.broker.redis_registry import Holding
 from hubbub.broker.redis_sessions import ReplicatedSession
-from hubbub.broker.wire import Query
-from hubbub.core.commands import Command, Publication
 from hubbub.errors import ClusterUnavailableError
 from hubbub.types import ConnectionId, HubName
 
@@ -84,20 +83,8 @@ class RedisStats:
     reaped: int = 0
 
 
-class ClusterHandler(Protocol):
-    """The node as the engine sees it (the ``BrokerHandler`` of the engine interface)."""
-
-    def handle_publication(self, publication: Publication) -> None:
-        """Deliver to the local target connections; never blocks or raises."""
-        ...
-
-    async def handle_command(self, command: Command) -> int:
-        """Apply to the local connections, ``await broker.sync()``; the count it matched."""
-        ...
-
-    async def handle_query(self, query: Query) -> bool:
-        """Answer about a local connection (False when it is not held here)."""
-        ...
+ClusterHandler = BrokerHandler
+"""The node as the engine sees it: the ``BrokerHandler`` of the engine interface."""
 
 
 @runtime_checkable

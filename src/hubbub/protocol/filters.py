@@ -18,6 +18,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
+from hubbub.limits import MAX_FILTER_CLAUSES as MAX_CLAUSES, MAX_FILTER_DEPTH as MAX_DEPTH
+
 __all__ = [
     "MAX_CLAUSES",
     "MAX_DEPTH",
@@ -26,12 +28,6 @@ __all__ = [
     "parse_filter",
     "service_message",
 ]
-
-MAX_CLAUSES = 100
-"""Most atomic predicates a filter may hold (§6 "Size limit": roughly 100 clauses)."""
-
-MAX_DEPTH = 32
-"""Deepest nesting of parentheses, ``not`` and function calls; bounds parser recursion."""
 
 _Fn = Callable[[str, str | None, Collection[str]], object]
 _BoolFn = Callable[[str, str | None, Collection[str]], bool]

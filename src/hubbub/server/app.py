@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hubbub.broker.memory import MemoryBroker, MemoryPresence
+from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config
 from hubbub.metrics import render
 from hubbub.node import Node
@@ -33,7 +33,7 @@ def build_app(config: Config) -> web.Application:
     broker = MemoryBroker()
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
     node = Node(config, broker, upstream)
-    presence = MemoryPresence(node.hubs)
+    presence = node.presence
     app = web.Application(
         middlewares=[request_heads, api_middleware], client_max_size=MAX_BODY_BYTES
     )

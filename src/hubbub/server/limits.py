@@ -22,6 +22,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
+from hubbub.limits import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LANE_HEAD_BYTES,
+    MAX_REST_BODY_BYTES as MAX_BODY_BYTES,
+    MAX_URL_BYTES,
+)
 from hubbub.logs import ACTIVITY
 from hubbub.server.errors import error_response
 
@@ -35,21 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("hubbub.http")
-
-MAX_URL_BYTES = 64 * 1024
-"""Longest request target (path and query)."""
-MAX_HEADER_BYTES = 96 * 1024
-"""Longest header, name and value: ``Authorization`` for a URL of :data:`MAX_URL_BYTES` is 88 kB."""
-MAX_HEADERS = 64
-"""Most headers in one request (the SDKs send about 10; aiohttp's default is 128). With the
-sizes above, what a client can make a connection hold before it is authenticated is bounded by
-``MAX_URL_BYTES + MAX_HEADERS * MAX_HEADER_BYTES``."""
-MAX_BODY_BYTES = 1024 * 1024
-"""Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
-MAX_LANE_HEAD_BYTES = 16 * 1024
-"""Longest request head the REST fast lane reads; a longer one is aiohttp's to judge. Below the
-size limits above, so the lane never serves a request too long for aiohttp (it does not count
-headers, though: a send with more than :data:`MAX_HEADERS` small ones is the lane's)."""
 
 _TOO_MANY_HEADERS = "Too many headers received"  # aiohttp's message (both of its parsers)
 

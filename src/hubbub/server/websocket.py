@@ -24,6 +24,7 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
 from hubbub.events import ConnectRequest
+from hubbub.limits import MAX_MESSAGE_BYTES
 from hubbub.node import Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.frames import OP_PONG, close_frame, frame
@@ -40,8 +41,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint", "MaskCheck"]
 
 log = logging.getLogger("hubbub.websocket")
 
-MAX_MESSAGE_BYTES = 1024 * 1024
-"""One client message may be at most 1 MB (client-protocols.md §10); a bigger one closes 1009."""
 CLOSE_TIMEOUT_SECONDS = 10.0
 """How long a close frame of ours waits for the client's before the socket is dropped."""
 STOPPING = "the service is shutting down"
