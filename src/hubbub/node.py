@@ -69,7 +69,7 @@ class Node:
         self.hubs = hubs if hubs is not None else HubRegistry()
         self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
-        self.client = ClientHandler(self, broker, self.events)
+        self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
@@ -171,6 +171,7 @@ class Node:
         self.presence.join(hub.name, group, connection.id)
         if len(hub.groups[group]) == 1:
             self.broker.subscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.joined(connection, group)
         return True
 
     def leave(self, connection: Connection, group: GroupName) -> bool:
@@ -181,6 +182,7 @@ class Node:
         self.presence.leave(hub.name, group, connection.id)
         if group not in hub.groups:
             self.broker.unsubscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.left(connection, group)
         return True
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
@@ -273,6 +275,7 @@ class Node:
             handle.cancel()
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
+        self.client.ending(connection)
         self.events.notify(
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
@@ -284,6 +287,10 @@ class Node:
     async def handle_client_message(self, connection: Connection, message: ClientMessage) -> None:
         """Execute one client message and answer it (see :class:`hubbub.client.ClientHandler`)."""
         await self.client.handle(connection, message)
+
+    async def handle_client_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
+        """Decode one client frame and execute it (:meth:`ClientHandler.handle_frame`)."""
+        await self.client.handle_frame(connection, data, binary)
 
     # -- BrokerHandler: publications ----------------------------------------------------------
 

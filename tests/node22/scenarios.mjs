@@ -457,9 +457,11 @@ const scenarios = {
 
   async group_presence(hub) {
     // Needs a hub whose event handler asks for group presence events (joined, left).
+    // A non-reliable client: stop() closes without a status code, which ends a plain session at
+    // once but leaves a reliable one waiting for a recovery (and its events) until it expires.
     const recorded = async () =>
       (await (await fetch(`${upstream}/recorded`)).json()).events.filter((e) => e.hub === hub);
-    const alice = await client(hub, "alice");
+    const alice = await client(hub, "alice", EVERYTHING, { protocol: WebPubSubJsonProtocol() });
     let stopped = false;
     try {
       await alice.joinGroup("room");
