@@ -25,6 +25,7 @@ from hubbub.broker.base import Broker
 from hubbub.closecodes import CLOSE_NORMAL, REASON_MESSAGE_NOT_HANDLED
 from hubbub.core.apply import Membership
 from hubbub.core.commands import Publication, Target
+from hubbub.core.expiring import forget_acked
 from hubbub.core.fanout import deliver, send_message
 from hubbub.core.invocations import InvocationBook
 from hubbub.core.names import validate_group
@@ -141,6 +142,7 @@ class ClientHandler:
         elif isinstance(message, SequenceAckMessage):
             if connection.session is not None:
                 connection.session.ack(message.sequence_id)
+                forget_acked(connection, message.sequence_id)
         elif isinstance(message, ClientInvokeResponseMessage):
             pass  # the service sends clients no invocations: nothing waits for an answer
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 
 import orjson
@@ -34,6 +35,7 @@ from hubbub.closecodes import (
 from hubbub.config import Config
 from hubbub.core.apply import apply_command, apply_query
 from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
+from hubbub.core.expiring import attach_live, deliver_expiring
 from hubbub.core.fanout import deliver_publication, send_message
 from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import RoleSet
@@ -258,7 +260,7 @@ class Node:
         connection.outlet = outlet
         if not isinstance(previous, _Detached):
             previous.close(CLOSE_NORMAL, REASON_REPLACED)
-        frames = session.attach()
+        frames = attach_live(connection, session, time.monotonic())  # without expired copies
         for frame in frames:
             outlet.send(frame)
         log.debug("session %s resumed, %d frames resent", connection.id, len(frames))
@@ -296,6 +298,9 @@ class Node:
 
     def handle_publication(self, publication: Publication) -> None:
         """Deliver a publication to the local connections it targets."""
+        if publication.expires_at is not None:
+            DELIVERIES.inc(deliver_expiring(self.hubs, publication))
+            return
         DELIVERIES.inc(deliver_publication(self.hubs, publication))
 
     def shut_down(self) -> int:
