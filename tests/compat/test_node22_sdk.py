@@ -51,6 +51,7 @@ SCENARIOS = [
     "stream_publisher_gone",
     "stream_idle_timeout",
     "group_state",
+    "client_metadata",
     "rest_metadata",
     "invalid_filter",
 ]
@@ -353,6 +354,14 @@ def test_group_state(node_run: NodeRun) -> None:
         "cleared": [state_item("alice", None)],
         "unsubscribe": OK,
         "bobUpdatesAfterUnsubscribe": 0,
+    }
+
+
+def test_client_metadata_reaches_the_client(node_run: NodeRun) -> None:
+    assert node_run.obs("client_metadata") == {
+        "metadata": {"trace": "t2"},
+        "data": "tagged",
+        "fromUserId": "alice",
     }
 
 

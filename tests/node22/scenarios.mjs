@@ -492,6 +492,34 @@ const scenarios = {
     }
   },
 
+  async client_metadata(hub) {
+    // The 1.1.0 client writes no metadata itself: the sender speaks the JSON protocol by hand.
+    const bob = await client(hub, "bob");
+    const sender = new WebSocket(await url(hub, "alice", EVERYTHING), "json.webpubsub.azure.v1");
+    try {
+      await bob.joinGroup("room");
+      await new Promise((resolve, reject) => {
+        sender.once("open", resolve);
+        sender.once("error", reject);
+      });
+      sender.send(
+        JSON.stringify({
+          type: "sendToGroup",
+          group: "room",
+          dataType: "text",
+          data: "tagged",
+          metadata: { trace: "t2" },
+        }),
+      );
+      await until("the message", () => bob.messages.length > 0);
+      const m = bob.messages[0];
+      return { metadata: m.metadata ?? null, data: m.data, fromUserId: m.fromUserId };
+    } finally {
+      sender.close();
+      bob.stop();
+    }
+  },
+
   async rest_metadata(hub) {
     const bob = await client(hub, "bob");
     try {
