@@ -39,7 +39,6 @@ from hubbub.metrics import PUBLICATIONS
 from hubbub.protocol.messages import (
     AckMessage,
     CancelInvocationMessage,
-    ClientInvokeResponseMessage,
     DataMessage,
     EventMessage,
     InboundMessage,
@@ -69,6 +68,7 @@ AckedMessage = (
     JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | EventMessage | GroupStateRequest
 )
 _GROUP_STATE = (SetGroupStateMessage, SubscribeGroupStateMessage, UnsubscribeGroupStateMessage)
+_ACKED = (JoinGroupMessage, LeaveGroupMessage, SendToGroupMessage, EventMessage, *_GROUP_STATE)
 
 
 class InternalError(OperationError):
@@ -129,6 +129,12 @@ class ClientHandler:
             return
         if isinstance(message, EventMessage) and connection.codec.plain:
             await self._plain_message(connection, message)
+        elif isinstance(message, _ACKED):
+            await self._acked(connection, message)
+        elif isinstance(message, SequenceAckMessage):
+            if connection.session is not None:
+                connection.session.ack(message.sequence_id)
+                forget_acked(connection, message.sequence_id)
         elif isinstance(message, StreamDataMessage):
             await self.streams.data(connection, message)
         elif isinstance(message, StreamStartMessage):
@@ -139,14 +145,8 @@ class ClientHandler:
             self._invoke(connection, message)
         elif isinstance(message, CancelInvocationMessage):
             self._cancel_invocation(connection, message.invocation_id)
-        elif isinstance(message, SequenceAckMessage):
-            if connection.session is not None:
-                connection.session.ack(message.sequence_id)
-                forget_acked(connection, message.sequence_id)
-        elif isinstance(message, ClientInvokeResponseMessage):
-            pass  # the service sends clients no invocations: nothing waits for an answer
-        else:
-            await self._acked(connection, message)
+        # else a ClientInvokeResponseMessage: the service sends clients no invocations, so
+        # nothing waits for an answer
 
     # -- what the node tells: membership changes and the end of a connection -----------------
 
