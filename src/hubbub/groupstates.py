@@ -74,7 +74,10 @@ class GroupStates:
         """
         group = validate_group(message.group)
         if isinstance(message, UnsubscribeGroupStateMessage):
-            self.store(connection.hub).unsubscribe(group, connection.id)
+            store = self._stores.get(connection.hub)
+            if store is not None:
+                store.unsubscribe(group, connection.id)
+                self._release(connection.hub, store)
             return None
         if group not in connection.groups:
             raise ForbiddenError(f"The client is not a member of group '{group}'.")
@@ -105,6 +108,7 @@ class GroupStates:
         item = store.left(group, connection.id, _now_ms())
         if item is not None:
             self._update(connection.hub, group, item)
+        self._release(connection.hub, store)
 
     def ended(self, connection: Connection) -> None:
         """A connection ended: every record of it is cleared, every subscription dropped."""
@@ -113,6 +117,16 @@ class GroupStates:
             return
         for group, item in store.ended(connection.id, _now_ms()):
             self._update(connection.hub, group, item)
+        self._release(connection.hub, store)
+
+    def _release(self, hub: HubName, store: GroupStateStore) -> None:
+        """Forget a hub's store once nothing is in it.
+
+        Its ``updatedAt`` clock goes with it; a new store starts from the wall clock again,
+        which only a record set within the same millisecond as the last one could notice.
+        """
+        if store.is_empty() and self._stores.get(hub) is store:
+            del self._stores[hub]
 
     def _update(self, hub_name: HubName, group: str, item: GroupStateItem) -> None:
         store = self._stores.get(hub_name)
