@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 
 import orjson
@@ -34,6 +35,7 @@ from hubbub.closecodes import (
 from hubbub.config import Config
 from hubbub.core.apply import apply_command, apply_query
 from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
+from hubbub.core.expiring import attach_live, deliver_expiring
 from hubbub.core.fanout import deliver_publication, send_message
 from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import RoleSet
@@ -69,7 +71,7 @@ class Node:
         self.hubs = hubs if hubs is not None else HubRegistry()
         self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
-        self.client = ClientHandler(self, broker, self.events)
+        self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
@@ -171,6 +173,7 @@ class Node:
         self.presence.join(hub.name, group, connection.id)
         if len(hub.groups[group]) == 1:
             self.broker.subscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.joined(connection, group)
         return True
 
     def leave(self, connection: Connection, group: GroupName) -> bool:
@@ -181,6 +184,7 @@ class Node:
         self.presence.leave(hub.name, group, connection.id)
         if group not in hub.groups:
             self.broker.unsubscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.left(connection, group)
         return True
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
@@ -256,7 +260,7 @@ class Node:
         connection.outlet = outlet
         if not isinstance(previous, _Detached):
             previous.close(CLOSE_NORMAL, REASON_REPLACED)
-        frames = session.attach()
+        frames = attach_live(connection, session, time.monotonic())  # without expired copies
         for frame in frames:
             outlet.send(frame)
         log.debug("session %s resumed, %d frames resent", connection.id, len(frames))
@@ -273,6 +277,7 @@ class Node:
             handle.cancel()
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
+        self.client.ending(connection)
         self.events.notify(
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
@@ -285,10 +290,17 @@ class Node:
         """Execute one client message and answer it (see :class:`hubbub.client.ClientHandler`)."""
         await self.client.handle(connection, message)
 
+    async def handle_client_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
+        """Decode one client frame and execute it (:meth:`ClientHandler.handle_frame`)."""
+        await self.client.handle_frame(connection, data, binary)
+
     # -- BrokerHandler: publications ----------------------------------------------------------
 
     def handle_publication(self, publication: Publication) -> None:
         """Deliver a publication to the local connections it targets."""
+        if publication.expires_at is not None:
+            DELIVERIES.inc(deliver_expiring(self.hubs, publication))
+            return
         DELIVERIES.inc(deliver_publication(self.hubs, publication))
 
     def shut_down(self) -> int:

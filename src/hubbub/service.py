@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -108,6 +109,7 @@ def _publication(
         excluded=options.excluded,
         filter=validate_filter(options.filter),
         ttl_seconds=options.ttl_seconds,
+        expires_at=time.time() + options.ttl_seconds if options.ttl_seconds else None,
     )
 
 

@@ -62,6 +62,10 @@ class Upstream(Protocol):
         """The first configured handler that takes ``event``, or None."""
         ...
 
+    def presence_handler(self, hub: str, event: str, group: str) -> EventHandlerConfig | None:
+        """The first handler that takes the group presence event ``event`` for ``group``."""
+        ...
+
     async def invoke(
         self,
         handler: EventHandlerConfig,
@@ -70,8 +74,9 @@ class Upstream(Protocol):
         system: bool,
         body: bytes,
         content_type: str,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> UpstreamResponse:
-        """Deliver one event and wait for the answer.
+        """Deliver one event and wait for the answer; ``extra_headers`` go with it (metadata).
 
         Raises:
             UpstreamError: the handler is unvalidated or unreachable, timed out or answered
@@ -80,9 +85,15 @@ class Upstream(Protocol):
         ...
 
     def notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None = None,
     ) -> None:
-        """Deliver a system event without waiting (``connected``, ``disconnected``)."""
+        """Deliver a system event without waiting (``connected``, ``disconnected``; with
+        ``prefix`` the group presence events, see ``event_headers``)."""
         ...
 
     async def close(self) -> None: ...
@@ -143,6 +154,12 @@ class HttpUpstream:
                 return handler
         return None
 
+    def presence_handler(self, hub: str, event: str, group: str) -> EventHandlerConfig | None:
+        for handler in self._hubs.get(hub, ()):
+            if handler.group_presence.wants(event, group):
+                return handler
+        return None
+
     async def _validated(self, handler: EventHandlerConfig, hub: str) -> bool:
         url = expand_url(handler.url_template, hub, "validate")
         state = self._validations.get(url)
@@ -186,9 +203,13 @@ class HttpUpstream:
         system: bool,
         body: bytes,
         content_type: str,
+        extra_headers: Sequence[tuple[str, str]] = (),
+        prefix: str | None = None,
     ) -> UpstreamResponse:
         try:
-            response = await self._invoke(handler, context, event, system, body, content_type)
+            response = await self._invoke(
+                handler, context, event, system, body, content_type, extra_headers, prefix
+            )
         except UpstreamError as exc:
             reason = str(exc).removeprefix("event handler ")
             where = redact_url(handler.url_template)
@@ -205,11 +226,16 @@ class HttpUpstream:
         system: bool,
         body: bytes,
         content_type: str,
+        extra_headers: Sequence[tuple[str, str]],
+        prefix: str | None,
     ) -> UpstreamResponse:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        headers = event_headers(context, event, system, self._origin, self._keys, content_type)
+        headers = event_headers(
+            context, event, system, self._origin, self._keys, content_type, prefix=prefix
+        )
+        headers.update(extra_headers)
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:
                 await asyncio.sleep(delay)
@@ -244,18 +270,36 @@ class HttpUpstream:
             )
 
     def notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None = None,
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._notify(handler, context, event, body))
+        task = asyncio.get_running_loop().create_task(
+            self._notify(handler, context, event, body, prefix)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None,
     ) -> None:
         try:
             await self.invoke(
-                handler, context, event, True, body, "application/json; charset=utf-8"
+                handler,
+                context,
+                event,
+                True,
+                body,
+                "application/json; charset=utf-8",
+                prefix=prefix,
             )
         except UpstreamError as exc:
             # Counted for the log's summary (one line per interval, not one per event).

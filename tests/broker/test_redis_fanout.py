@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from hubbub.broker.channels import Interest
 from hubbub.core.commands import Publication, Target
-from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.messages import DataType, Payload, StreamInfo
 from tests.broker._util import HUB, pub, settle, until
 from tests.broker.conftest import StartNode
 
@@ -127,12 +128,14 @@ async def test_publication_fields_cross_unchanged(start_node: StartNode) -> None
         HUB,
         Target.GROUP,
         "room",
-        Payload(DataType.BINARY, bytes(range(256)) * 100),
+        Payload(DataType.BINARY, bytes(range(256)) * 100, (("trace", "t1"),)),
         from_group=True,
         from_user_id=None,
         excluded=frozenset({"x", "y"}),
         filter="userId eq 'ann'",
         ttl_seconds=30,
+        stream=StreamInfo("s", 4, True, "UserError", "gave up", "E42"),
+        expires_at=time.time() + 30,
     )
     await a.broker.publish(sent)
     await until(lambda: b.received)

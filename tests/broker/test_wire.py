@@ -23,7 +23,7 @@ from hubbub.core.commands import (
     Target,
 )
 from hubbub.core.roles import Permission
-from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.messages import DataType, Payload, StreamInfo
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 H = HubName("hub")
@@ -80,6 +80,23 @@ def test_query_round_trip() -> None:
             ttl_seconds=300,
         ),
         Publication(H, Target.CONNECTION, "c1", Payload(DataType.PROTOBUF, b"\x00\x01")),
+        Publication(
+            H,
+            Target.GROUP,
+            "g",
+            Payload(DataType.TEXT, b"A1", (("trace", "t1"), ("k", "v"))),
+            from_group=True,
+            stream=StreamInfo("s", 2),
+            expires_at=1_767_225_600.25,
+        ),
+        Publication(
+            H,
+            Target.GROUP,
+            "g",
+            Payload(DataType.TEXT, b""),
+            from_group=True,
+            stream=StreamInfo("s", 3, True, "UserError", "gave up", "E42"),
+        ),
     ],
 )
 def test_publications_round_trip(publication: Publication) -> None:

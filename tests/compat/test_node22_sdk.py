@@ -51,6 +51,7 @@ SCENARIOS = [
     "stream_publisher_gone",
     "stream_idle_timeout",
     "group_state",
+    "client_metadata",
     "rest_metadata",
     "invalid_filter",
 ]
@@ -252,7 +253,6 @@ def test_invoke_event_answer_and_failure(node_run: NodeRun) -> None:
 # invoke: a cancelled call must not hold the connection's next invocation
 
 
-@WIRING
 def test_invoke_cancel_does_not_block_the_next_invocation(node_run: NodeRun) -> None:
     assert node_run.obs("invoke_cancel") == {
         "cancelled": {"name": "InvocationError", "message": "Invocation cancelled by abortSignal."},
@@ -269,7 +269,6 @@ def fragment(seq: int, data_type: str, data: Any, user: str = "alice") -> dict[s
     return {"seq": seq, "dataType": data_type, "data": data, "fromUserId": user}
 
 
-@WIRING
 def test_stream_fragments_reach_a_group_member_in_order(node_run: NodeRun) -> None:
     assert node_run.obs("stream_fragments") == {
         "streamIdMatches": True,
@@ -283,7 +282,6 @@ def test_stream_fragments_reach_a_group_member_in_order(node_run: NodeRun) -> No
     }
 
 
-@WIRING
 def test_stream_abort_reaches_receivers_as_user_error(node_run: NodeRun) -> None:
     assert node_run.obs("stream_abort") == {
         "fragments": [fragment(1, "text", "partial")],
@@ -292,7 +290,6 @@ def test_stream_abort_reaches_receivers_as_user_error(node_run: NodeRun) -> None
     }
 
 
-@WIRING
 def test_stream_start_without_send_permission_is_forbidden(node_run: NodeRun) -> None:
     assert node_run.obs("stream_forbidden") == {
         "error": {
@@ -302,17 +299,14 @@ def test_stream_start_without_send_permission_is_forbidden(node_run: NodeRun) ->
     }
 
 
-@WIRING
 def test_parallel_streams_of_one_connection_stay_apart(node_run: NodeRun) -> None:
     assert node_run.obs("stream_parallel") == {"a": "A1A2", "b": "B1", "completed": [True, True]}
 
 
-@WIRING
 def test_stream_no_echo_skips_the_publisher(node_run: NodeRun) -> None:
     assert node_run.obs("stream_no_echo") == {"aliceStreams": 0, "bobStreams": 1}
 
 
-@WIRING
 def test_stream_ends_cancelled_when_the_publisher_disconnects(node_run: NodeRun) -> None:
     assert node_run.obs("stream_publisher_gone") == {
         "fragments": [fragment(1, "text", "first")],
@@ -321,7 +315,6 @@ def test_stream_ends_cancelled_when_the_publisher_disconnects(node_run: NodeRun)
     }
 
 
-@WIRING
 def test_idle_stream_times_out_for_both_sides(node_run: NodeRun) -> None:
     assert node_run.obs("stream_idle_timeout") == {
         "receiver": {
@@ -348,7 +341,6 @@ OK = {"success": True}
 FORBIDDEN = {"success": False, "error": "Forbidden"}
 
 
-@WIRING
 def test_group_state(node_run: NodeRun) -> None:
     assert node_run.obs("group_state") == {
         "nonMemberSet": FORBIDDEN,
@@ -362,6 +354,14 @@ def test_group_state(node_run: NodeRun) -> None:
         "cleared": [state_item("alice", None)],
         "unsubscribe": OK,
         "bobUpdatesAfterUnsubscribe": 0,
+    }
+
+
+def test_client_metadata_reaches_the_client(node_run: NodeRun) -> None:
+    assert node_run.obs("client_metadata") == {
+        "metadata": {"trace": "t2"},
+        "data": "tagged",
+        "fromUserId": "alice",
     }
 
 
@@ -389,7 +389,6 @@ def test_invalid_filter_answer_is_the_services(node_run: NodeRun) -> None:
 # group presence events (onGroupJoined / onGroupLeft of @azure/web-pubsub-express 1.1.0)
 
 
-@WIRING
 def test_group_presence_events(tmp_path: Path) -> None:
     problem = _node_problem()
     if problem is not None:

@@ -115,6 +115,18 @@ def test_an_ended_connection_clears_everything() -> None:
     assert store.subscribers("a") == frozenset() and store.subscribers("z") == frozenset()
     assert [i.connection_id for i in store.snapshot("a").items] == ["c2"]
     assert store.ended("c1", 12) == []
+    assert not store.is_empty()  # c2's record
+    store.ended("c2", 13)
+    assert store.is_empty()
+
+
+def test_a_subscription_alone_keeps_a_store_in_use() -> None:
+    store = GroupStateStore()
+    assert store.is_empty()
+    store.subscribe("a", "c1")
+    assert not store.is_empty()
+    store.unsubscribe("a", "c1")
+    assert store.is_empty()
 
 
 @pytest.mark.parametrize(

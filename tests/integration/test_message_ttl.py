@@ -21,8 +21,6 @@ from test_reliable import RELIABLE, Net, group_msg, resume, server_msg, settle
 
 from tests.conftest import Server
 
-WIRING = pytest.mark.xfail(strict=True, reason="node-side wiring pending")
-
 
 @pytest.fixture
 async def net(server: Server) -> AsyncIterator[Net]:
@@ -52,7 +50,6 @@ async def _detached(net: Net, hub: str) -> Client:
     return client
 
 
-@WIRING
 async def test_a_rest_message_past_its_ttl_is_not_resent(net: Net, hub: str) -> None:
     client = await _detached(net, hub)
     await _send_with_ttl(net, hub, client.connection_id, "short-lived", 1)
@@ -71,7 +68,6 @@ async def test_a_rest_message_within_its_ttl_is_resent(net: Net, hub: str) -> No
     await again.ping_pong()
 
 
-@WIRING
 async def test_a_client_message_past_its_ttl_is_not_resent(net: Net, hub: str) -> None:
     reader = await net.via.connect(hub, protocols=(RELIABLE,), roles=[ROLE_JOIN])
     await reader.send_json({"type": "joinGroup", "group": "g", "ackId": 1})

@@ -457,9 +457,11 @@ const scenarios = {
 
   async group_presence(hub) {
     // Needs a hub whose event handler asks for group presence events (joined, left).
+    // A non-reliable client: stop() closes without a status code, which ends a plain session at
+    // once but leaves a reliable one waiting for a recovery (and its events) until it expires.
     const recorded = async () =>
       (await (await fetch(`${upstream}/recorded`)).json()).events.filter((e) => e.hub === hub);
-    const alice = await client(hub, "alice");
+    const alice = await client(hub, "alice", EVERYTHING, { protocol: WebPubSubJsonProtocol() });
     let stopped = false;
     try {
       await alice.joinGroup("room");
@@ -487,6 +489,34 @@ const scenarios = {
       if (!stopped) {
         alice.stop();
       }
+    }
+  },
+
+  async client_metadata(hub) {
+    // The 1.1.0 client writes no metadata itself: the sender speaks the JSON protocol by hand.
+    const bob = await client(hub, "bob");
+    const sender = new WebSocket(await url(hub, "alice", EVERYTHING), "json.webpubsub.azure.v1");
+    try {
+      await bob.joinGroup("room");
+      await new Promise((resolve, reject) => {
+        sender.once("open", resolve);
+        sender.once("error", reject);
+      });
+      sender.send(
+        JSON.stringify({
+          type: "sendToGroup",
+          group: "room",
+          dataType: "text",
+          data: "tagged",
+          metadata: { trace: "t2" },
+        }),
+      );
+      await until("the message", () => bob.messages.length > 0);
+      const m = bob.messages[0];
+      return { metadata: m.metadata ?? null, data: m.data, fromUserId: m.fromUserId };
+    } finally {
+      sender.close();
+      bob.stop();
     }
   },
 

@@ -16,7 +16,7 @@ import msgspec
 
 from hubbub.closecodes import CLOSE_NORMAL
 from hubbub.core.roles import Permission
-from hubbub.protocol.messages import Payload
+from hubbub.protocol.messages import Payload, StreamInfo
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = [
@@ -49,8 +49,11 @@ class Publication(msgspec.Struct, frozen=True, gc=False):
     """One message to fan out.
 
     ``from_group`` marks a group message (``"from":"group"``); otherwise it is from the server.
-    ``filter`` is OData text, already validated by the sender. (A frozen msgspec struct: one is
-    made per publish, and a frozen dataclass costs ten times as much to build.)
+    ``filter`` is OData text, already validated by the sender. ``stream`` places a group
+    message in a group stream. ``expires_at`` is the message's deadline in wall-clock seconds
+    (Unix time, so it means the same on every node; None: it never expires); each node turns it
+    into its own monotonic clock on receipt. (A frozen msgspec struct: one is made per publish,
+    and a frozen dataclass costs ten times as much to build.)
     """
 
     hub: HubName
@@ -62,6 +65,8 @@ class Publication(msgspec.Struct, frozen=True, gc=False):
     excluded: frozenset[ConnectionId] = frozenset()
     filter: str | None = None
     ttl_seconds: int = 0
+    stream: StreamInfo | None = None
+    expires_at: float | None = None
 
 
 # -- commands: applied on every node that holds a target, counts summed -----------------------

@@ -39,12 +39,22 @@ def deliver_publication(hubs: HubRegistry, publication: Publication) -> int:
     if hub is None:
         return 0
     group = publication.name if publication.from_group else None
-    message = DataMessage(publication.payload, group, publication.from_user_id)
+    message = DataMessage(publication.payload, group, publication.from_user_id, publication.stream)
+    stream = publication.stream
+    if stream is not None and stream.end_of_stream and not publication.payload.data:
+        return _deliver_stream_end(hub, publication, message)
     if publication.target is Target.GROUP and not publication.excluded and not publication.filter:
         return deliver_to_group(hub, GroupName(publication.name), message)
     selected = targets(hub, publication.target, publication.name)
     flt = parse_filter(publication.filter) if publication.filter else None
     return deliver(selected, message, publication.excluded, flt)
+
+
+def _deliver_stream_end(hub: Hub, publication: Publication, message: DataMessage) -> int:
+    """The last message of a group stream, without payload: plain clients have no envelope
+    for ``endOfStream``, so they get nothing."""
+    members = targets(hub, Target.GROUP, publication.name)
+    return deliver([c for c in members if not c.codec.plain], message, publication.excluded)
 
 
 def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:

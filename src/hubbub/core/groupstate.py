@@ -106,6 +106,10 @@ class GroupStateStore:
         """connection id -> groups where it has a record"""
         self._clock = 0
 
+    def is_empty(self) -> bool:
+        """No records and no subscriptions (the ``updatedAt`` clock is all that is left)."""
+        return not self._records and not self._subscriptions
+
     def _stamp(self, now_ms: int) -> int:
         self._clock = max(now_ms, self._clock + 1)
         return self._clock

@@ -71,6 +71,9 @@ class Connection:
     session: ReliableSession | None = None
     """Sequence ids and unacknowledged frames; made for the reliable subprotocols only."""
     next_event_id: int = 1
+    expiring: dict[int, float] | None = None
+    """Sequence id -> monotonic deadline of the kept frames of messages with a TTL (the
+    reliable session keeps the frames; :mod:`hubbub.core.expiring`). None while there are none."""
     # Allocated on first use: most connections never need them (memory per idle connection).
     _acks: AckIds | None = None
     _grants: dict[Permission, set[str | None]] | None = None

@@ -298,8 +298,7 @@ class ClientEndpoint:
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 data = msg.data if type(msg.data) is bytes else bytes(msg.data)
                 try:
-                    message = codec.decode(data, kind is WSMsgType.BINARY)
-                    await node.handle_client_message(connection, message)
+                    await node.handle_client_frame(connection, data, kind is WSMsgType.BINARY)
                 except ProtocolError as exc:
                     connection.close_reason = str(exc)
                     outlet.close(exc.close_code, str(exc))
