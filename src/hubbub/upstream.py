@@ -131,6 +131,8 @@ class HttpUpstream:
         self._session: aiohttp.ClientSession | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[str, asyncio.Task[None]] = {}
+        """Per connection, its latest notification: the next one waits for it."""
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -277,11 +279,22 @@ class HttpUpstream:
         body: bytes,
         prefix: str | None = None,
     ) -> None:
+        # A connection's notifications go out one after another, in the order they happened
+        # (joined before left before disconnected), as their ce-ids say; other connections'
+        # notifications do not wait for them.
+        key = context.connection_id
+        previous = self._last.get(key)
         task = asyncio.get_running_loop().create_task(
-            self._notify(handler, context, event, body, prefix)
+            self._notify(handler, context, event, body, prefix, previous)
         )
+        self._last[key] = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._last.get(key) is task:
+            del self._last[key]
 
     async def _notify(
         self,
@@ -290,7 +303,10 @@ class HttpUpstream:
         event: str,
         body: bytes,
         prefix: str | None,
+        previous: asyncio.Task[None] | None = None,
     ) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
         try:
             await self.invoke(
                 handler,

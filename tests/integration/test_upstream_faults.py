@@ -69,6 +69,7 @@ HUBS = [
     "grants",
     "invoke",
     "cookies",
+    "ordered",
 ]
 
 
@@ -971,6 +972,27 @@ async def test_disconnected_reason(stack: Stack) -> None:
         )
         assert len(found) == 1
         assert found[0].json() == {"reason": reason}
+
+
+async def test_a_connections_notifications_arrive_in_order(stack: Stack) -> None:
+    """A slow ``connected`` answer is not overtaken by the connection's ``disconnected``."""
+
+    @stack.rule("ordered")
+    async def slow_connected(seen: Seen, request: web.Request) -> web.StreamResponse | None:
+        if seen.event == "connected":
+            await asyncio.sleep(0.5)
+        return None
+
+    async with Wire(stack.server) as wire:
+        client = await wire.connect("ordered", user="brief")
+        await client.ws.close()
+    found = await stack.handler.wait_seen(
+        "disconnected", "ordered", event="disconnected", connection_id=client.connection_id
+    )
+    connected = stack.handler.seen("ordered", event="connected", connection_id=client.connection_id)
+    assert len(connected) == 1 and connected[0].answered is not None
+    assert found[0].received >= connected[0].answered
+    assert [int(s.ce_id or 0) for s in (connected[0], found[0])] == [1, 2]
 
 
 async def test_no_user_id_header_without_a_user(stack: Stack) -> None:
