@@ -14,18 +14,6 @@ from typing import Any, Final
 
 import jwt
 import pytest
-from _clients import (
-    Clients,
-    RawClient,
-    ServerLike,
-    assert_error,
-    hub_path,
-    members,
-    rest_call,
-    rest_token,
-    rest_url,
-    service,
-)
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -41,6 +29,19 @@ from azure.messaging.webpubsubservice._operations._operations import (
     WebPubSubServiceClientOperationsMixin as GeneratedOperations,
 )
 from websockets.exceptions import InvalidStatus
+
+from tests.compat._clients import (
+    Clients,
+    RawClient,
+    ServerLike,
+    assert_error,
+    hub_path,
+    members,
+    rest_call,
+    rest_token,
+    rest_url,
+    service,
+)
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
 

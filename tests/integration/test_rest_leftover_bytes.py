@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _wire import ServerLike, Wire, server_text
 from azure.core.credentials import AzureKeyCredential
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
-from test_fastlane import Http
+
+from tests.integration._wire import ServerLike, Wire, server_text
+from tests.integration.test_fastlane import Http
 
 TEXT = "héllo €"  # 7 characters, 10 UTF-8 bytes
 BODY = TEXT.encode()

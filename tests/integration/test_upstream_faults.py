@@ -24,12 +24,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
-from _wire import JSON, Client, Wire, mint_client_token, query_string
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+from tests.integration._wire import JSON, Client, Wire, mint_client_token, query_string
 
 WAIT = 5.0
 """Deadline of every single wait that is not about a retry schedule."""

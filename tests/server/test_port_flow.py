@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_sniffer import request
-
 from hubbub.server.fastlane import Sniffer
 from hubbub.server.port import Port
+from tests.server.test_sniffer import request
 
 
 class StubLane:

@@ -11,11 +11,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_port_flow import FakeHttp, FakeTransport
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
 from hubbub.server.port import HOLD_BYTES, Port, RequestHeads
+from tests.server.test_port_flow import FakeHttp, FakeTransport
 
 
 class FakeStream:
