@@ -19,6 +19,7 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
+from azure.core.rest import HttpResponse
 from azure.messaging.webpubsubclient.models import (
     SendMessageError,
     WebPubSubDataType,
@@ -838,8 +839,8 @@ def test_invalid_filter_is_400(
         with pytest.raises(HttpResponseError) as exc:
             svc.send_to_all("x", content_type=TEXT, filter=bad)
         assert exc.value.status_code == 400, bad
-        assert exc.value.response is not None
-        assert exc.value.response.headers.get("x-ms-error-code"), bad  # type: ignore[attr-defined]
+        assert isinstance(exc.value.response, HttpResponse)
+        assert exc.value.response.headers.get("x-ms-error-code"), bad
         assert _status(svc.send_to_user, "w", "x", content_type=TEXT, filter=bad) == 400
         assert _status(svc.send_to_group, "g", "x", content_type=TEXT, filter=bad) == 400
         assert_error(_groups_op(server, hub, "addToGroups", {"groups": ["h"], "filter": bad}), 400)
