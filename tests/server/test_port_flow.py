@@ -99,7 +99,7 @@ class FakeTransport(asyncio.Transport):
 
 def _port(high: int) -> tuple[Port, FakeTransport, FakeHttp, StubLane]:
     http, lane = FakeHttp(), StubLane()
-    port = Port(lambda: http, lane)  # type: ignore[arg-type, return-value]
+    port = Port(lambda: http, lane)  # type: ignore[arg-type]
     transport = FakeTransport(port, high)
     port.connection_made(transport)
     return port, transport, http, lane

@@ -37,7 +37,7 @@ class FakeStream:
 
 def _port() -> tuple[Port, FakeTransport, FakeHttp]:
     http = FakeHttp()
-    port = Port(lambda: http)  # type: ignore[arg-type, return-value]
+    port = Port(lambda: http)  # type: ignore[arg-type]
     transport = FakeTransport(port, 1 << 20)
     port.connection_made(transport)
     return port, transport, http
