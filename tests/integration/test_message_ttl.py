@@ -18,8 +18,8 @@ import pytest
 
 from tests.conftest import Server
 from tests.integration._proxy import CuttingProxy
-from tests.integration._wire import ROLE_JOIN, ROLE_SEND, Client, Wire
-from tests.integration.test_reliable import RELIABLE, Net, group_msg, resume, server_msg, settle
+from tests.integration._wire import RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
+from tests.integration.test_reliable import Net, group_msg, resume, server_msg, settle
 
 
 @pytest.fixture
