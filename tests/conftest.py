@@ -79,7 +79,6 @@ def start_server(
     config = tmp / "hubbub.toml"
     config.write_text(config_toml)
     port = port or free_port()
-    log = open(tmp / "server.log", "wb")
     cmd = [
         sys.executable,
         "-m",
@@ -95,7 +94,8 @@ def start_server(
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HUBBUB_ACCESS_KEY", None)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(tmp / "server.log", "wb") as log:  # the child holds its own copy
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 20
     url = f"http://127.0.0.1:{port}/api/health"
     while True:

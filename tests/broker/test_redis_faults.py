@@ -38,6 +38,7 @@ def start_process_node(server: RedisServer, node_id: str, count: int) -> subproc
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    proc.stdout.close()  # the node prints nothing after "ready"
     if line.strip() != b"ready":
         proc.kill()
         raise RuntimeError(f"node process did not start: {line!r}")

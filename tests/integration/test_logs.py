@@ -88,6 +88,7 @@ class Handler:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
 
 def _config(handler_port: int, dead_port: int) -> str:

@@ -58,6 +58,7 @@ class ConnectGate:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
