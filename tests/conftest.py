@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import websocket
+from azure.messaging.webpubsubclient.aio._client import WebSocketAppAsync
 
 if TYPE_CHECKING:
     from tests._redis import RedisServer
@@ -79,7 +81,6 @@ def start_server(
     config = tmp / "hubbub.toml"
     config.write_text(config_toml)
     port = port or free_port()
-    log = open(tmp / "server.log", "wb")
     cmd = [
         sys.executable,
         "-m",
@@ -95,7 +96,8 @@ def start_server(
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("HUBBUB_ACCESS_KEY", None)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(tmp / "server.log", "wb") as log:  # the child holds its own copy
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 20
     url = f"http://127.0.0.1:{port}/api/health"
     while True:
@@ -130,6 +132,64 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("hubbub"))
     yield srv
     stop_server(srv)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def websocket_client_left_open() -> Iterator[list[websocket.WebSocket]]:
+    """Each websocket-client connection whose ``close()`` leaves its socket open.
+
+    websocket-client (under the sync Web PubSub SDK client) does so when the server closed the
+    connection first: once it has answered the server's close frame, ``WebSocket.close()``
+    returns early, and the socket lingers until garbage collection reports it (ResourceWarning)
+    in whatever test runs then. ``websocket_client_sockets_closed`` closes them after each test.
+    """
+    left_open: list[websocket.WebSocket] = []
+    close = websocket.WebSocket.close
+
+    def close_keeping_what_is_left_open(
+        self: websocket.WebSocket, *args: Any, **kwargs: Any
+    ) -> None:
+        if not self.connected and self.sock is not None:
+            left_open.append(self)
+        close(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(websocket.WebSocket, "close", close_keeping_what_is_left_open)
+        yield left_open
+
+
+@pytest.fixture(autouse=True)
+def websocket_client_sockets_closed(
+    websocket_client_left_open: list[websocket.WebSocket],
+) -> Iterator[None]:
+    """Close the sockets websocket-client left open during the test."""
+    yield
+    while websocket_client_left_open:
+        sock = websocket_client_left_open.pop().sock
+        if sock is not None:
+            sock.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aio_sdk_client_sessions_closed() -> Iterator[None]:
+    """The asyncio Web PubSub SDK client closes the aiohttp session of each of its connections.
+
+    It does not when the task reading a connection is cancelled: that task awaits the client's
+    reconnection attempts after the server closed the connection, and is cancelled when the
+    client or the loop closes first; garbage collection then reports the session
+    (ResourceWarning) in whatever test runs then.
+    """
+    run_forever: Callable[[WebSocketAppAsync], Awaitable[None]] = WebSocketAppAsync.run_forever
+
+    async def run_forever_then_close(self: WebSocketAppAsync) -> None:
+        try:
+            await run_forever(self)
+        finally:
+            await self.session_close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WebSocketAppAsync, "run_forever", run_forever_then_close)
+        yield
 
 
 _hub_counter = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ async def start_node(redis_server: RedisServer) -> AsyncIterator[StartNode]:
     """``await start_node("a")`` -> a started node on the test server (closed at the end)."""
     nodes: list[FakeNode] = []
 
-    async def start(node_id: str, **settings: object) -> FakeNode:
+    async def start(node_id: str, **settings: Any) -> FakeNode:  # RedisSettings fields
         config = dataclasses.replace(FAST, url=redis_server.url, node_id=node_id, **settings)
         node = FakeNode(RedisBroker(config))
         await node.broker.start(node)

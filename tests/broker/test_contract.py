@@ -250,7 +250,7 @@ def test_the_fit_check_refuses_a_misfit() -> None:
     """A wrong parameter name, a sync method for an async one, a missing method: each refused."""
 
     class WrongName(MemoryBroker):
-        def subscribe(self, what: Interest) -> None:  # type: ignore[override]
+        def subscribe(self, what: Interest) -> None:
             pass
 
     class NotAsync(MemoryBroker):

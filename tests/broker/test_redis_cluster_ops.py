@@ -79,7 +79,7 @@ async def test_permissions_on_a_connection_held_elsewhere(start_node: StartNode)
     assert await c.broker.query(CheckPermission(HUB, b1, SEND, "g"))
     assert not await c.broker.query(CheckPermission(HUB, b1, SEND, "other"))
     # While commands still include CheckPermission, command() answers it as a query.
-    assert await c.broker.command(CheckPermission(HUB, b1, SEND, "g")) == 1
+    assert await c.broker.command(CheckPermission(HUB, b1, SEND, "g")) == 1  # type: ignore[arg-type]
     assert await b.broker.query(CheckPermission(HUB, b1, SEND, "g"))  # local
     assert await a.broker.command(RevokePermission(HUB, b1, SEND, "g")) == 1
     assert not await c.broker.query(CheckPermission(HUB, b1, SEND, "g"))

@@ -10,6 +10,7 @@ import pytest
 from hubbub.broker.channels import Interest
 from hubbub.core.commands import Publication, Target
 from hubbub.protocol.messages import DataType, Payload, StreamInfo
+from hubbub.types import ConnectionId
 from tests.broker._util import HUB, pub, settle, until
 from tests.broker.conftest import StartNode
 
@@ -131,7 +132,7 @@ async def test_publication_fields_cross_unchanged(start_node: StartNode) -> None
         Payload(DataType.BINARY, bytes(range(256)) * 100, (("trace", "t1"),)),
         from_group=True,
         from_user_id=None,
-        excluded=frozenset({"x", "y"}),
+        excluded=frozenset({ConnectionId("x"), ConnectionId("y")}),
         filter="userId eq 'ann'",
         ttl_seconds=30,
         stream=StreamInfo("s", 4, True, "UserError", "gave up", "E42"),

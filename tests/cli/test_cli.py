@@ -338,7 +338,7 @@ def test_serve_prints_connection_string(tmp_path: Path) -> None:
         lines = [proc.stdout.readline() for _ in range(3)]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
     assert "generated" in lines[0]
     assert lines[2].startswith(f"Connection string: Endpoint=http://127.0.0.1:{port};AccessKey=")
     assert proc.returncode == 0
@@ -591,5 +591,5 @@ def test_serve_on_port_0_prints_the_bound_port() -> None:
         assert claims["aud"] == f"{endpoint}/client/hubs/chat"
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
     assert proc.returncode == 0

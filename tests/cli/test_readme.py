@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -179,7 +180,7 @@ def test_token_command_gives_a_url_that_connects(tmp_path: Path) -> None:
     assert (joined["ackId"], joined["success"], joined["error"]["name"]) == (2, False, "Forbidden")
 
 
-async def _connect_and_send(url: str) -> list[dict[str, object]]:
+async def _connect_and_send(url: str) -> list[dict[str, Any]]:
     """Connect, send to a group (granted), join one (not granted): the three answers."""
     async with (
         aiohttp.ClientSession() as session,
@@ -226,10 +227,10 @@ def test_configuration_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     documented: dict[str, object] = {}
     for row in re.findall(r"^\|(.*)\|$", section("Configuration"), re.MULTILINE):
         cells = [cell.strip() for cell in row.split("|")]
-        key = re.fullmatch(r"`server\.(\w+)`", cells[2])
-        value = re.fullmatch(r"`([^`]+)`", cells[3])
-        if key and value:
-            documented[key[1]] = _literal(value[1])
+        setting = re.fullmatch(r"`server\.(\w+)`", cells[2])
+        default = re.fullmatch(r"`([^`]+)`", cells[3])
+        if setting and default:
+            documented[setting[1]] = _literal(default[1])
     commented = re.findall(r"^# (\w+) = (\S+)", block("Configuration", "toml"), re.MULTILINE)
     assert commented, "the example has no commented-out settings"
     for key, value in commented:

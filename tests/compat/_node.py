@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _clients import ServerLike
+
+from tests.compat._clients import ServerLike
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 

@@ -91,14 +91,14 @@ def _start_stack(tmp: Path, hub_prefix: str, scenarios: list[str], extra: str = 
     port = free_port()
     config = f'[auth]\naccess_keys = ["{ACCESS_KEY}"]\n'
     config += "".join(_hub_config(hub, port, extra) for hub in hubs)
-    log = open(tmp / "upstream.log", "wb")
     hub_args = [arg for hub in hubs for arg in ("--hub", hub)]
-    app = subprocess.Popen(
-        [str(NODE), str(UPSTREAM_SCRIPT), "--port", str(port), *hub_args],
-        cwd=NODE22_DIR,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(tmp / "upstream.log", "wb") as log:  # the child holds its own copy
+        app = subprocess.Popen(
+            [str(NODE), str(UPSTREAM_SCRIPT), "--port", str(port), *hub_args],
+            cwd=NODE22_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     upstream = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _clients import Clients, ServerLike
-from _node import node_calls
+
+from tests.compat._clients import Clients, ServerLike
+from tests.compat._node import node_calls
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(60)]
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _clients import ServerLike
 from azure.core.exceptions import HttpResponseError
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+from tests.compat._clients import ServerLike
 
 SUPPORTED = ["2021-10-01", "2022-11-01", "2023-07-01", "2024-01-01", "2024-12-01"]
 WIRING = pytest.mark.xfail(strict=True, reason="REST wiring pending")

@@ -11,17 +11,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final
 
 import pytest
-from _clients import (
-    RELIABLE_SUBPROTOCOL,
-    TIMEOUT,
-    AioSdkClient,
-    Clients,
-    RawClient,
-    ServerLike,
-    members,
-    sdk_options,
-    wait_until,
-)
 from azure.messaging.webpubsubclient import WebPubSubClient
 from azure.messaging.webpubsubclient.aio import WebPubSubClient as AioWebPubSubClient
 from azure.messaging.webpubsubclient.models import (
@@ -32,6 +21,18 @@ from azure.messaging.webpubsubclient.models import (
 )
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient as AioServiceClient
+
+from tests.compat._clients import (
+    RELIABLE_SUBPROTOCOL,
+    TIMEOUT,
+    AioSdkClient,
+    Clients,
+    RawClient,
+    ServerLike,
+    members,
+    sdk_options,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
 

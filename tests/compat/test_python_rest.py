@@ -14,7 +14,24 @@ from typing import Any, Final
 
 import jwt
 import pytest
-from _clients import (
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.core.rest import HttpResponse
+from azure.messaging.webpubsubclient.models import (
+    SendMessageError,
+    WebPubSubDataType,
+    WebPubSubProtocolType,
+)
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from azure.messaging.webpubsubservice._operations._operations import (
+    WebPubSubServiceClientOperationsMixin as GeneratedOperations,
+)
+from websockets.exceptions import InvalidStatus
+
+from tests.compat._clients import (
     Clients,
     RawClient,
     ServerLike,
@@ -26,21 +43,6 @@ from _clients import (
     rest_url,
     service,
 )
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-)
-from azure.messaging.webpubsubclient.models import (
-    SendMessageError,
-    WebPubSubDataType,
-    WebPubSubProtocolType,
-)
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
-from azure.messaging.webpubsubservice._operations._operations import (
-    WebPubSubServiceClientOperationsMixin as GeneratedOperations,
-)
-from websockets.exceptions import InvalidStatus
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
 
@@ -837,8 +839,8 @@ def test_invalid_filter_is_400(
         with pytest.raises(HttpResponseError) as exc:
             svc.send_to_all("x", content_type=TEXT, filter=bad)
         assert exc.value.status_code == 400, bad
-        assert exc.value.response is not None
-        assert exc.value.response.headers.get("x-ms-error-code"), bad  # type: ignore[attr-defined]
+        assert isinstance(exc.value.response, HttpResponse)
+        assert exc.value.response.headers.get("x-ms-error-code"), bad
         assert _status(svc.send_to_user, "w", "x", content_type=TEXT, filter=bad) == 400
         assert _status(svc.send_to_group, "g", "x", content_type=TEXT, filter=bad) == 400
         assert_error(_groups_op(server, hub, "addToGroups", {"groups": ["h"], "filter": bad}), 400)

@@ -11,8 +11,9 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from _clients import Clients, ServerLike, members, rest_token, wait_until
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
+
+from tests.compat._clients import Clients, ServerLike, members, rest_token, wait_until
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(30)]
 

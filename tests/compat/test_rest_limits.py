@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _clients import Clients, wait_until
-from _node import node_calls
 from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpResponse
 
 from hubbub.server.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from tests.compat._clients import Clients, wait_until
+from tests.compat._node import node_calls
 from tests.conftest import Server, start_server, stop_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(60)]
@@ -67,7 +68,7 @@ def refused(call: Any, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any], 
     with pytest.raises(HttpResponseError) as info:
         call(*args, **kwargs)
     response = info.value.response
-    assert response is not None
+    assert isinstance(response, HttpResponse)
     body = response.json()
     assert response.headers["x-ms-error-code"] == body["code"], body
     return int(response.status_code), body, response.headers["Content-Type"]

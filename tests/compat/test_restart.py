@@ -11,10 +11,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from _clients import SDK_WAIT, SdkClient, client_url, service, wait_until
 from azure.core.pipeline.policies import RetryMode
 from azure.messaging.webpubsubclient import WebPubSubClient, WebPubSubClientCredential
 
+from tests.compat._clients import SDK_WAIT, SdkClient, client_url, service, wait_until
 from tests.conftest import Server, start_server, stop_server
 
 JOIN = "webpubsub.joinLeaveGroup"

@@ -13,7 +13,14 @@ from typing import Any
 
 import jwt
 import pytest
-from _clients import (
+from azure.core.exceptions import ResourceNotFoundError
+from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDataType
+from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from azure.messaging.webpubsubservice._operations._operations import (
+    WebPubSubServiceClientOperationsMixin as GeneratedOperations,
+)
+
+from tests.compat._clients import (
     Clients,
     ServerLike,
     code,
@@ -21,12 +28,6 @@ from _clients import (
     service,
     status_of,
     wait_until,
-)
-from azure.core.exceptions import ResourceNotFoundError
-from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDataType
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
-from azure.messaging.webpubsubservice._operations._operations import (
-    WebPubSubServiceClientOperationsMixin as GeneratedOperations,
 )
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]

@@ -62,7 +62,7 @@ def test_every_query_round_trips(query: Query) -> None:
 
 def test_every_command_type_is_covered() -> None:
     """The list above holds each member of the union (a new command needs a case)."""
-    members = set(Command.__args__)  # type: ignore[attr-defined]
+    members = set(Command.__args__)
     assert {type(c) for c in COMMANDS} == members
 
 

@@ -7,7 +7,15 @@ from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, Hub
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, EncodedData
-from hubbub.protocol.messages import ClientMessage, DataMessage, DataType, Payload, ServiceMessage
+from hubbub.protocol.messages import (
+    ClientMessage,
+    DataMessage,
+    DataType,
+    GroupStateMessage,
+    InboundMessage,
+    Payload,
+    ServiceMessage,
+)
 from hubbub.protocol.registry import codec_for
 from hubbub.types import ConnectionId, GroupName, HubName
 
@@ -28,12 +36,18 @@ class CountingCodec:
     def decode(self, data: bytes, binary: bool) -> ClientMessage:
         return self._codec.decode(data, binary)
 
+    def decode_inbound(self, data: bytes, binary: bool) -> InboundMessage:
+        return self._codec.decode_inbound(data, binary)
+
     def encode(self, message: ServiceMessage) -> bytes | None:
         return self._codec.encode(message)
 
     def encode_data(self, message: DataMessage) -> EncodedData:
         self.encoded += 1
         return self._codec.encode_data(message)
+
+    def encode_group_state(self, message: GroupStateMessage) -> EncodedData | None:
+        return self._codec.encode_group_state(message)
 
 
 class Outlet:

@@ -10,7 +10,7 @@ import pytest
 import hubbub
 
 SRC = Path(hubbub.__file__).parent
-FORBIDDEN = {
+FORBIDDEN: dict[str, tuple[str, ...]] = {
     "protocol": ("asyncio", "aiohttp", "redis", "hubbub.core", "hubbub.broker", "hubbub.server"),
     "core": ("asyncio", "aiohttp", "redis", "hubbub.broker", "hubbub.server", "hubbub.node"),
 }

@@ -83,11 +83,11 @@ def test_membership_is_per_connection(node: Node) -> None:
     a, _ = connect(node, "u", groups=("g",))
     b, _ = connect(node, "u")
     hub = node.hubs.ensure(HUB)
-    assert set(hub.groups["g"]) == {a.id}
-    assert set(hub.users["u"]) == {a.id, b.id}
+    assert set(hub.groups[GroupName("g")]) == {a.id}
+    assert set(hub.users[UserId("u")]) == {a.id, b.id}
     node.disconnect(a)
     assert "g" not in hub.groups
-    assert set(hub.users["u"]) == {b.id}
+    assert set(hub.users[UserId("u")]) == {b.id}
     node.disconnect(b)
     assert node.hubs.get(HUB) is None
 

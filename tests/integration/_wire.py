@@ -97,7 +97,7 @@ def mint_client_token(
     if extra:
         claims.update(extra)
     if algorithm == "none":
-        return jwt.encode(claims, None, algorithm="none")
+        return jwt.encode(claims, "", algorithm="none")
     secret = (key if key is not None else server.access_key).encode()
     with warnings.catch_warnings():
         # short keys for HS384/HS512 only trigger an advisory warning

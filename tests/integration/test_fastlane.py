@@ -14,7 +14,16 @@ import urllib.request
 from typing import Any
 
 import pytest
-from _wire import API_VERSION, TIMEOUT, ServerLike, Wire, mint_rest_token, server_text
+
+from tests.integration._wire import (
+    API_VERSION,
+    RELIABLE,
+    TIMEOUT,
+    ServerLike,
+    Wire,
+    mint_rest_token,
+    server_text,
+)
 
 
 def fast_sends(server: ServerLike) -> float:
@@ -207,8 +216,6 @@ async def test_a_pipelined_burst_to_a_group_reaches_every_member_whole_and_in_or
     plain member, one that also gets a send of its own in the middle of the burst, one that
     also sits in a second group sent to in the middle. A group with a reliable member (its
     frames carry its own sequence ids) gets the same burst member by member."""
-    from _wire import RELIABLE
-
     async with Wire(server) as wire, Http(server) as http:
         plain = await wire.connect(hub, groups=["burst"])
         direct = await wire.connect(hub, groups=["burst"])

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import pytest
-from _proxy import CuttingProxy
 from azure.messaging.webpubsubclient import WebPubSubClient as SyncWebPubSubClient
 from azure.messaging.webpubsubclient.aio import WebPubSubClient
 from azure.messaging.webpubsubclient.models import (
@@ -42,6 +41,7 @@ from azure.messaging.webpubsubclient.models import (
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
 from tests.conftest import Server, start_server, stop_server
+from tests.integration._proxy import CuttingProxy
 
 GROUP = "drops"
 USERS = 8

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from _proxy import CuttingProxy
-from _wire import RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
-from test_reliable import Net, ack, resume, settle
 
 from hubbub.protocol import webpubsub_pb2 as pb
 from tests.conftest import Server
+from tests.integration._proxy import CuttingProxy
+from tests.integration._wire import RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
+from tests.integration.test_reliable import Net, ack, resume, settle
 
 SET = "webpubsub.setGroupState"
 GET = "webpubsub.getGroupState"

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from _proxy import CuttingProxy
-from _wire import JSON, RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
-from test_reliable import Net, ack, resume, settle
 
 from hubbub.protocol import webpubsub_pb2 as pb
 from tests.conftest import Server
+from tests.integration._proxy import CuttingProxy
+from tests.integration._wire import JSON, RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
+from tests.integration.test_reliable import Net, ack, resume, settle
 
 PROTOBUF = "protobuf.webpubsub.azure.v1"
 EVERYTHING = [ROLE_JOIN, ROLE_SEND]

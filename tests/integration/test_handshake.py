@@ -10,7 +10,8 @@ from collections.abc import Callable
 import aiohttp
 import jwt
 import pytest
-from _wire import (
+
+from tests.integration._wire import (
     JSON,
     RELIABLE,
     ROLE_JOIN,

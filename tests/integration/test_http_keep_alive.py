@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_fastlane import Http
 
 from tests.conftest import CONFIG_TOML, Server, start_server, stop_server
+from tests.integration.test_fastlane import Http
 
 KEEP_ALIVE = 2.0
 # The lane checks four times per keep-alive period; aiohttp closes on the dot.

@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 import pytest
-from _wire import (
+
+from tests.integration._wire import (
     JSON,
     RELIABLE,
     ROLE_JOIN,

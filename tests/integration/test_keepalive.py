@@ -7,8 +7,9 @@ import itertools
 import time
 
 import pytest
-from _wire import JSON, ServerLike, Wire
 from aiohttp import WSMsgType
+
+from tests.integration._wire import JSON, ServerLike, Wire
 
 OBSERVE_SECONDS = 3.6
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import aiohttp
 import jwt
 import pytest
-from _wire import Wire, mint_client_token, raw_handshake
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+from tests.integration._wire import Wire, mint_client_token, raw_handshake
 
 SUMMARY_SECONDS = 0.5
 WAIT = 10.0
@@ -88,6 +88,7 @@ class Handler:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
 
 def _config(handler_port: int, dead_port: int) -> str:

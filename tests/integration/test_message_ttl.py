@@ -15,11 +15,11 @@ import urllib.parse
 from collections.abc import AsyncIterator
 
 import pytest
-from _proxy import CuttingProxy
-from _wire import ROLE_JOIN, ROLE_SEND, Client, Wire
-from test_reliable import RELIABLE, Net, group_msg, resume, server_msg, settle
 
 from tests.conftest import Server
+from tests.integration._proxy import CuttingProxy
+from tests.integration._wire import RELIABLE, ROLE_JOIN, ROLE_SEND, Client, Wire
+from tests.integration.test_reliable import Net, group_msg, resume, server_msg, settle
 
 
 @pytest.fixture

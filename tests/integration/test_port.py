@@ -17,7 +17,15 @@ import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
-from _wire import JSON, ROLE_JOIN, ROLE_SEND, TIMEOUT, ServerLike, Wire, mint_client_token
+from tests.integration._wire import (
+    JSON,
+    ROLE_JOIN,
+    ROLE_SEND,
+    TIMEOUT,
+    ServerLike,
+    Wire,
+    mint_client_token,
+)
 
 WS_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _wire import JSON, ServerLike, mint_client_token, mint_rest_token
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from test_port import RawSocket, masked
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+from tests.integration._wire import JSON, ServerLike, mint_client_token, mint_rest_token
+from tests.integration.test_port import RawSocket, masked
 
 WAIT = 5.0
 HEAD_TIMEOUT = 1.0
@@ -58,6 +58,7 @@ class ConnectGate:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":

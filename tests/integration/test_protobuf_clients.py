@@ -13,6 +13,7 @@ from tests.integration._wire import (
     ROLE_JOIN,
     ROLE_SEND,
     Client,
+    ServerLike,
     Wire,
     compact,
 )
@@ -57,10 +58,10 @@ async def join_pb(client: Client, group: str, ack_id: int) -> None:
 
 @pytest.mark.parametrize("protocol", [PROTOBUF, PROTOBUF_RELIABLE])
 async def test_protobuf_group_messages_reach_every_kind_of_client(
-    server: object, hub: str, protocol: str
+    server: ServerLike, hub: str, protocol: str
 ) -> None:
     """Text, binary and Any from a protobuf publisher reach protobuf, JSON and plain clients."""
-    async with Wire(server) as wire:  # type: ignore[arg-type]
+    async with Wire(server) as wire:
         publisher, _ = await connect_pb(wire, hub, protocol, "pub")
         await join_pb(publisher, "g", 1)
         json_client = await wire.connect(hub, user="j", roles=ROLES, protocols=(JSON,))
@@ -104,9 +105,9 @@ async def test_protobuf_group_messages_reach_every_kind_of_client(
         assert await plain.recv_bytes() == any_value.SerializeToString()
 
 
-async def test_json_and_rest_messages_reach_protobuf_clients(server: object, hub: str) -> None:
+async def test_json_and_rest_messages_reach_protobuf_clients(server: ServerLike, hub: str) -> None:
     """JSON client data and REST bodies arrive with the matching MessageData member."""
-    async with Wire(server) as wire:  # type: ignore[arg-type]
+    async with Wire(server) as wire:
         receiver, connection_id = await connect_pb(wire, hub, PROTOBUF, "r")
         await join_pb(receiver, "g", 1)
         sender = await wire.connect(hub, user="s", roles=ROLES, protocols=(JSON,))
@@ -130,9 +131,9 @@ async def test_json_and_rest_messages_reach_protobuf_clients(server: object, hub
         assert got[3].data.text_data == "plain"
 
 
-async def test_protobuf_ping_forbidden_and_malformed(server: object, hub: str) -> None:
+async def test_protobuf_ping_forbidden_and_malformed(server: ServerLike, hub: str) -> None:
     """Ping gets pong, a missing permission a Forbidden ack, a text frame closes with 1003."""
-    async with Wire(server) as wire:  # type: ignore[arg-type]
+    async with Wire(server) as wire:
         client = await wire.connect(hub, user="u", protocols=(PROTOBUF,), read_connected=False)
         await recv_pb(client)
         await send_pb(client, pb.UpstreamMessage(ping_message=pb.UpstreamMessage.PingMessage()))

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from _wire import ROLE_SEND, Client, ServerLike, Wire
 from aiohttp import WSMsgType
+
+from tests.integration._wire import ROLE_SEND, Client, ServerLike, Wire
 
 RAW_USER = "raw-user"
 

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _proxy import CuttingProxy
-from _wire import (
+from aiohttp import WSMsgType, web
+
+from tests.conftest import CONFIG_TOML, Server, free_port, start_server, stop_server
+from tests.integration._proxy import CuttingProxy
+from tests.integration._wire import (
     JSON,
     RELIABLE,
     ROLE_JOIN,
@@ -32,9 +35,6 @@ from _wire import (
     mint_client_token,
     raw_handshake,
 )
-from aiohttp import WSMsgType, web
-
-from tests.conftest import CONFIG_TOML, Server, free_port, start_server, stop_server
 
 POLICY_VIOLATION = 1008
 ALL_ROLES = [ROLE_JOIN, ROLE_SEND]

@@ -98,10 +98,10 @@ def call(
             data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    answer_headers = {}
+    answer_headers: dict[str, str] = {}
     for line in header_lines:
-        name, _, value = line.partition(":")
-        answer_headers[name.strip().lower()] = value.strip()
+        field, _, text = line.partition(":")
+        answer_headers[field.strip().lower()] = text.strip()
     return Answer(int(status_line.split(" ")[1]), answer_headers, rest)
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from _wire import ServerLike, Wire, server_text
 from azure.core.credentials import AzureKeyCredential
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
-from test_fastlane import Http
+
+from tests.integration._wire import ServerLike, Wire, server_text
+from tests.integration.test_fastlane import Http
 
 TEXT = "héllo €"  # 7 characters, 10 UTF-8 bytes
 BODY = TEXT.encode()
@@ -40,7 +41,7 @@ def _head(http: Http, path: str, query: str) -> bytes:
 
 async def _answers_until_closed(http: Http) -> list[int]:
     """The statuses of the answers, up to the node closing the connection."""
-    statuses = []
+    statuses: list[int] = []
     while True:
         try:
             status, _, _ = await http.answer()
@@ -105,7 +106,8 @@ async def _sdk_send(server: ServerLike, hub: str, message: str | bytes) -> str:
             server.endpoint, hub, AzureKeyCredential(server.access_key)
         )
         async with service:
-            await service.send_to_user("reader", message, content_type="text/plain")
+            # the SDK's overloads omit bytes, which it sends as the body
+            await service.send_to_user("reader", message, content_type="text/plain")  # type: ignore[arg-type]
         frame = await client.recv_json()
         data: str = frame["data"]
         return data

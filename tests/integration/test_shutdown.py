@@ -17,10 +17,10 @@ import aiohttp
 import jwt
 import pytest
 import yarl
-from _wire import JSON, RELIABLE, Wire, mint_client_token
 from aiohttp import web
 
 from tests.conftest import CONFIG_TOML, Server, free_port, start_server, stop_server
+from tests.integration._wire import JSON, RELIABLE, Wire, mint_client_token
 
 GOING_AWAY = 1001
 

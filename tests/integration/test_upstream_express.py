@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import aiohttp
 import pytest
-from _wire import JSON, RELIABLE, Client, Wire, mint_client_token, query_string, raw_handshake
 from azure.messaging.webpubsubclient.aio import (
     WebPubSubClient as AioWebPubSubClient,
     WebPubSubClientCredential,
@@ -44,6 +43,15 @@ from azure.messaging.webpubsubclient.models import (
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient as AioServiceClient
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+from tests.integration._wire import (
+    JSON,
+    RELIABLE,
+    Client,
+    Wire,
+    mint_client_token,
+    query_string,
+    raw_handshake,
+)
 
 pytestmark = pytest.mark.node
 

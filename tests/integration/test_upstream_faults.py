@@ -24,12 +24,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yarl
-from _wire import JSON, Client, Wire, mint_client_token, query_string
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
 from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port, start_server, stop_server
+from tests.integration._wire import JSON, Client, Wire, mint_client_token, query_string
 
 WAIT = 5.0
 """Deadline of every single wait that is not about a retry schedule."""
@@ -129,6 +129,7 @@ class HandlerApp:
             asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def seen(
         self,
@@ -490,9 +491,9 @@ async def test_server_error_then_success_is_retried_once(stack: Stack) -> None:
         await raw.ws.send_str("after")
         assert await raw.recv_text() == "after"
 
-    for event in ("e500", "e408"):
-        posts = stack.handler.seen("flaky", event=event)
-        assert len(posts) == 2, (event, posts)
+    for name in ("e500", "e408"):
+        posts = stack.handler.seen("flaky", event=name)
+        assert len(posts) == 2, (name, posts)
         assert posts[0].ce_id == posts[1].ce_id
         assert posts[0].body == posts[1].body
         assert 0.9 <= posts[1].received - posts[0].received < 2.5
@@ -617,7 +618,7 @@ async def test_connect_response_bodies(stack: Stack) -> None:
     async def answer(seen: Seen, request: web.Request) -> web.StreamResponse | None:
         case = connect_query(seen).get("case") if seen.event == "connect" else None
         if seen.method == "POST" and case:
-            body, content_type = {**BAD_CONNECT_BODIES, **GOOD_CONNECT_BODIES}[case[0]][:2]
+            body, content_type = BAD_CONNECT_BODIES.get(case[0]) or GOOD_CONNECT_BODIES[case[0]][:2]
             return web.Response(body=body, headers={"Content-Type": content_type})
         return None
 

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _wire import ROLE_JOIN, ROLE_SEND, Client, Wire
 from aiohttp import web
-from test_upstream_faults import WAIT, HandlerApp, Seen, Stack
 
 from hubbub.protocol.webpubsub_pb2 import DownstreamMessage, UpstreamMessage
 from tests.conftest import ACCESS_KEY, start_server, stop_server
+from tests.integration._wire import ROLE_JOIN, ROLE_SEND, Client, Wire
+from tests.integration.test_upstream_faults import WAIT, HandlerApp, Seen, Stack
 
 PROTOBUF = "protobuf.webpubsub.azure.v1"
 

@@ -10,6 +10,7 @@ import pytest
 
 from hubbub.errors import BadRequestError, ProtocolError
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
+from hubbub.protocol.json_codec import JsonCodec
 from hubbub.protocol.messages import (
     ClientInvokeResponseMessage,
     DataMessage,
@@ -32,11 +33,10 @@ from hubbub.protocol.messages import (
     SubscribeGroupStateMessage,
     UnsubscribeGroupStateMessage,
 )
-from hubbub.protocol.registry import codec_for
 from tests.protocol.test_json_codec import payload_of
 
-JSON = codec_for(JSON_SUBPROTOCOL)
-RELIABLE = codec_for(JSON_RELIABLE_SUBPROTOCOL)
+JSON = JsonCodec(JSON_SUBPROTOCOL, reliable=False)
+RELIABLE = JsonCodec(JSON_RELIABLE_SUBPROTOCOL, reliable=True)
 TEXT_HI = Payload(DataType.TEXT, b"hi")
 
 

@@ -32,12 +32,12 @@ from hubbub.protocol.messages import (
     SubscribeGroupStateMessage,
     UnsubscribeGroupStateMessage,
 )
-from hubbub.protocol.registry import codec_for
+from hubbub.protocol.protobuf_codec import ProtobufCodec
 from hubbub.protocol.webpubsub_pb2 import DownstreamMessage
 from tests.protocol.test_protobuf_codec import payload_of
 
-PROTOBUF = codec_for(PROTOBUF_SUBPROTOCOL)
-RELIABLE = codec_for(PROTOBUF_RELIABLE_SUBPROTOCOL)
+PROTOBUF = ProtobufCodec(PROTOBUF_SUBPROTOCOL, reliable=False)
+RELIABLE = ProtobufCodec(PROTOBUF_RELIABLE_SUBPROTOCOL, reliable=True)
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ def test_detach_then_attach_resends_the_unacked_frames_in_order() -> None:
     send(session, b"2")
     session.ack(1)
     session.detach(now=100.0, timeout=30.0)
-    assert session.state is SessionState.DETACHED and session.expires_at == 130.0
+    assert (session.state, session.expires_at) == (SessionState.DETACHED, 130.0)
     send(session, b"3")
     assert session.attach() == [b"2", b"3"]
     assert session.state is SessionState.ATTACHED and session.expires_at is None

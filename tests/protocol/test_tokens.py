@@ -159,7 +159,7 @@ def test_cached_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     verify_rest_token(token, KEYS, "/api/cached")
     assert any(key[0] == token for key in tokens._verified)
     later = time.time() + 60 + tokens.CLOCK_SKEW_SECONDS + 1
-    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(TokenError, match="expired"):
         verify_rest_token(token, KEYS, "/api/cached")
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import jwt
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from hubbub.config import Config
@@ -24,26 +25,28 @@ QUERY = "?api-version=2024-12-01"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient[object, object]]:
+async def client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = build_app(Config(access_keys=(KEY,)))
 
     async def broken_send(*args: object) -> None:
         raise RuntimeError("the engine broke")
 
-    app[SERVICE].send = broken_send  # type: ignore[method-assign]
+    monkeypatch.setattr(app[SERVICE], "send", broken_send)
     async with TestClient(TestServer(app)) as client:
         ACTIVITY.reset()
         yield client
 
 
-def _bearer(client: TestClient[object, object], path: str) -> dict[str, str]:
+def _bearer(client: TestClient[web.Request, web.Application], path: str) -> dict[str, str]:
     url = str(client.make_url(path))
     token = jwt.encode({"aud": url, "exp": int(time.time()) + 60}, KEY, algorithm="HS256")
     return {"Authorization": f"Bearer {token}"}
 
 
 async def test_a_rest_5xx_is_logged_as_it_happens(
-    client: TestClient[object, object], caplog: pytest.LogCaptureFixture
+    client: TestClient[web.Request, web.Application], caplog: pytest.LogCaptureFixture
 ) -> None:
     path = "/api/hubs/chat/:send" + QUERY
     with caplog.at_level(logging.ERROR, logger="hubbub.rest"):
@@ -55,7 +58,7 @@ async def test_a_rest_5xx_is_logged_as_it_happens(
 
 
 async def test_a_rest_4xx_is_counted_not_logged(
-    client: TestClient[object, object], caplog: pytest.LogCaptureFixture
+    client: TestClient[web.Request, web.Application], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         for _ in range(3):

@@ -12,9 +12,10 @@ import os
 import struct
 from typing import Any
 
+import aiohttp._websocket.reader_c as reader_c
 import pytest
 from aiohttp import WSCloseCode, WSMsgType
-from aiohttp._websocket import reader_c, reader_py
+from aiohttp._websocket import reader_py
 from aiohttp.http_websocket import WebSocketError
 
 from hubbub.server import websocket

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from test_sniffer import request
-
 from hubbub.server.fastlane import Sniffer
 from hubbub.server.port import Port
+from tests.server.test_sniffer import request
 
 
 class StubLane:
@@ -100,7 +99,7 @@ class FakeTransport(asyncio.Transport):
 
 def _port(high: int) -> tuple[Port, FakeTransport, FakeHttp, StubLane]:
     http, lane = FakeHttp(), StubLane()
-    port = Port(lambda: http, lane)  # type: ignore[arg-type, return-value]
+    port = Port(lambda: http, lane)  # type: ignore[arg-type]
     transport = FakeTransport(port, high)
     port.connection_made(transport)
     return port, transport, http, lane

@@ -11,11 +11,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_port_flow import FakeHttp, FakeTransport
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
 from hubbub.server.port import HOLD_BYTES, Port, RequestHeads
+from tests.server.test_port_flow import FakeHttp, FakeTransport
 
 
 class FakeStream:
@@ -37,7 +37,7 @@ class FakeStream:
 
 def _port() -> tuple[Port, FakeTransport, FakeHttp]:
     http = FakeHttp()
-    port = Port(lambda: http)  # type: ignore[arg-type, return-value]
+    port = Port(lambda: http)  # type: ignore[arg-type]
     transport = FakeTransport(port, 1 << 20)
     port.connection_made(transport)
     return port, transport, http

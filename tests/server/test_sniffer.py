@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from hubbub.server.fastlane import MAX_BODY_BYTES, MAX_HEAD_BYTES, Sniffer
+from hubbub.server.fastlane import Sniffer
+from hubbub.server.limits import MAX_BODY_BYTES, MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 
 
 class Lane:
@@ -40,7 +41,7 @@ def request(
 
 
 def sniffer() -> tuple[Sniffer, Lane, list[bytes]]:
-    lane, written = Lane(), []
+    lane, written = Lane(), list[bytes]()
     return Sniffer(lane, written.append, lambda: None), lane, written  # type: ignore[arg-type]
 
 
