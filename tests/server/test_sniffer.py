@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from hubbub.server.fastlane import MAX_BODY_BYTES, MAX_HEAD_BYTES, Sniffer
+from hubbub.server.fastlane import Sniffer
+from hubbub.server.limits import MAX_BODY_BYTES, MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 
 
 class Lane:

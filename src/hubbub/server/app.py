@@ -11,7 +11,8 @@ from hubbub.node import Node
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES
 from hubbub.server.port import REQUEST_HEADS, RequestHeads, request_heads
-from hubbub.server.rest import ACCESS_KEYS, SERVICE, api_middleware, routes
+from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
+from hubbub.server.restrules import RestRules
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
@@ -40,8 +41,8 @@ def build_app(config: Config) -> web.Application:
     heads = app[REQUEST_HEADS] = RequestHeads(config.request_head_timeout_seconds)
     service = Service(config, broker, presence)
     app[SERVICE] = service
-    lane = app[FAST_LANE] = FastLane(service, config.access_keys, config.http_keep_alive_seconds)
-    app[ACCESS_KEYS] = config.access_keys
+    rules = app[RULES] = RestRules(config.access_keys, config.http_keep_alive_seconds)
+    lane = app[FAST_LANE] = FastLane(service, rules)
     endpoint = ClientEndpoint(node)
     app.add_routes(
         [

@@ -1,11 +1,16 @@
-"""Mapping of errors to HTTP answers: the service's error body (rest-api.md §2)."""
+"""The service's error answers (rest-api.md §2): an ``ErrorDetail`` body and ``x-ms-error-code``.
+
+:func:`error_response` answers through aiohttp; answers written as bytes (the fast lane's, a
+request head's timeout) take the same body from :func:`error_body`
+(:func:`hubbub.server.restrules.raw_error`).
+"""
 
 from __future__ import annotations
 
 import orjson
 from aiohttp import web
 
-__all__ = ["error_response"]
+__all__ = ["error_body", "error_code", "error_response"]
 
 # Codes named as in .NET's HttpStatusCode (the service documents no list of its own).
 _CODES = {
@@ -14,6 +19,7 @@ _CODES = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     413: "RequestEntityTooLarge",
     414: "RequestUriTooLong",
     415: "UnsupportedMediaType",
@@ -22,17 +28,26 @@ _CODES = {
 }
 
 
-def error_response(status: int, message: str) -> web.Response:
-    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
-    code = _CODES.get(status, "Error")
+def error_code(status: int) -> str:
+    """The ``code`` of the error body (and ``x-ms-error-code``) for an HTTP status."""
+    return _CODES.get(status, "Error")
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The ``ErrorDetail`` JSON body: ``{"code", "message"}``."""
+    code = error_code(status)
     try:
-        body = orjson.dumps({"code": code, "message": message})
+        return orjson.dumps({"code": code, "message": message})
     except TypeError:  # a lone surrogate from the request, echoed in the message
         text = message.encode("utf-8", "backslashreplace").decode()
-        body = orjson.dumps({"code": code, "message": text})
+        return orjson.dumps({"code": code, "message": text})
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
     return web.Response(
         status=status,
-        body=body,
+        body=error_body(status, message),
         content_type="application/json",
-        headers={"x-ms-error-code": code},
+        headers={"x-ms-error-code": error_code(status)},
     )

@@ -28,11 +28,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
-import orjson
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from hubbub.server.fastlane import FastLane, Sniffer
+from hubbub.server.restrules import raw_error
 
 __all__ = ["REQUEST_HEADS", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
 
@@ -245,7 +245,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
         if transport is None or self._stream is not None or transport.is_closing():
             return
         log.debug("a request head took more than %g s: answered 408, connection closed", timeout)
-        transport.write(_head_timeout_answer(timeout))
+        message = f"the request head was not complete within {timeout:g} seconds"
+        transport.write(raw_error(408, message, close=True))
         if transport.get_write_buffer_size():
             transport.abort()  # a client that does not read gets no time to
         else:
@@ -410,19 +411,6 @@ async def request_heads(request: web.Request, handler: _Handler) -> web.StreamRe
         return await handler(request)
     finally:
         port.request_done()
-
-
-def _head_timeout_answer(timeout: float) -> bytes:
-    body = orjson.dumps(
-        {
-            "code": "RequestTimeout",
-            "message": f"the request head was not complete within {timeout:g} seconds",
-        }
-    )
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nx-ms-error-code: RequestTimeout"
-        b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-    ) + body
 
 
 async def listen(
