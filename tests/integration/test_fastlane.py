@@ -182,6 +182,21 @@ async def test_a_refused_send_gets_the_services_error_and_the_socket_goes_on(
                 assert await client.recv_json() == server_text("after")
 
 
+async def test_a_send_that_asks_to_close_is_answered_then_closed(
+    server: ServerLike, hub: str
+) -> None:
+    """``Connection: close``, even on an empty body (httptools then reports keep-alive)."""
+    async with Wire(server) as wire:
+        client = await wire.connect(hub, user="close-user")
+        async with Http(server) as http:
+            path = f"/api/hubs/{hub}/users/close-user/:send"
+            http.writer.write(http.request(path, b"", extra="Connection: close\r\n"))
+            status, headers, _ = await http.answer()
+            assert status == 202 and headers["connection"] == "close"
+            assert await asyncio.wait_for(http.reader.read(), TIMEOUT) == b""  # closed
+        assert await client.recv_json() == server_text("")
+
+
 async def test_a_chunked_send_is_served_by_aiohttp(server: ServerLike, hub: str) -> None:
     async with Wire(server) as wire:
         client = await wire.connect(hub, user="chunk-user")

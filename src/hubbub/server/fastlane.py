@@ -48,6 +48,7 @@ from hubbub.server.restrules import (
     accepted_answer,
     body_allowed,
     data_type,
+    keeps_alive,
     payload_of,
     raw_error,
     route,
@@ -74,7 +75,14 @@ _SENDS = {
 """The operations the lane serves: their target and the path parameter that names it."""
 _API_VERSION = "api-version="
 _WANTED = frozenset(
-    (b"authorization", b"content-type", b"content-length", b"transfer-encoding", b"expect")
+    (
+        b"authorization",
+        b"connection",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+    )
 )
 _NO_OPTIONS = SendOptions()
 
@@ -146,8 +154,7 @@ class FastLane:
             return None  # aiohttp refuses it: the same rule, with the service's answer
         if not known:
             self._sends.remember(url, send)
-        content_type = headers.get(b"content-type")
-        kind = data_type(None if content_type is None else content_type.decode("latin-1"))
+        kind = data_type(_text(headers.get(b"content-type")))
         if send.hub is None or kind is None:
             return None
         return send.hub, send.kind, send.name, send.path, kind
@@ -166,6 +173,10 @@ class FastLane:
             return raw_error(500, INTERNAL_ERROR)
         FAST_SENDS.inc()
         return accepted_answer()
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 class _Send(NamedTuple):
@@ -373,8 +384,7 @@ class Sniffer:
         if (
             not fields.complete
             or parser.get_method() != b"POST"
-            or parser.get_http_version() != "1.1"
-            or not parser.should_keep_alive()
+            or not keeps_alive(parser.get_http_version(), _text(fields.headers.get(b"connection")))
             or b"expect" in fields.headers
             or b"transfer-encoding" in fields.headers
         ):

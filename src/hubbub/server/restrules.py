@@ -9,7 +9,8 @@ this module, so a rule is written once and the two cannot drift apart:
   (:meth:`RestRules.refusal`);
 - content types to :class:`~hubbub.protocol.messages.DataType` (:func:`data_type`), and what a
   message body must be (:func:`payload_of`);
-- the body limit (:func:`body_allowed`) and the keep-alive time of an idle connection
+- the body limit (:func:`body_allowed`), which requests leave their connection open
+  (:func:`keeps_alive`) and the keep-alive time of an idle connection
   (:attr:`RestRules.keep_alive_seconds`);
 - the refusals (:class:`Refusal`: status and message) and, for answers written as bytes, the
   service's error answer (:func:`raw_error`, with the body of :mod:`hubbub.server.errors`) and
@@ -52,6 +53,7 @@ __all__ = [
     "bearer",
     "body_allowed",
     "data_type",
+    "keeps_alive",
     "media_type",
     "payload_of",
     "raw_answer",
@@ -351,6 +353,16 @@ def data_type(content_type: str | None) -> DataType | None:
     """The data type of a message body sent with this ``Content-Type``; None: not accepted."""
     exact = CONTENT_TYPES.get(content_type) if content_type is not None else None
     return exact if exact is not None else CONTENT_TYPES.get(media_type(content_type))
+
+
+def keeps_alive(http_version: str, connection: str | None) -> bool:
+    """The connection stays open after the answer: HTTP/1.1 without ``Connection: close``
+    (RFC 9112 §9.3; HTTP/1.0 keep-alive is aiohttp's alone to serve)."""
+    if http_version != "1.1":
+        return False
+    return connection is None or all(
+        token.strip().lower() != "close" for token in connection.split(",")
+    )
 
 
 def body_allowed(length: int) -> bool:
