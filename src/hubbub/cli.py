@@ -187,7 +187,7 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def _listen(runner: web.AppRunner, config: Config, lane: FastLane) -> asyncio.Server:
+async def _listen(runner: web.AppRunner, config: Config, lane: FastLane | None) -> asyncio.Server:
     """Listen on the configured address; port 0 becomes one free port on every address."""
     from hubbub.server.port import listen
 
@@ -218,7 +218,7 @@ async def _serve(config: Config) -> None:
     )
     await runner.setup()
     try:
-        listener = await _listen(runner, config, app[FAST_LANE])
+        listener = await _listen(runner, config, app[FAST_LANE] if config.fast_lane else None)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(

@@ -13,8 +13,16 @@ from typing import Any
 import pytest
 from _clients import Clients, ServerLike
 from _node import node_calls
+from conftest import Server
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 NAMES = [
     "a?b",

@@ -40,9 +40,17 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from azure.messaging.webpubsubservice._operations._operations import (
     WebPubSubServiceClientOperationsMixin as GeneratedOperations,
 )
+from conftest import Server
 from websockets.exceptions import InvalidStatus
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 TEXT = "text/plain"
 TEXT_DATA: Final = WebPubSubDataType.TEXT

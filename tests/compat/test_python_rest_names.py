@@ -13,8 +13,16 @@ from collections.abc import Iterator
 import pytest
 from _clients import Clients, ServerLike, members, rest_token, wait_until
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
+from conftest import Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 TEXT_PLAIN = "text/plain"
 

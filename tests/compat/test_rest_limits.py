@@ -19,7 +19,14 @@ import pytest
 from _clients import Clients, wait_until
 from _node import node_calls
 from azure.core.exceptions import HttpResponseError
-from conftest import Server, start_server, stop_server
+from conftest import (
+    CONFIG_TOML,
+    FAST_LANE_MODES,
+    WITHOUT_LANE,
+    Server,
+    start_server,
+    stop_server,
+)
 
 from hubbub.server.limits import MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 
@@ -34,10 +41,13 @@ class Node:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=FAST_LANE_MODES)
+def node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("rest-limits")
-    server = start_server(tmp, ["--log-level", "debug"])
+    config = CONFIG_TOML if request.param else CONFIG_TOML + WITHOUT_LANE
+    server = start_server(tmp, ["--log-level", "debug"], config_toml=config)
     yield Node(server, tmp / "server.log")
     stop_server(server)
 
