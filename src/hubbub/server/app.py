@@ -13,6 +13,7 @@ from hubbub.server.limits import MAX_BODY_BYTES
 from hubbub.server.port import REQUEST_HEADS, RequestHeads, request_heads
 from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
 from hubbub.server.restrules import RestRules
+from hubbub.server.socket import Sockets
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
@@ -43,7 +44,8 @@ def build_app(config: Config) -> web.Application:
     app[SERVICE] = service
     rules = app[RULES] = RestRules(config.access_keys, config.http_keep_alive_seconds)
     lane = app[FAST_LANE] = FastLane(service, rules)
-    endpoint = ClientEndpoint(node)
+    sockets = Sockets(config.max_outbound_bytes)
+    endpoint = ClientEndpoint(node, sockets)
     app.add_routes(
         [
             web.get("/client/hubs/{hub}", endpoint.handle, allow_head=False),
@@ -64,8 +66,8 @@ def build_app(config: Config) -> web.Application:
 
     async def stop_engine(app: web.Application) -> None:
         heads.close()
-        endpoint.close_all()
-        await endpoint.keepalive.close()
+        sockets.close_all()
+        await sockets.close()
         await upstream.close()
         await broker.close()
 
