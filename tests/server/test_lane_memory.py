@@ -14,6 +14,7 @@ from typing import Any
 
 from hubbub.server import fastlane
 from hubbub.server.fastlane import FastLane
+from hubbub.server.limits import CACHED_URLS
 from hubbub.server.restrules import RestRules
 
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
@@ -59,8 +60,8 @@ def test_what_authenticated_sends_leave_is_bounded() -> None:
     sends = fastlane._Sends()
     send = fastlane._plain_send(url(0, 10))
     assert send is not None
-    for i in range(3 * sends.MAX_URLS):
+    for i in range(3 * CACHED_URLS):
         sends.remember(url(i, 10), send)
-    sends.remember(url(0), send)  # longer than MAX_URL_CHARS
-    assert len(sends._urls) == sends.MAX_URLS
-    assert sends.get(url(0)) is None and sends.get(url(3 * sends.MAX_URLS - 1, 10)) is send
+    sends.remember(url(0), send)  # longer than CACHED_URL_BYTES
+    assert len(sends._urls) == CACHED_URLS
+    assert sends.get(url(0)) is None and sends.get(url(3 * CACHED_URLS - 1, 10)) is send

@@ -15,7 +15,8 @@ from test_port_flow import FakeHttp, FakeTransport
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
-from hubbub.server.port import HOLD_BYTES, Port, RequestHeads
+from hubbub.server.limits import HOLD_BYTES
+from hubbub.server.port import Port, RequestHeads
 
 
 class FakeStream:

@@ -40,7 +40,11 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
-from hubbub.server.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
+from hubbub.server.limits import (
+    CACHED_URL_BYTES,
+    CACHED_URLS,
+    MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES,
+)
 from hubbub.server.restrules import (
     INTERNAL_ERROR,
     Operation,
@@ -221,12 +225,10 @@ class _Sends:
     """The URLs of recent authenticated sends and what they say, so that a client sending to
     the same user or group again does not make the lane parse its URL again.
 
-    Bounded in bytes: at most :data:`MAX_URLS` URLs of up to :data:`MAX_URL_CHARS` bytes
-    (about 2 MiB with what they say), and only URLs whose request passed the token check.
+    Bounded in bytes: at most :data:`~hubbub.server.limits.CACHED_URLS` URLs of up to
+    :data:`~hubbub.server.limits.CACHED_URL_BYTES` bytes (about 2 MiB with what they say), and
+    only URLs whose request passed the token check.
     """
-
-    MAX_URLS = 4096
-    MAX_URL_CHARS = 256
 
     __slots__ = ("_urls",)
 
@@ -238,9 +240,9 @@ class _Sends:
 
     def remember(self, url: bytes, send: _Send) -> None:
         urls = self._urls
-        if len(url) > self.MAX_URL_CHARS:
+        if len(url) > CACHED_URL_BYTES:
             return
-        if len(urls) >= self.MAX_URLS:
+        if len(urls) >= CACHED_URLS:
             del urls[next(iter(urls))]  # the oldest
         urls[url] = send
 

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from hubbub.server.fastlane import FastLane, Sniffer
+from hubbub.server.limits import HOLD_BYTES
 from hubbub.server.restrules import raw_error
 
 __all__ = ["REQUEST_HEADS", "Mode", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
@@ -41,9 +42,6 @@ log = logging.getLogger("hubbub.port")
 
 LISTEN_BACKLOG = 2048
 """Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
-HOLD_BYTES = 64 * 1024
-"""What a connection may send while its upgrade waits for the ``connect`` event, before the
-port stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
 
 
 class Stream(Protocol):

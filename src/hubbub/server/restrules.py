@@ -39,7 +39,7 @@ from hubbub.errors import BadRequestError
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_body, error_code
-from hubbub.server.limits import MAX_BODY_BYTES
+from hubbub.server.limits import CACHED_URL_BYTES, CACHED_URLS, MAX_BODY_BYTES
 
 __all__ = [
     "CONTENT_TYPES",
@@ -280,11 +280,6 @@ class Route(NamedTuple):
         return ""
 
 
-_CACHED_PATH_CHARS = 256
-"""Longer paths are routed every time rather than kept, so the cache holds at most about
-4,096 x 256 characters (and is filled only for authenticated requests: see :func:`route`)."""
-
-
 def route(method: str, target: str) -> Route | None:
     """The operation of a request to ``/api/hubs/{hub}/...``; None when there is none (404).
 
@@ -297,7 +292,7 @@ def route(method: str, target: str) -> Route | None:
         BadRequestError: a segment is not percent-encoded UTF-8.
     """
     path = _sent_path(target)
-    if len(path) <= _CACHED_PATH_CHARS:
+    if len(path) <= CACHED_URL_BYTES:
         return _cached_route(method, path)
     return _route(method, path)
 
@@ -318,7 +313,8 @@ def _route(method: str, path: str) -> Route | None:
     return Route(operation, hub, tuple((_NAMES.get(kind, kind), name) for kind, name in pairs))
 
 
-_cached_route = functools.lru_cache(maxsize=4096)(_route)
+_cached_route = functools.lru_cache(maxsize=CACHED_URLS)(_route)
+"""Short paths of authenticated requests (see :data:`~hubbub.server.limits.CACHED_URLS`)."""
 
 
 def _sent_path(target: str) -> str:

@@ -42,6 +42,7 @@ from aiohttp.streams import EofStream
 from hubbub.closecodes import CLOSE_NORMAL
 from hubbub.protocol.frames import OP_PONG, close_frame, frame
 from hubbub.server.keepalive import KeepAlive
+from hubbub.server.limits import READ_QUEUE_BYTES
 from hubbub.server.port import Port
 from hubbub.server.writer import CorkedOutlet, Flusher
 
@@ -51,8 +52,6 @@ log = logging.getLogger("hubbub.socket")
 
 CLOSE_TIMEOUT_SECONDS = 10.0
 """How long a close frame of ours waits for the client's before the socket is dropped."""
-READ_QUEUE_BYTES = 64 * 1024
-"""Inbound messages queued per connection before reading from its socket pauses."""
 UNMASKED = "a client frame without a mask"
 
 
