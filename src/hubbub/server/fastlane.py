@@ -36,7 +36,6 @@ from typing import NamedTuple
 import httptools
 
 from hubbub.core.commands import Target
-from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
@@ -46,8 +45,9 @@ from hubbub.server.limits import (
     MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES,
 )
 from hubbub.server.restrules import (
+    API_VERSION,
     INTERNAL_ERROR,
-    Operation,
+    SENDS,
     RestRules,
     accepted_answer,
     body_allowed,
@@ -56,6 +56,7 @@ from hubbub.server.restrules import (
     payload_of,
     raw_error,
     route,
+    send_target,
 )
 from hubbub.service import SendOptions, Service
 from hubbub.types import HubName
@@ -70,14 +71,7 @@ log = logging.getLogger("hubbub.rest")
 Admitted = tuple[HubName, Target, str, str, DataType]
 """A send whose head the lane accepted: hub, target, name, path and the body's data type."""
 
-_SENDS = {
-    Operation.SEND_TO_ALL: (Target.HUB, ""),
-    Operation.SEND_TO_GROUP: (Target.GROUP, "group"),
-    Operation.SEND_TO_USER: (Target.USER, "userId"),
-    Operation.SEND_TO_CONNECTION: (Target.CONNECTION, "connectionId"),
-}
-"""The operations the lane serves: their target and the path parameter that names it."""
-_API_VERSION = "api-version="
+_API_VERSION = API_VERSION + "="
 _WANTED = frozenset(
     (
         b"authorization",
@@ -207,18 +201,14 @@ def _plain_send(url: bytes) -> _Send | None:
         return None
     api_version = query[len(_API_VERSION) :]
     found = route("POST", path)
-    send = None if found is None else _SENDS.get(found.operation)
+    send = None if found is None else SENDS.get(found.operation)
     if found is None or send is None:
         return _Send(target, path, api_version, None, Target.HUB, "")
-    kind, parameter = send
     try:
-        hub = validate_hub(found.hub)
-        name = found.name(parameter) if parameter else ""
-        if kind is Target.GROUP:
-            name = validate_group(name)
+        hub, name = send_target(found, send)
     except BadRequestError:
         return _Send(target, path, api_version, None, Target.HUB, "")
-    return _Send(target, path, api_version, hub, kind, name)
+    return _Send(target, path, api_version, hub, send.target, name)
 
 
 class _Sends:

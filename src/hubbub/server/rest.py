@@ -23,8 +23,10 @@ from hubbub.errors import BadRequestError, OperationError
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.server.errors import error_response
 from hubbub.server.restrules import (
+    API_VERSION,
     HEALTH_PATH,
     INTERNAL_ERROR,
+    SENDS,
     Operation,
     RestRules,
     Route,
@@ -32,6 +34,7 @@ from hubbub.server.restrules import (
     media_type,
     payload_of,
     route,
+    send_target,
 )
 from hubbub.service import MAX_PAGE_SIZE, SendOptions, Service
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -53,7 +56,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     refusal = request.app[RULES].refusal(
         request.raw_path,
         request.headers.get("Authorization", ""),
-        request.query.get("api-version"),
+        request.query.get(API_VERSION),
         health=request.path == HEALTH_PATH,
     )
     if refusal is not None:
@@ -173,30 +176,13 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def send_to_all(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=True, filtered=True)
-    await _service(request).send(_hub(request), Target.HUB, "", await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_group(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=True, filtered=True)
-    hub, group = _hub(request), _group(request)
-    await _service(request).send(hub, Target.GROUP, group, await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_user(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=False, filtered=True)
-    hub, user = _hub(request), _user(request)
-    await _service(request).send(hub, Target.USER, user, await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_connection(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=False, filtered=False)
-    hub, conn = _hub(request), _conn(request)
-    await _service(request).send(hub, Target.CONNECTION, conn, await _payload(request), options)
+async def send(request: web.Request) -> web.Response:
+    """The four ``:send`` operations: what they send to is the rulebook's (``SENDS``)."""
+    found = request[ROUTE]
+    what = SENDS[found.operation]
+    options = _send_options(request, excluded=what.excluded, filtered=what.filtered)
+    hub, name = send_target(found, what)
+    await _service(request).send(hub, what.target, name, await _payload(request), options)
     return _status(ACCEPTED)
 
 
@@ -331,7 +317,7 @@ async def list_group_connections(request: web.Request) -> web.Response:
     }
     if page.next_token is not None:
         query = {
-            "api-version": request.query["api-version"],
+            API_VERSION: request.query[API_VERSION],
             "maxpagesize": str(page_size),
             "continuationToken": page.next_token,
         }
@@ -365,14 +351,14 @@ _HANDLERS: dict[Operation, Handler] = {
     Operation.CLOSE_ALL: close_all,
     Operation.GENERATE_TOKEN: generate_token,
     Operation.REMOVE_FROM_GROUPS: remove_from_groups,
-    Operation.SEND_TO_ALL: send_to_all,
+    Operation.SEND_TO_ALL: send,
     Operation.CLOSE_CONNECTION: close_connection,
     Operation.CONNECTION_EXISTS: connection_exists,
-    Operation.SEND_TO_CONNECTION: send_to_connection,
+    Operation.SEND_TO_CONNECTION: send,
     Operation.REMOVE_CONNECTION_FROM_ALL_GROUPS: remove_connection_from_all_groups,
     Operation.GROUP_EXISTS: group_exists,
     Operation.CLOSE_GROUP: close_group,
-    Operation.SEND_TO_GROUP: send_to_group,
+    Operation.SEND_TO_GROUP: send,
     Operation.LIST_GROUP_CONNECTIONS: list_group_connections,
     Operation.REMOVE_CONNECTION_FROM_GROUP: remove_connection_from_group,
     Operation.ADD_CONNECTION_TO_GROUP: add_connection_to_group,
@@ -381,7 +367,7 @@ _HANDLERS: dict[Operation, Handler] = {
     Operation.GRANT_PERMISSION: grant_permission,
     Operation.USER_EXISTS: user_exists,
     Operation.CLOSE_USER: close_user,
-    Operation.SEND_TO_USER: send_to_user,
+    Operation.SEND_TO_USER: send,
     Operation.REMOVE_USER_FROM_ALL_GROUPS: remove_user_from_all_groups,
     Operation.REMOVE_USER_FROM_GROUP: remove_user_from_group,
     Operation.ADD_USER_TO_GROUP: add_user_to_group,

@@ -4,7 +4,8 @@ Two readers serve the REST API: aiohttp (:mod:`hubbub.server.rest`, every reques
 lane (:mod:`hubbub.server.fastlane`, plain ``:send`` calls without aiohttp's objects). Both ask
 this module, so a rule is written once and the two cannot drift apart:
 
-- routing: method and path shape to an :class:`Operation` (:func:`route`);
+- routing: method and path shape to an :class:`Operation` (:func:`route`), and what each
+  ``:send`` sends to (:data:`SENDS`, :func:`send_target`);
 - the request target must be UTF-8, a bearer token signed for this URL, ``api-version`` given
   (:meth:`RestRules.refusal`);
 - content types to :class:`~hubbub.protocol.messages.DataType` (:func:`data_type`), and what a
@@ -35,20 +36,26 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 from aiohttp.http import SERVER_SOFTWARE
 
+from hubbub.core.commands import Target
+from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_body, error_code
 from hubbub.server.limits import CACHED_URL_BYTES, CACHED_URLS, MAX_BODY_BYTES
+from hubbub.types import HubName
 
 __all__ = [
+    "API_VERSION",
     "CONTENT_TYPES",
     "HEALTH_PATH",
     "INTERNAL_ERROR",
+    "SENDS",
     "Operation",
     "Refusal",
     "RestRules",
     "Route",
+    "Send",
     "accepted_answer",
     "bearer",
     "body_allowed",
@@ -59,8 +66,11 @@ __all__ = [
     "raw_answer",
     "raw_error",
     "route",
+    "send_target",
 ]
 
+API_VERSION = "api-version"
+"""The query parameter every data-plane call must give (any version is accepted)."""
 HEALTH_PATH = "/api/health"
 """The one ``/api`` path that needs no token and no ``api-version``."""
 INTERNAL_ERROR = "internal server error"
@@ -323,6 +333,42 @@ def _sent_path(target: str) -> str:
     if not target.startswith("/"):
         return urlsplit(target).path
     return target.split("?", 1)[0]
+
+
+class Send(NamedTuple):
+    """What a ``:send`` operation sends to, and which query parameters it reads."""
+
+    target: Target
+    parameter: str
+    """The path parameter that names the target; "" for the whole hub."""
+    excluded: bool
+    """It takes ``excluded`` connection ids."""
+    filtered: bool
+    """It takes an OData ``filter``."""
+
+
+SENDS = {
+    Operation.SEND_TO_ALL: Send(Target.HUB, "", excluded=True, filtered=True),
+    Operation.SEND_TO_GROUP: Send(Target.GROUP, "group", excluded=True, filtered=True),
+    Operation.SEND_TO_USER: Send(Target.USER, "userId", excluded=False, filtered=True),
+    Operation.SEND_TO_CONNECTION: Send(
+        Target.CONNECTION, "connectionId", excluded=False, filtered=False
+    ),
+}
+"""The four ``:send`` operations (rest-api.md §4.1)."""
+
+
+def send_target(found: Route, send: Send) -> tuple[HubName, str]:
+    """The hub and the target's name of a send, validated as the service validates them.
+
+    Raises:
+        BadRequestError: an invalid hub or group name.
+    """
+    hub = validate_hub(found.hub)
+    name = found.name(send.parameter) if send.parameter else ""
+    if send.target is Target.GROUP:
+        name = validate_group(name)
+    return hub, name
 
 
 # -- bodies -------------------------------------------------------------------------------------
