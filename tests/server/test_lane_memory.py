@@ -63,5 +63,5 @@ def test_what_authenticated_sends_leave_is_bounded() -> None:
     for i in range(3 * CACHED_URLS):
         sends.remember(url(i, 10), send)
     sends.remember(url(0), send)  # longer than CACHED_URL_BYTES
-    assert len(sends._urls) == CACHED_URLS
+    assert len(sends) == CACHED_URLS
     assert sends.get(url(0)) is None and sends.get(url(3 * CACHED_URLS - 1, 10)) is send

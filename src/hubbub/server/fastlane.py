@@ -141,21 +141,27 @@ class FastLane:
         and its path is ASCII without percent-escapes (nothing to decode). What the URL says is
         remembered (:class:`_Sends`) only once a request to it passed the token check.
         """
-        send = self._sends.get(url)
-        known = send is not None
+        sends = self._sends
+        send = sends.get(url)
+        fresh = send is None
         if send is None:
             send = _plain_send(url)
             if send is None:
                 return None
-        authorization = headers.get(b"authorization", b"").decode("latin-1")
-        if self._rules.refusal(send.target, authorization, send.api_version) is not None:
+        target, path, api_version, hub, kind, name = send
+        authorization = headers.get(b"authorization")
+        refusal = self._rules.refusal(
+            target, "" if authorization is None else authorization.decode("latin-1"), api_version
+        )
+        if refusal is not None:
             return None  # aiohttp refuses it: the same rule, with the service's answer
-        if not known:
-            self._sends.remember(url, send)
-        kind = data_type(_text(headers.get(b"content-type")))
-        if send.hub is None or kind is None:
+        if fresh:
+            sends.remember(url, send)
+        content_type = headers.get(b"content-type")
+        body_type = data_type(None if content_type is None else content_type.decode("latin-1"))
+        if hub is None or body_type is None:
             return None
-        return send.hub, send.kind, send.name, send.path, kind
+        return hub, kind, name, path, body_type
 
     def send(self, admitted: Admitted, body: bytes) -> bytes | None:
         """Publish an admitted send and return the ``202`` answer; None: aiohttp must answer."""
@@ -171,10 +177,6 @@ class FastLane:
             return raw_error(500, INTERNAL_ERROR)
         FAST_SENDS.inc()
         return accepted_answer()
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
 
 
 class _Send(NamedTuple):
@@ -211,7 +213,7 @@ def _plain_send(url: bytes) -> _Send | None:
     return _Send(target, path, api_version, hub, send.target, name)
 
 
-class _Sends:
+class _Sends(dict[bytes, _Send]):
     """The URLs of recent authenticated sends and what they say, so that a client sending to
     the same user or group again does not make the lane parse its URL again.
 
@@ -220,21 +222,14 @@ class _Sends:
     only URLs whose request passed the token check.
     """
 
-    __slots__ = ("_urls",)
-
-    def __init__(self) -> None:
-        self._urls: dict[bytes, _Send] = {}
-
-    def get(self, url: bytes) -> _Send | None:
-        return self._urls.get(url)
+    __slots__ = ()
 
     def remember(self, url: bytes, send: _Send) -> None:
-        urls = self._urls
         if len(url) > CACHED_URL_BYTES:
             return
-        if len(urls) >= CACHED_URLS:
-            del urls[next(iter(urls))]  # the oldest
-        urls[url] = send
+        if len(self) >= CACHED_URLS:
+            del self[next(iter(self))]  # the oldest
+        self[url] = send
 
 
 class _Head:
@@ -373,18 +368,23 @@ class Sniffer:
             parser.feed_data(head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None
+        headers = fields.headers
+        connection = headers.get(b"connection")
         if (
             not fields.complete
             or parser.get_method() != b"POST"
-            or not keeps_alive(parser.get_http_version(), _text(fields.headers.get(b"connection")))
-            or b"expect" in fields.headers
-            or b"transfer-encoding" in fields.headers
+            or b"expect" in headers
+            or b"transfer-encoding" in headers
+            or not keeps_alive(
+                parser.get_http_version(),
+                None if connection is None else connection.decode("latin-1"),
+            )
         ):
             return None
-        length_text = fields.headers.get(b"content-length", b"")
+        length_text = headers.get(b"content-length", b"")
         if not length_text.isdigit() or not body_allowed(int(length_text)):
             return None
-        admitted = self._lane.admit(fields.url, fields.headers)
+        admitted = self._lane.admit(fields.url, headers)
         return None if admitted is None else (admitted, int(length_text))
 
 

@@ -189,50 +189,46 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._enter(HTTP)
         http = self._http = self._server()
         http.connection_made(self)
+        if self._lane_paused:
+            # The lane's answers still fill the buffer: aiohttp takes over the wait for it to
+            # drain (and gets the matching resume_writing); reading is its to pause.
+            self._lane_paused = False
+            http.pause_writing()
+            self.resume_reading()
         return http
 
     def data_received(self, data: bytes) -> None:
         mode = self._mode
         if mode is STREAM:
             self._stream.feed(data)
+        elif mode is SNIFFING:
+            sniffer = self._sniffer
+            assert sniffer is not None  # set while SNIFFING
+            rest = sniffer.feed(data)
+            heads = self._heads
+            if rest is None:
+                # every request so far was a plain send, answered
+                if heads is not None:
+                    if sniffer.reading_head:
+                        heads.started(self)
+                    else:
+                        heads.complete(self)
+                return
+            # From this request on, aiohttp serves the connection; its head's deadline holds
+            # until aiohttp has the head (see request_heads).
+            if heads is not None:
+                heads.started(self)
+            self._start_http().data_received(rest)
         elif mode is HTTP:
             if self._awaiting_head and self._heads is not None:
                 self._heads.started(self)
             self._http.data_received(data)
-        elif mode is SNIFFING:
-            self._sniff(data)
         elif mode is HOLDING:
             self._held.append(data)
             self._held_bytes += len(data)
             if self._held_bytes >= HOLD_BYTES and not self._hold_paused:
                 self._hold_paused = True
                 self._apply_reading()
-
-    def _sniff(self, data: bytes) -> None:
-        sniffer = self._sniffer
-        assert sniffer is not None  # set while SNIFFING
-        rest = sniffer.feed(data)
-        heads = self._heads
-        if rest is None:
-            # every request so far was a plain send, answered
-            if heads is not None:
-                if sniffer.reading_head:
-                    heads.started(self)
-                else:
-                    heads.complete(self)
-            return
-        # From this request on, aiohttp serves the connection; its head's deadline holds
-        # until aiohttp has the head (see request_heads).
-        if heads is not None:
-            heads.started(self)
-        http = self._start_http()
-        if self._lane_paused:
-            # The lane's answers still fill the buffer: aiohttp takes over the wait for it
-            # to drain (and gets the matching resume_writing); reading is its to pause.
-            self._lane_paused = False
-            http.pause_writing()
-            self.resume_reading()
-        http.data_received(rest)
 
     def eof_received(self) -> bool | None:
         if self._mode is HTTP:

@@ -57,7 +57,6 @@ __all__ = [
     "Route",
     "Send",
     "accepted_answer",
-    "bearer",
     "body_allowed",
     "data_type",
     "keeps_alive",
@@ -158,12 +157,6 @@ def sent_as_text(target: str) -> bool:
     return True
 
 
-def bearer(authorization: str) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None for any other."""
-    scheme, _, value = authorization.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
-
-
 class RestRules:
     """The rules of one node's REST API that depend on its configuration.
 
@@ -194,8 +187,9 @@ class RestRules:
             return Refusal(400, "the request target is not UTF-8")
         if health:
             return None
-        token = bearer(authorization)
-        if token is None:
+        scheme, _, token = authorization.partition(" ")  # RFC 6750 §2.1
+        token = token.strip()
+        if not token or scheme.lower() != "bearer":
             return Refusal(401, "a bearer token is required")
         try:
             verify_rest_token(token, self.access_keys, target)
