@@ -11,8 +11,12 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests._redis import RedisServer
 
 ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 SECONDARY_KEY = "secondary-key-0123456789-abcdefghijklmnopqrstuvwx"
@@ -170,3 +174,16 @@ def hub() -> str:
     global _hub_counter
     _hub_counter += 1
     return f"hub{os.getpid()}x{_hub_counter}"
+
+
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (tests/_redis.py); tests mark it ``redis``."""
+    if request.node.get_closest_marker("redis") is None:
+        pytest.fail("a test using redis_server must be marked @pytest.mark.redis", pytrace=False)
+    from tests._redis import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()

@@ -1,4 +1,8 @@
-"""WebSocket close codes and reasons the service uses (client-protocols.md §8)."""
+"""WebSocket close codes and reasons the service uses (client-protocols.md §8).
+
+A reason is what a closed connection's ``disconnected`` event and close frame say; the
+``REASON_`` values are the ones the service itself decides.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,13 @@ __all__ = [
     "CLOSE_SLOW_CLIENT",
     "CLOSE_UNSUPPORTED_DATA",
     "REASON_CLOSED_BY_APP_SERVER",
+    "REASON_MESSAGE_NOT_HANDLED",
     "REASON_NOT_RECOVERABLE",
+    "REASON_REPLACED",
     "REASON_SERVICE_RELOAD",
+    "REASON_SESSION_EXPIRED",
     "REASON_SLOW_CLIENT",
+    "REASON_UNACKED_OVERFLOW",
 ]
 
 CLOSE_NORMAL = 1000
@@ -34,5 +42,13 @@ CLOSE_SLOW_CLIENT = 1013
 REASON_CLOSED_BY_APP_SERVER = "Closed by REST API."
 REASON_NOT_RECOVERABLE = "The connection could not be recovered."
 REASON_SLOW_CLIENT = "SlowClient"
+REASON_UNACKED_OVERFLOW = "Too many unacknowledged messages."
+"""A reliable session past its unacknowledged limits (§4); it closes 1008."""
+REASON_SESSION_EXPIRED = "Session expired."
+"""A detached reliable session nobody recovered in time."""
+REASON_REPLACED = "replaced by a recovered connection"
+"""The old socket of a session that a recovery moved to a new one."""
+REASON_MESSAGE_NOT_HANDLED = "message event not handled"
+"""A plain client's message that no handler took (§6.4); the close frame itself says nothing."""
 REASON_SERVICE_RELOAD = "ServiceReload"
 """What Azure tells clients it closes for maintenance (service-features.md §7.13)."""

@@ -17,6 +17,8 @@ The file's shape (ARCHITECTURE.md "Configuration")::
     url_template = "http://127.0.0.1:8081/eventhandler/{event}"
     user_event_pattern = "*"
     system_events = ["connect", "connected", "disconnected"]
+    group_presence_events = ["joined", "left"]   # optional: group presence events
+    group_presence_filters = ["room-*"]          # optional: only these groups (default all)
 
 A hub not named in the file gets :data:`DEFAULT_HUB`. Errors name the source (the file; a
 variable or a flag names itself), the key and the problem, in one line.
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hubbub.core.grouppresence import GroupPresenceSettings
 from hubbub.core.names import validate_hub
 from hubbub.errors import BadRequestError, ConfigError
 
@@ -56,6 +59,7 @@ SECONDS_KEYS = (
     "session_timeout_seconds",
     "http_keep_alive_seconds",
     "request_head_timeout_seconds",
+    "log_summary_seconds",
 )
 
 
@@ -66,6 +70,8 @@ class EventHandlerConfig:
     url_template: str
     user_event_pattern: str = ""
     system_events: tuple[str, ...] = ()
+    group_presence: GroupPresenceSettings = field(default_factory=GroupPresenceSettings)
+    """The group presence events (``joined``, ``left``) this handler takes, for which groups."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,8 @@ class Config:
     """How long an HTTP connection may go without a request before it is closed."""
     request_head_timeout_seconds: float = 15.0
     """How long a request head may take from its first byte; a slower one is answered 408."""
+    log_summary_seconds: float = 60.0
+    """How often the log summarizes what happened (connections, errors, event handlers)."""
     fast_lane: bool = True
     """Answer plain REST sends without aiohttp's request objects (same answers, less CPU)."""
     public_endpoint: str | None = None
@@ -246,7 +254,13 @@ def _user_event_pattern(source: str, key: str, value: object) -> str:
 def _handler(source: str, key: str, raw: object) -> EventHandlerConfig:
     _expect(source, key, raw, dict, "a table")
     assert isinstance(raw, dict)
-    unknown = set(raw) - {"url_template", "user_event_pattern", "system_events"}
+    unknown = set(raw) - {
+        "url_template",
+        "user_event_pattern",
+        "system_events",
+        "group_presence_events",
+        "group_presence_filters",
+    }
     if unknown:
         raise _error(source, f"{key}.{sorted(unknown)[0]}", "unknown key")
     url = _url_template(source, f"{key}.url_template", raw.get("url_template"))
@@ -262,7 +276,29 @@ def _handler(source: str, key: str, raw: object) -> EventHandlerConfig:
                 f"{key}.system_events",
                 f"unknown event {event!r} (expected {', '.join(SYSTEM_EVENTS)})",
             )
-    return EventHandlerConfig(url, pattern, tuple(events))
+    return EventHandlerConfig(url, pattern, tuple(events), _group_presence(source, key, raw))
+
+
+def _group_presence(source: str, key: str, raw: dict[str, object]) -> GroupPresenceSettings:
+    """``group_presence_events`` (``joined``, ``left``) and ``group_presence_filters``
+    (wildcard group patterns, as in the group roles), as the service's ``groupPresenceEvents``
+    setting of an event handler: no events named, no presence events; no filter, every group."""
+    names = raw.get("group_presence_events", [])
+    _expect(source, f"{key}.group_presence_events", names, list, 'a list of "joined", "left"')
+    filters = raw.get("group_presence_filters", [])
+    _expect(source, f"{key}.group_presence_filters", filters, list, "a list of group patterns")
+    assert isinstance(names, list) and isinstance(filters, list)
+    for name, value in (("group_presence_events", names), ("group_presence_filters", filters)):
+        for item in value:
+            _expect(source, f"{key}.{name}", item, str, "a list of strings")
+    try:
+        GroupPresenceSettings.parse(names)
+    except ValueError as exc:
+        raise _error(source, f"{key}.group_presence_events", str(exc)) from None
+    try:
+        return GroupPresenceSettings.parse(names, filters)
+    except ValueError as exc:
+        raise _error(source, f"{key}.group_presence_filters", str(exc)) from None
 
 
 def _toml_key(name: str) -> str:

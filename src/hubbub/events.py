@@ -1,9 +1,11 @@
 """The node's side of event handlers: when to call them and what their answers change.
 
 :class:`EventDispatcher` decides which events go upstream (``connect`` before the upgrade,
-``connected`` and ``disconnected`` as notifications, user events blocking per connection) and
-maps the answers back: a new identity for ``connect``, connection state, and the reply a client
-receives (upstream.md §5-7). HTTP itself is in :mod:`hubbub.upstream`.
+``connected``, ``disconnected`` and the group presence events ``joined`` / ``left`` as
+notifications, user events blocking per connection, a message's metadata as
+``x-webpubsub-metadata-*`` headers) and maps the answers back: a new identity for ``connect``,
+connection state, and the reply a client receives (upstream.md §5-7). HTTP itself is in
+:mod:`hubbub.upstream`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import msgspec
 
 from hubbub.core.state import Connection
 from hubbub.errors import HandshakeError, UpstreamError
+from hubbub.logs import ACTIVITY
 from hubbub.protocol.cloudevents import (
+    GROUP_PRESENCE_PREFIX,
     EventContext,
     connect_body,
     content_type_for,
     data_type_of,
+    group_presence_body,
     parse_connect_response,
 )
 from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.metadata import metadata_headers
 from hubbub.protocol.tokens import ClientClaims
 from hubbub.types import ConnectionId, HubName
 from hubbub.upstream import Upstream
@@ -124,6 +130,14 @@ class EventDispatcher:
         if handler is not None and upstream is not None:
             upstream.notify(handler, _context(connection), event, body)
 
+    def group_presence(self, connection: Connection, event: str, group: str) -> None:
+        """Send ``joined`` or ``left`` for ``group`` without waiting, when a handler takes it."""
+        upstream = self._upstream
+        handler = upstream.presence_handler(connection.hub, event, group) if upstream else None
+        if handler is not None and upstream is not None:
+            body = group_presence_body(group)
+            upstream.notify(handler, _context(connection), event, body, GROUP_PRESENCE_PREFIX)
+
     async def user_event(
         self, connection: Connection, event: str, payload: Payload | None
     ) -> Payload | None:
@@ -135,11 +149,18 @@ class EventDispatcher:
         upstream = self._upstream
         handler = upstream.handler(connection.hub, event, False) if upstream else None
         if handler is None or upstream is None:
+            ACTIVITY.event_failures.add("user event with no handler")
             raise UpstreamError(f"No event handler is configured for event '{event}'.")
         data_type = payload.data_type if payload is not None else DataType.BINARY
         body = payload.data if payload is not None else b""
         response = await upstream.invoke(
-            handler, _context(connection), event, False, body, content_type_for(data_type)
+            handler,
+            _context(connection),
+            event,
+            False,
+            body,
+            content_type_for(data_type),
+            metadata_headers(payload.metadata if payload is not None else None),
         )
         if response.connection_state is not None:
             connection.state = response.connection_state

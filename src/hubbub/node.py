@@ -1,8 +1,13 @@
-"""The node: hub state, the engine and the client connections of one process, glued together.
+"""The node: the connections of one process, their lifecycle, and the engine they meet through.
 
-Client messages arrive here from the WebSocket adapter; publications and commands arrive from the
-broker (:class:`hubbub.broker.base.BrokerHandler`). Delivery encodes a message once per codec and
-hands the same bytes to every target connection's outlet.
+The transport hands the node each connection (:meth:`Node.connect`, :meth:`Node.resume`), its
+messages (:meth:`Node.handle_client_message`, executed by :class:`hubbub.client.ClientHandler`)
+and the end of its socket (:meth:`Node.socket_closed`). The node keeps reliable sessions
+through dropped sockets (the timers; the session itself is a pure state machine), and is the
+one membership seam: every join, leave, open and close passes through :meth:`Node.register`,
+:meth:`Node.unregister`, :meth:`Node.join` and :meth:`Node.leave`, which tell the engine.
+Publications, commands and queries come back from the engine
+(:class:`hubbub.broker.base.BrokerHandler`) and are delivered by :mod:`hubbub.core.fanout`.
 """
 
 from __future__ import annotations
@@ -10,53 +15,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Iterable
 
 import orjson
 
-from hubbub.broker.base import Broker
-from hubbub.closecodes import CLOSE_GOING_AWAY, CLOSE_NORMAL, REASON_SERVICE_RELOAD
+from hubbub.broker.base import Broker, Interest, Presence
+from hubbub.broker.memory import MemoryPresence
+from hubbub.client import ClientHandler
+from hubbub.closecodes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    REASON_NOT_RECOVERABLE,
+    REASON_REPLACED,
+    REASON_SERVICE_RELOAD,
+    REASON_SESSION_EXPIRED,
+)
 from hubbub.config import Config
-from hubbub.core.commands import (
-    CloseConnections,
-    Command,
-    Publication,
-    Target,
-    apply_command,
-    deliver,
-    deliver_publication,
-)
-from hubbub.core.names import validate_group
-from hubbub.core.roles import Permission, RoleSet
-from hubbub.core.state import Connection, HubRegistry, Outlet, SharedFrames
-from hubbub.errors import ForbiddenError, OperationError, UpstreamError
+from hubbub.core.apply import apply_command, apply_query
+from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
+from hubbub.core.expiring import attach_live, deliver_expiring
+from hubbub.core.fanout import deliver_publication, send_message
+from hubbub.core.outlet import Outlet, SharedFrames
+from hubbub.core.roles import RoleSet
+from hubbub.core.state import Connection, HubRegistry
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
-from hubbub.metrics import (
-    CONNECTIONS,
-    CONNECTIONS_CLOSED,
-    CONNECTIONS_OPENED,
-    DELIVERIES,
-    PUBLICATIONS,
-)
+from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, DELIVERIES
 from hubbub.protocol.codec import Codec
-from hubbub.protocol.messages import (
-    AckMessage,
-    CancelInvocationMessage,
-    ClientMessage,
-    ConnectedMessage,
-    DataMessage,
-    EventMessage,
-    InvokeMessage,
-    InvokeResponseMessage,
-    JoinGroupMessage,
-    LeaveGroupMessage,
-    PingMessage,
-    PongMessage,
-    SendToGroupMessage,
-    SequenceAckMessage,
-    ServiceMessage,
-)
-from hubbub.protocol.reliable import ReliableBuffer
+from hubbub.protocol.messages import ClientMessage, ConnectedMessage
+from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream
@@ -64,19 +52,6 @@ from hubbub.upstream import Upstream
 __all__ = ["Node"]
 
 log = logging.getLogger("hubbub.node")
-
-
-AckedMessage = JoinGroupMessage | LeaveGroupMessage | SendToGroupMessage | EventMessage
-
-
-class InternalError(OperationError):
-    """A user event that could not be handled: ack ``InternalServerError``."""
-
-
-def _send(connection: Connection, message: ServiceMessage) -> None:
-    frame = connection.codec.encode(message)
-    if frame is not None:
-        connection.outlet.send(frame)
 
 
 class Node:
@@ -88,11 +63,15 @@ class Node:
         broker: Broker,
         upstream: Upstream | None = None,
         hubs: HubRegistry | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.config = config
         self.broker = broker
         self.events = EventDispatcher(upstream)
         self.hubs = hubs if hubs is not None else HubRegistry()
+        self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
+        """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
+        self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
 
     @staticmethod
@@ -136,21 +115,77 @@ class Node:
             outlet=outlet,
             subprotocol=subprotocol,
             state=state,
-            reliable=ReliableBuffer() if codec.reliable else None,
         )
-        hub = self.hubs.ensure(hub_name)
-        hub.add(connection)
+        self.register(connection)
         for group in groups:
-            hub.join(connection, group)
+            self.join(connection, group)
         token = None
         if codec.reliable:
             token = reconnection_token(self.config.access_keys[0], connection_id)
-        _send(connection, ConnectedMessage(connection_id, user_id, token))
+        send_message(connection, ConnectedMessage(connection_id, user_id, token))
         CONNECTIONS.inc()
         CONNECTIONS_OPENED.inc()
         self.events.notify(connection, "connected", b"{}")
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
+
+    # -- the membership seam: every membership change of any origin passes here ---------------
+    #
+    # Only these four methods touch Hub.add/remove/join/leave. Each tells presence, and the
+    # broker about interest: subscribe on the first local connection of a hub, a user or a
+    # group, unsubscribe on the last. Callers that answer somebody await ``broker.sync()``
+    # first (a client's join before its ack, a command before its count).
+
+    def register(self, connection: Connection) -> None:
+        """Add a connection that completed its handshake to its hub."""
+        hub = self.hubs.ensure(connection.hub)
+        hub.add(connection)
+        user_id = connection.user_id
+        self.presence.add_connection(hub.name, connection.id, user_id)
+        if len(hub.connections) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.HUB, ""))
+        if user_id is not None and len(hub.users[user_id]) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.USER, user_id))
+
+    def unregister(self, connection: Connection) -> None:
+        """Take a connection out of every group and of its hub; again: nothing happens."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None or hub.connections.get(connection.id) is not connection:
+            return
+        for group in list(connection.groups):
+            self.leave(connection, group)
+        hub.remove(connection.id)
+        user_id = connection.user_id
+        self.presence.remove_connection(hub.name, connection.id, user_id)
+        if user_id is not None and user_id not in hub.users:
+            self.broker.unsubscribe(Interest(hub.name, Target.USER, user_id))
+        if hub.is_empty():
+            self.broker.unsubscribe(Interest(hub.name, Target.HUB, ""))
+            self.hubs.release(hub)
+
+    def join(self, connection: Connection, group: GroupName) -> bool:
+        """Add a registered connection to a group; False when a member already, or gone."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None or hub.connections.get(connection.id) is not connection:
+            return False  # closed meanwhile (a client's join may race a REST close)
+        if not hub.join(connection, group):
+            return False
+        self.presence.join(hub.name, group, connection.id)
+        if len(hub.groups[group]) == 1:
+            self.broker.subscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.joined(connection, group)
+        return True
+
+    def leave(self, connection: Connection, group: GroupName) -> bool:
+        """Remove a connection from a group; False when it was not a member."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None or not hub.leave(connection, group):
+            return False
+        self.presence.leave(hub.name, group, connection.id)
+        if group not in hub.groups:
+            self.broker.unsubscribe(Interest(hub.name, Target.GROUP, group))
+        self.client.left(connection, group)
+        return True
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
 
@@ -162,19 +197,21 @@ class Node:
         """
         if connection.outlet is not outlet:
             return  # a recovery already moved the session to a newer socket
+        session = connection.session
         recoverable = (
-            connection.reliable is not None
-            and not connection.reliable.overflowed
+            session is not None
+            and session.recoverable
             and connection.close_reason is None
             and close_code != CLOSE_NORMAL
             and connection.id in self._hub_connections(connection.hub)
         )
-        if not recoverable:
+        if not recoverable or session is None:
             self.disconnect(connection)
             return
         connection.outlet = _Detached(self, connection)
         loop = asyncio.get_running_loop()
         timeout = self.config.session_timeout_seconds
+        session.detach(loop.time(), timeout)
         self._expiry[connection.id] = loop.call_later(timeout, self._expire, connection)
         log.debug("session %s detached, kept %.0f s", connection.id, timeout)
 
@@ -184,165 +221,86 @@ class Node:
 
     def _expire(self, connection: Connection) -> None:
         self._expiry.pop(connection.id, None)
-        if isinstance(connection.outlet, _Detached):
-            connection.close_reason = connection.close_reason or "Session expired."
-            self.disconnect(connection)
+        session = connection.session
+        if session is None or session.state is not SessionState.DETACHED:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if not session.expired(now) and session.expires_at is not None:
+            # A timer may fire a little early (the loop's clock resolution): wait the rest.
+            delay = session.expires_at - now
+            self._expiry[connection.id] = loop.call_later(delay, self._expire, connection)
+            return
+        connection.close_reason = connection.close_reason or REASON_SESSION_EXPIRED
+        self.disconnect(connection)
 
     def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
         """The reliable session a recovery request names, if its token is right."""
         if not verify_reconnection_token(token, self.config.access_keys, connection_id):
             return None
         connection = self._hub_connections(hub).get(ConnectionId(connection_id))
-        if connection is None or connection.reliable is None or connection.close_reason:
+        if connection is None or connection.session is None or connection.close_reason:
             return None
         return connection
 
     def resume(self, connection: Connection, outlet: Outlet) -> None:
-        """Move a session to a new socket and resend every unacknowledged frame in order."""
+        """Move a session to a new socket and resend every unacknowledged frame in order.
+
+        A session that ended or overflowed since :meth:`find_session` found it (while the new
+        socket was being upgraded) is refused as :meth:`find_session` would have: 1008.
+        """
+        session = connection.session
+        if connection.ended or session is None or not session.recoverable:
+            outlet.close(CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE)
+            return
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
         previous = connection.outlet
         connection.outlet = outlet
         if not isinstance(previous, _Detached):
-            previous.close(CLOSE_NORMAL, "replaced by a recovered connection")
-        assert connection.reliable is not None
-        for frame in connection.reliable.unacked():
+            previous.close(CLOSE_NORMAL, REASON_REPLACED)
+        frames = attach_live(connection, session, time.monotonic())  # without expired copies
+        for frame in frames:
             outlet.send(frame)
-        log.debug("session %s resumed, %d frames resent", connection.id, len(connection.reliable))
+        log.debug("session %s resumed, %d frames resent", connection.id, len(frames))
 
     def disconnect(self, connection: Connection) -> None:
         """End a connection's session, once; tell the ``disconnected`` handler why."""
         if connection.ended:
             return
         connection.ended = True
+        if connection.session is not None:
+            connection.session.end()
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
         CONNECTIONS.dec()
         CONNECTIONS_CLOSED.inc()
+        self.client.ending(connection)
         self.events.notify(
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
-        hub = self.hubs.get(connection.hub)
-        if hub is not None and hub.remove(connection.id) is not None:
-            self.hubs.release(hub)
-            log.debug("disconnected %s hub=%s", connection.id, connection.hub)
+        self.unregister(connection)
+        log.debug("disconnected %s hub=%s", connection.id, connection.hub)
 
     # -- client messages ----------------------------------------------------------------------
 
     async def handle_client_message(self, connection: Connection, message: ClientMessage) -> None:
-        """Execute one client message and answer it (ack, pong) as the subprotocol says."""
-        if isinstance(message, PingMessage):
-            _send(connection, PongMessage())
-            return
-        if isinstance(message, EventMessage) and connection.codec.plain:
-            await self._plain_message(connection, message)
-        elif isinstance(message, InvokeMessage):
-            await self._invoke(connection, message)
-        elif isinstance(message, CancelInvocationMessage):
-            pass  # the handler call already runs; its answer is simply not awaited
-        elif isinstance(message, SequenceAckMessage):
-            if connection.reliable is not None:
-                connection.reliable.ack(message.sequence_id)
-        else:
-            await self._acked(connection, message)
+        """Execute one client message and answer it (see :class:`hubbub.client.ClientHandler`)."""
+        await self.client.handle(connection, message)
 
-    async def _acked(self, connection: Connection, message: AckedMessage) -> None:
-        ack_id = message.ack_id
-        if ack_id is not None and connection.ack_seen(ack_id):
-            error = f"Message with ack-id: {ack_id} has been processed"
-            _send(connection, AckMessage(ack_id, False, "Duplicate", error))
-            return
-        try:
-            await self._execute(connection, message)
-        except OperationError as exc:
-            if ack_id is not None:
-                _send(connection, AckMessage(ack_id, False, exc.name, str(exc)))
-            return
-        if ack_id is not None:
-            connection.remember_ack(ack_id)
-            _send(connection, AckMessage(ack_id, True))
-
-    async def _execute(self, connection: Connection, message: AckedMessage) -> None:
-        if isinstance(message, EventMessage):
-            await self._user_event(connection, message)
-            return
-        group = validate_group(message.group)
-        if isinstance(message, SendToGroupMessage):
-            if not connection.can(Permission.SEND_TO_GROUP, group):
-                raise ForbiddenError(
-                    f"The client has no permission to send message to group '{group}'."
-                )
-            excluded = frozenset((connection.id,)) if message.no_echo else frozenset()
-            await self.broker.publish(
-                Publication(
-                    connection.hub,
-                    Target.GROUP,
-                    group,
-                    message.payload,
-                    from_group=True,
-                    from_user_id=connection.user_id,
-                    excluded=excluded,
-                )
-            )
-            return
-        verb = "join" if isinstance(message, JoinGroupMessage) else "leave"
-        if not connection.can(Permission.JOIN_LEAVE_GROUP, group):
-            raise ForbiddenError(f"The client has no permission to {verb} group '{group}'.")
-        hub = self.hubs.ensure(connection.hub)
-        if verb == "join":
-            hub.join(connection, group)
-        else:
-            hub.leave(connection, group)
-
-    async def _user_event(self, connection: Connection, message: EventMessage) -> None:
-        """A subprotocol ``event``: the handler's reply goes back before the ack (§3.2)."""
-        try:
-            reply = await self.events.user_event(connection, message.event, message.payload)
-        except UpstreamError as exc:
-            log.info("event %r of %s not handled: %s", message.event, connection.id, exc)
-            raise InternalError(str(exc)) from exc
-        if reply is not None:
-            deliver((connection,), DataMessage(reply))
-
-    async def _invoke(self, connection: Connection, message: InvokeMessage) -> None:
-        """An invocation: the ``event`` handler's reply comes back as ``invokeResponse``."""
-        response: InvokeResponseMessage
-        if message.target != "event":
-            error = f"Invocation target '{message.target}' is not supported."
-            response = InvokeResponseMessage(
-                message.invocation_id, False, None, "BadRequest", error
-            )
-        else:
-            try:
-                reply = await self.events.user_event(connection, message.event, message.payload)
-            except UpstreamError as exc:
-                log.info("invocation of %r by %s failed: %s", message.event, connection.id, exc)
-                response = InvokeResponseMessage(
-                    message.invocation_id, False, None, "InternalServerError", str(exc)
-                )
-            else:
-                response = InvokeResponseMessage(message.invocation_id, True, reply)
-        _send(connection, response)
-
-    async def _plain_message(self, connection: Connection, message: EventMessage) -> None:
-        """A plain client frame: the ``message`` event; no handler or a failure closes (§6.4)."""
-        try:
-            reply = await self.events.user_event(connection, "message", message.payload)
-        except UpstreamError as exc:
-            log.info("message event of %s not handled: %s", connection.id, exc)
-            connection.close_reason = "message event not handled"
-            connection.outlet.close(CLOSE_NORMAL, "")
-            return
-        if reply is not None:
-            deliver((connection,), DataMessage(reply))
+    async def handle_client_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
+        """Decode one client frame and execute it (:meth:`ClientHandler.handle_frame`)."""
+        await self.client.handle_frame(connection, data, binary)
 
     # -- BrokerHandler: publications ----------------------------------------------------------
 
     def handle_publication(self, publication: Publication) -> None:
         """Deliver a publication to the local connections it targets."""
-        PUBLICATIONS.inc()
+        if publication.expires_at is not None:
+            DELIVERIES.inc(deliver_expiring(self.hubs, publication))
+            return
         DELIVERIES.inc(deliver_publication(self.hubs, publication))
 
     def shut_down(self) -> int:
@@ -356,6 +314,7 @@ class Node:
         for hub in self.hubs:
             count += apply_command(
                 self.hubs,
+                self,
                 CloseConnections(
                     hub.name, Target.HUB, "", REASON_SERVICE_RELOAD, code=CLOSE_GOING_AWAY
                 ),
@@ -364,9 +323,16 @@ class Node:
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 
-    def handle_command(self, command: Command) -> int:
-        """Apply a cluster-wide command to the local connections."""
-        return apply_command(self.hubs, command)
+    async def handle_command(self, command: Command) -> int:
+        """Apply a cluster-wide command to the local connections; what it changed is in
+        effect in the engine when this returns."""
+        count = apply_command(self.hubs, self, command)
+        await self.broker.sync()
+        return count
+
+    async def handle_query(self, query: Query) -> bool:
+        """Answer a question about a local connection."""
+        return apply_query(self.hubs, query)
 
 
 class _Detached:
@@ -379,7 +345,7 @@ class _Detached:
         self._connection = connection
 
     def send(self, frame: bytes) -> None:
-        pass  # kept by Connection.send_sequenced; other frames are not replayed
+        pass  # data frames are kept by the session; other frames are not replayed
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)

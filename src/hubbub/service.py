@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,15 +31,14 @@ from hubbub.core.commands import (
 )
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, NotFoundError
+from hubbub.limits import MAX_PAGE_SIZE, MAX_TTL_SECONDS
+from hubbub.metrics import PUBLICATIONS
 from hubbub.protocol.filters import FilterError, parse_filter
 from hubbub.protocol.messages import Payload
 from hubbub.protocol.tokens import mint_client_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_TTL_SECONDS", "Page", "SendOptions", "Service"]
-
-MAX_TTL_SECONDS = 300
-MAX_PAGE_SIZE = 200
 
 _CLIENT_PATHS = {
     "default": "/client/hubs/",
@@ -109,6 +109,7 @@ def _publication(
         excluded=options.excluded,
         filter=validate_filter(options.filter),
         ttl_seconds=options.ttl_seconds,
+        expires_at=time.time() + options.ttl_seconds if options.ttl_seconds else None,
     )
 
 
@@ -126,13 +127,17 @@ class Service:
         self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
     ) -> None:
         """Send to the hub, a group, a user or a connection; nothing matched is not an error."""
-        await self._broker.publish(_publication(hub, target, name, payload, options))
+        publication = _publication(hub, target, name, payload, options)
+        PUBLICATIONS.inc()
+        await self._broker.publish(publication)
 
     def send_nowait(
         self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
     ) -> None:
         """:meth:`send` without waiting for the engine (a send is fire-and-forget anyway)."""
-        self._broker.publish_nowait(_publication(hub, target, name, payload, options))
+        publication = _publication(hub, target, name, payload, options)
+        PUBLICATIONS.inc()
+        self._broker.publish_nowait(publication)
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -195,10 +200,9 @@ class Service:
     ) -> Page:
         """A page of members ordered by connection id, after the continuation token."""
         after = _continuation(token)
-        members = await self._presence.group_members(hub, group)
-        if after is not None:
-            members = [m for m in members if m.connection_id > after]
         size = page_size if top is None else min(page_size, top)
+        start = ConnectionId(after) if after is not None else None
+        members = await self._presence.group_members(hub, group, start, size + 1)
         page = members[:size]
         more = len(members) > size and (top is None or top > size)
         next_token = None
@@ -223,9 +227,7 @@ class Service:
     async def check_permission(
         self, hub: HubName, permission: Permission, connection_id: ConnectionId, group: str | None
     ) -> bool:
-        return bool(
-            await self._broker.command(CheckPermission(hub, connection_id, permission, group))
-        )
+        return await self._broker.query(CheckPermission(hub, connection_id, permission, group))
 
     # -- tokens -------------------------------------------------------------------------------
 

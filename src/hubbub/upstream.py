@@ -24,6 +24,7 @@ import yarl
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
+from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
@@ -61,6 +62,10 @@ class Upstream(Protocol):
         """The first configured handler that takes ``event``, or None."""
         ...
 
+    def presence_handler(self, hub: str, event: str, group: str) -> EventHandlerConfig | None:
+        """The first handler that takes the group presence event ``event`` for ``group``."""
+        ...
+
     async def invoke(
         self,
         handler: EventHandlerConfig,
@@ -69,8 +74,9 @@ class Upstream(Protocol):
         system: bool,
         body: bytes,
         content_type: str,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> UpstreamResponse:
-        """Deliver one event and wait for the answer.
+        """Deliver one event and wait for the answer; ``extra_headers`` go with it (metadata).
 
         Raises:
             UpstreamError: the handler is unvalidated or unreachable, timed out or answered
@@ -79,9 +85,15 @@ class Upstream(Protocol):
         ...
 
     def notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None = None,
     ) -> None:
-        """Deliver a system event without waiting (``connected``, ``disconnected``)."""
+        """Deliver a system event without waiting (``connected``, ``disconnected``; with
+        ``prefix`` the group presence events, see ``event_headers``)."""
         ...
 
     async def close(self) -> None: ...
@@ -91,6 +103,11 @@ class Upstream(Protocol):
 def _parsed(url: str) -> yarl.URL:
     """An event URL parsed once (aiohttp would parse the string on every request)."""
     return yarl.URL(url)
+
+
+def _text(exc: Exception, url: str) -> str:
+    """An HTTP client error's text, without the query of the URL it may quote."""
+    return str(exc).replace(url, redact_url(url))
 
 
 @dataclass
@@ -137,6 +154,12 @@ class HttpUpstream:
                 return handler
         return None
 
+    def presence_handler(self, hub: str, event: str, group: str) -> EventHandlerConfig | None:
+        for handler in self._hubs.get(hub, ()):
+            if handler.group_presence.wants(event, group):
+                return handler
+        return None
+
     async def _validated(self, handler: EventHandlerConfig, hub: str) -> bool:
         url = expand_url(handler.url_template, hub, "validate")
         state = self._validations.get(url)
@@ -160,15 +183,16 @@ class HttpUpstream:
             async with self._client().options(url, headers=validation_headers(self._origin)) as r:
                 allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
                 if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
+                    log.info("event handler %s passed abuse protection", redact_url(url))
                     return True
                 log.warning(
                     "abuse protection for '%s' failed: %s, allowed origin %r",
-                    url,
+                    redact_url(url),
                     r.status,
                     allowed,
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("abuse protection for '%s' failed: %s", url, exc)
+            log.warning("abuse protection for '%s' failed: %s", redact_url(url), _text(exc, url))
         return False
 
     async def invoke(
@@ -179,11 +203,39 @@ class HttpUpstream:
         system: bool,
         body: bytes,
         content_type: str,
+        extra_headers: Sequence[tuple[str, str]] = (),
+        prefix: str | None = None,
+    ) -> UpstreamResponse:
+        try:
+            response = await self._invoke(
+                handler, context, event, system, body, content_type, extra_headers, prefix
+            )
+        except UpstreamError as exc:
+            reason = str(exc).removeprefix("event handler ")
+            where = redact_url(handler.url_template)
+            ACTIVITY.event_failures.add(f"{event if system else 'user event'} to {where} {reason}")
+            raise
+        ACTIVITY.events_delivered += 1
+        return response
+
+    async def _invoke(
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        system: bool,
+        body: bytes,
+        content_type: str,
+        extra_headers: Sequence[tuple[str, str]],
+        prefix: str | None,
     ) -> UpstreamResponse:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        headers = event_headers(context, event, system, self._origin, self._keys, content_type)
+        headers = event_headers(
+            context, event, system, self._origin, self._keys, content_type, prefix=prefix
+        )
+        headers.update(extra_headers)
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:
                 await asyncio.sleep(delay)
@@ -191,17 +243,20 @@ class HttpUpstream:
             try:
                 response = await self._post(url, headers, body)
             except TimeoutError as exc:
-                raise UpstreamError(f"event handler timed out: {url}", None) from exc
+                # No URL: the message reaches the client, and the URL may carry a key.
+                raise UpstreamError("event handler timed out", None) from exc
             except aiohttp.ClientError as exc:
                 if last:
-                    raise UpstreamError(f"event handler unreachable: {exc}", None) from exc
-                log.info("event handler %s unreachable (%s), retrying", url, exc)
+                    raise UpstreamError(f"event handler unreachable: {_text(exc, url)}") from exc
+                log.debug(
+                    "event handler %s unreachable (%s), retrying", redact_url(url), _text(exc, url)
+                )
                 continue
             if 200 <= response.status < 300:
                 return response
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
-            log.info("event handler %s answered %s, retrying", url, response.status)
+            log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
@@ -215,21 +270,40 @@ class HttpUpstream:
             )
 
     def notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None = None,
     ) -> None:
-        task = asyncio.get_running_loop().create_task(self._notify(handler, context, event, body))
+        task = asyncio.get_running_loop().create_task(
+            self._notify(handler, context, event, body, prefix)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _notify(
-        self, handler: EventHandlerConfig, context: EventContext, event: str, body: bytes
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        body: bytes,
+        prefix: str | None,
     ) -> None:
         try:
             await self.invoke(
-                handler, context, event, True, body, "application/json; charset=utf-8"
+                handler,
+                context,
+                event,
+                True,
+                body,
+                "application/json; charset=utf-8",
+                prefix=prefix,
             )
         except UpstreamError as exc:
-            log.warning("%s event of %s not delivered: %s", event, context.connection_id, exc)
+            # Counted for the log's summary (one line per interval, not one per event).
+            log.debug("%s event of %s not delivered: %s", event, context.connection_id, exc)
 
     async def close(self) -> None:
         """Give pending notifications a moment, then close the pooled connections."""

@@ -156,6 +156,25 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path: Path, text: str, fragment:
             "[[hubs.chat.event_handlers]]\nurl_template = 'http://h'\nsystem_events = 'connect'",
             "system_events: expected a list",
         ),
+        (
+            "[[hubs.chat.event_handlers]]\nurl_template = 'http://h'\n"
+            "group_presence_events = ['joined', 'moved']",
+            "group_presence_events: unknown group presence event 'moved'",
+        ),
+        (
+            "[[hubs.chat.event_handlers]]\nurl_template = 'http://h'\n"
+            "group_presence_events = 'joined'",
+            "group_presence_events: expected a list",
+        ),
+        (
+            "[[hubs.chat.event_handlers]]\nurl_template = 'http://h'\n"
+            "group_presence_events = ['joined']\ngroup_presence_filters = ['room\\']",
+            "group_presence_filters: Pattern ends with a lone",
+        ),
+        (
+            "[[hubs.chat.event_handlers]]\nurl_template = 'http://h'\ngroup_presence_filters = [1]",
+            "group_presence_filters: expected a list of strings",
+        ),
     ],
 )
 def test_every_setting_is_validated(
@@ -228,12 +247,17 @@ keep_alive_seconds = 20
 url_template = "http://127.0.0.1:8081/eventhandler/{{event}}"
 user_event_pattern = "*"
 system_events = ["connect", "connected", "disconnected"]
+group_presence_events = ["joined", "left"]
+group_presence_filters = ["room-*"]
 """,
     )
     result = run("check-config", "--config", path)
     assert result.returncode == 0, result.stderr
     config = load_config(path, env={})
-    assert config.hub("chat").event_handlers[0].user_event_pattern == "*"
+    handler = config.hub("chat").event_handlers[0]
+    assert handler.user_event_pattern == "*"
+    assert handler.group_presence.wants("joined", "room-1")
+    assert not handler.group_presence.wants("left", "lobby")
     assert config.hub("other").anonymous_connect is False
 
 

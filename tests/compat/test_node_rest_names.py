@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from _clients import Clients, ServerLike
 from _node import node_calls
-from conftest import Server
+
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(60)]
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import FAST_LANE_MODES, Server
+
+from tests.conftest import FAST_LANE_MODES, Server
 
 pytestmark = pytest.mark.node
 

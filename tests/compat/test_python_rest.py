@@ -40,8 +40,9 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from azure.messaging.webpubsubservice._operations._operations import (
     WebPubSubServiceClientOperationsMixin as GeneratedOperations,
 )
-from conftest import Server
 from websockets.exceptions import InvalidStatus
+
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
 

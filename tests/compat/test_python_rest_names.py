@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 from _clients import Clients, ServerLike, members, rest_token, wait_until
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
-from conftest import Server
+
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(30)]
 

@@ -19,7 +19,9 @@ import pytest
 from _clients import Clients, wait_until
 from _node import node_calls
 from azure.core.exceptions import HttpResponseError
-from conftest import (
+
+from hubbub.server.limits import MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from tests.conftest import (
     CONFIG_TOML,
     FAST_LANE_MODES,
     WITHOUT_LANE,
@@ -27,8 +29,6 @@ from conftest import (
     start_server,
     stop_server,
 )
-
-from hubbub.server.limits import MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(60)]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
-from hubbub.broker.base import Broker, Presence
-from hubbub.broker.memory import MemoryBroker, MemoryPresence
+from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config
 from hubbub.core.commands import (
     AddToGroup,
@@ -20,8 +20,9 @@ from hubbub.core.commands import (
     RevokePermission,
     Target,
 )
+from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.core.state import Connection, SharedFrames
+from hubbub.core.state import Connection, ConnectionSnapshot
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
@@ -77,13 +78,6 @@ def connect(
     return conn, outlet
 
 
-def test_engine_implementations_fit_the_interfaces(node: Node) -> None:
-    """The in-memory engine satisfies the Broker and Presence protocols."""
-    broker: Broker = MemoryBroker()
-    presence: Presence = MemoryPresence(node.hubs)
-    assert broker is not None and presence is not None
-
-
 def test_membership_is_per_connection(node: Node) -> None:
     """Removing a connection drops its memberships; an empty group disappears."""
     a, _ = connect(node, "u", groups=("g",))
@@ -98,57 +92,62 @@ def test_membership_is_per_connection(node: Node) -> None:
     assert node.hubs.get(HUB) is None
 
 
-def test_add_user_to_group_touches_current_connections_only(node: Node) -> None:
+async def test_add_user_to_group_touches_current_connections_only(node: Node) -> None:
     """A connection the user opens later is not in the group."""
     a, _ = connect(node, "u")
-    assert node.handle_command(AddUserToGroup(HUB, UserId("u"), GroupName("g"))) == 1
+    assert await node.handle_command(AddUserToGroup(HUB, UserId("u"), GroupName("g"))) == 1
     later, _ = connect(node, "u")
     assert a.groups == {"g"} and later.groups == set()
-    assert node.handle_command(AddUserToGroup(HUB, UserId("nobody"), GroupName("g"))) == 0
+    assert await node.handle_command(AddUserToGroup(HUB, UserId("nobody"), GroupName("g"))) == 0
 
 
-def test_remove_user_from_all_groups(node: Node) -> None:
+async def test_remove_user_from_all_groups(node: Node) -> None:
     """Group None removes the user's connections from every group."""
     a, _ = connect(node, "u", groups=("g1", "g2"))
-    node.handle_command(RemoveUserFromGroup(HUB, UserId("u"), None))
+    await node.handle_command(RemoveUserFromGroup(HUB, UserId("u"), None))
     assert a.groups == set()
 
 
-def test_connection_group_commands(node: Node) -> None:
+async def test_connection_group_commands(node: Node) -> None:
     """Add to and remove from a group by connection id; unknown ids match nothing."""
     a, _ = connect(node)
-    assert node.handle_command(AddToGroup(HUB, a.id, GroupName("g"))) == 1
-    assert node.handle_command(AddToGroup(HUB, ConnectionId("x"), GroupName("g"))) == 0
-    assert node.handle_command(RemoveFromGroup(HUB, a.id, None)) == 1
+    assert await node.handle_command(AddToGroup(HUB, a.id, GroupName("g"))) == 1
+    assert await node.handle_command(AddToGroup(HUB, ConnectionId("x"), GroupName("g"))) == 0
+    assert await node.handle_command(RemoveFromGroup(HUB, a.id, None)) == 1
     assert a.groups == set()
 
 
-def test_groups_by_filter(node: Node) -> None:
+async def test_groups_by_filter(node: Node) -> None:
     """``:addToGroups`` with a filter selects by user; without one, every connection."""
     a, _ = connect(node, "alice")
     b, _ = connect(node, "bob")
-    node.handle_command(GroupsByFilter(HUB, (GroupName("g"),), "userId eq 'alice'", add=True))
+    await node.handle_command(GroupsByFilter(HUB, (GroupName("g"),), "userId eq 'alice'", add=True))
     assert a.groups == {"g"} and b.groups == set()
-    node.handle_command(GroupsByFilter(HUB, (GroupName("h"),), None, add=True))
+    await node.handle_command(GroupsByFilter(HUB, (GroupName("h"),), None, add=True))
     assert b.groups == {"h"}
-    node.handle_command(GroupsByFilter(HUB, (GroupName("h"),), None, add=False))
+    await node.handle_command(GroupsByFilter(HUB, (GroupName("h"),), None, add=False))
     assert a.groups == {"g"} and b.groups == set()
 
 
-def test_permissions_roles_grants_and_revokes(node: Node) -> None:
+async def test_permissions_roles_grants_and_revokes(node: Node) -> None:
     """Roles grant, REST grants add, revokes win over roles and wildcards."""
     a, _ = connect(node, roles=("webpubsub.sendToGroups.chat-*",))
     assert a.can(Permission.SEND_TO_GROUP, "chat-1")
     assert not a.can(Permission.SEND_TO_GROUP, "other")
-    node.handle_command(GrantPermission(HUB, a.id, Permission.SEND_TO_GROUP, "other"))
+    await node.handle_command(GrantPermission(HUB, a.id, Permission.SEND_TO_GROUP, "other"))
     assert a.can(Permission.SEND_TO_GROUP, "other")
-    node.handle_command(RevokePermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-1"))
+    await node.handle_command(RevokePermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-1"))
     assert not a.can(Permission.SEND_TO_GROUP, "chat-1")
-    check = CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-2")
-    assert node.handle_command(check) == 1
-    node.handle_command(GrantPermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))
+    assert await node.handle_query(CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "chat-2"))
+    assert not await node.handle_query(
+        CheckPermission(HUB, a.id, Permission.SEND_TO_GROUP, "other-2")
+    )
+    assert not await node.handle_query(
+        CheckPermission(HUB, ConnectionId("x"), Permission.SEND_TO_GROUP, None)
+    )
+    await node.handle_command(GrantPermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))
     assert a.has_permission(Permission.JOIN_LEAVE_GROUP, None)
-    node.handle_command(RevokePermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))
+    await node.handle_command(RevokePermission(HUB, a.id, Permission.JOIN_LEAVE_GROUP, None))
     assert not a.can(Permission.JOIN_LEAVE_GROUP, "any")
 
 
@@ -188,13 +187,48 @@ def test_excluded_and_filter(node: Node) -> None:
     assert len(oa.frames) == 1 and len(ob.frames) == 1
 
 
-def test_close_sends_disconnected_then_closes(node: Node) -> None:
+async def test_close_sends_disconnected_then_closes(node: Node) -> None:
     """A close command sends the reason as disconnected, closes 1000 and forgets the connection."""
     a, oa = connect(node, "u")
     b, ob = connect(node, "u")
     close = CloseConnections(HUB, Target.USER, "u", "bye", frozenset([b.id]))
-    assert node.handle_command(close) == 1
+    assert await node.handle_command(close) == 1
     assert oa.texts() == [b'{"type":"system","event":"disconnected","message":"bye"}']
     assert oa.closed == (1000, "bye")
     assert ob.closed is None
     assert a.id not in node.hubs.ensure(HUB).connections
+
+
+@pytest.mark.parametrize("subprotocol", [JSON_SUBPROTOCOL, JSON_RELIABLE_SUBPROTOCOL])
+def test_connection_snapshot_round_trips(node: Node, subprotocol: str) -> None:
+    """A connection's identity, rights, ackIds and session survive msgpack and restore."""
+    a, _ = connect(
+        node,
+        "u",
+        groups=("g2", "g1"),
+        roles=("webpubsub.joinLeaveGroup.g1",),
+        subprotocol=subprotocol,
+    )
+    a.state = "opaque"
+    a.take_event_id()
+    a.grant(Permission.SEND_TO_GROUP, None)
+    a.revoke(Permission.JOIN_LEAVE_GROUP, "g1")
+    a.grant(Permission.JOIN_LEAVE_GROUP, "x")
+    a.remember_ack(7)
+    a.remember_ack(3)
+    node.handle_publication(Publication(HUB, Target.HUB, "", Payload(DataType.TEXT, b"x")))
+    snapshot = a.snapshot()
+    assert snapshot.groups == ("g1", "g2") and snapshot.acks == (7, 3)
+    assert (snapshot.reliable is not None) == (subprotocol == JSON_RELIABLE_SUBPROTOCOL)
+    wire = msgspec.msgpack.encode(snapshot)
+    decoded = msgspec.msgpack.decode(wire, type=ConnectionSnapshot)
+    assert decoded == snapshot
+    b = Connection.restore(decoded, codec_for(subprotocol), ListOutlet())
+    assert b.snapshot() == msgspec.structs.replace(snapshot, groups=())  # joined by the node
+    assert b.groups == set() and b.ack_seen(3) and b.ack_seen(7) and not b.ack_seen(1)
+    for permission in Permission:
+        for group in ("g1", "g2", "x", None):
+            assert b.has_permission(permission, group) == a.has_permission(permission, group)
+    assert b.take_event_id() == a.take_event_id()
+    if b.session is not None and a.session is not None:
+        assert b.session.attach() == a.session.attach() and len(b.session) == 1

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from _wire import API_VERSION, TIMEOUT, ServerLike, Wire, mint_rest_token, server_text
-from conftest import Server
+
+from tests.conftest import Server
 
 
 @pytest.fixture

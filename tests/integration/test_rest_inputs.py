@@ -19,7 +19,10 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import (
+from hypothesis import HealthCheck, given, settings, strategies as st
+from websockets.sync.client import connect
+
+from tests.conftest import (
     CONFIG_TOML,
     FAST_LANE_MODES,
     WITHOUT_LANE,
@@ -27,8 +30,6 @@ from conftest import (
     start_server,
     stop_server,
 )
-from hypothesis import HealthCheck, given, settings, strategies as st
-from websockets.sync.client import connect
 
 pytestmark = pytest.mark.timeout(180)
 

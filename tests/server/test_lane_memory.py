@@ -14,8 +14,7 @@ from typing import Any
 
 from hubbub.server import fastlane
 from hubbub.server.fastlane import FastLane
-from hubbub.server.limits import CACHED_URLS
-from hubbub.server.restrules import RestRules
+from hubbub.server.restrules import CACHED_URLS, RestRules
 
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 LONG = 8 * 1024

@@ -15,7 +15,7 @@ from test_port_flow import FakeHttp, FakeTransport
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
-from hubbub.server.limits import HOLD_BYTES
+from hubbub.limits import HOLD_BYTES
 from hubbub.server.port import Port, RequestHeads
 
 

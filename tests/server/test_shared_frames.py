@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hubbub.core.commands import deliver, deliver_to_group
+from hubbub.core.fanout import deliver, deliver_to_group
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, Hub
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL

@@ -1,1 +1,2 @@
-"""Core domain logic shared by the server: connections, groups, permissions."""
+"""The hub state and what acts on it, synchronous and free of I/O: connections, groups and
+permissions (state), delivery (fanout), commands as data (commands) and applying them (apply)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 from hubbub.errors import BadRequestError
+from hubbub.limits import MAX_GROUP_NAME_LENGTH
 from hubbub.types import GroupName, HubName
 
-__all__ = ["MAX_GROUP_LENGTH", "validate_group", "validate_hub"]
+__all__ = ["validate_group", "validate_hub"]
 
-MAX_GROUP_LENGTH = 1024
 _HUB = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
 
 
@@ -30,6 +30,6 @@ def validate_group(name: str) -> GroupName:
     Raises:
         BadRequestError: empty, only whitespace, or longer than 1024 characters.
     """
-    if not name or len(name) > MAX_GROUP_LENGTH or name.isspace():
+    if not name or len(name) > MAX_GROUP_NAME_LENGTH or name.isspace():
         raise BadRequestError(f"invalid group name {name[:64]!r}")
     return GroupName(name)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from hubbub.limits import MAX_GROUP_NAME_LENGTH, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS
+
 __all__ = [
     "MAX_GROUP_NAME_LENGTH",
     "MAX_PATTERN_LENGTH",
@@ -26,15 +28,6 @@ __all__ = [
     "pattern_matches",
     "validate_pattern",
 ]
-
-MAX_PATTERN_STARS = 5
-"""Most ``*`` characters in one pattern; each ``*`` of a ``**`` counts (§7)."""
-
-MAX_PATTERN_LENGTH = 1024
-"""Longest accepted pattern, as long as the longest group name (§10)."""
-
-MAX_GROUP_NAME_LENGTH = 1024
-"""Longest group name (§10); longer literal roles can never match and are ignored."""
 
 _ROLE_PREFIX = "webpubsub."
 

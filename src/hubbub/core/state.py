@@ -9,68 +9,45 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from hubbub.closecodes import CLOSE_POLICY_VIOLATION
+import msgspec
+
+from hubbub.core.outlet import Outlet, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
-from hubbub.protocol.codec import Codec, EncodedData
-from hubbub.protocol.reliable import ReliableBuffer
+from hubbub.protocol.acks import AckIds
+from hubbub.protocol.codec import Codec
+from hubbub.protocol.reliable import ReliableSession, ReliableSnapshot
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
-__all__ = ["ACK_CACHE_SIZE", "Connection", "Hub", "HubRegistry", "Outlet", "SharedFrames"]
+__all__ = ["Connection", "ConnectionSnapshot", "Hub", "HubRegistry"]
 
 K = TypeVar("K", bound=str)
 
-REASON_UNACKED_OVERFLOW = "Too many unacknowledged messages."
-
-ACK_CACHE_SIZE = 4096
-"""Processed ackIds remembered per connection for ``Duplicate`` (spec: size unconfirmed)."""
+_Rights = tuple[tuple[Permission, tuple[str | None, ...]], ...]
 
 
-class SharedFrames:
-    """The frames of consecutive fan-outs to one group, queued once for all its members.
+class ConnectionSnapshot(msgspec.Struct, frozen=True):
+    """A connection's whole identity and session as plain data, for another node to take over.
 
-    The first fan-out to a group in a flush period hands this object to every member's outlet;
-    while it stays ``open``, the next fan-outs to the same members only append their frame here
-    (no work per member). An outlet closes it when it writes it, or when it is sent any other
-    frame (which must come after these); the hub drops it when the group's membership changes.
+    ``groups`` are the memberships to restore; the node that takes the connection over joins
+    them through its membership seam (:meth:`Connection.restore` leaves them out).
     """
 
-    __slots__ = ("__weakref__", "_joined", "codec", "frames", "open")
-
-    def __init__(self, codec: Codec, frame: bytes) -> None:
-        self.codec = codec
-        self.frames = [frame]
-        self.open = True
-        self._joined: bytes | None = None
-
-    def append(self, frame: bytes) -> None:
-        self.frames.append(frame)
-        self._joined = None
-
-    def joined(self) -> bytes:
-        """All the frames as one buffer, built once for every outlet that writes them."""
-        joined = self._joined
-        if joined is None:
-            frames = self.frames
-            joined = self._joined = frames[0] if len(frames) == 1 else b"".join(frames)
-        return joined
-
-
-class Outlet(Protocol):
-    """Where a connection's outbound frames go: the transport's corked writer."""
-
-    def send(self, frame: bytes) -> None:
-        """Queue one complete frame; never blocks, never raises."""
-        ...
-
-    def share(self, shared: SharedFrames) -> bool:
-        """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
-        ...
-
-    def close(self, code: int, reason: str) -> None:
-        """Flush what is queued, then close the WebSocket with ``code``."""
-        ...
+    id: ConnectionId
+    hub: HubName
+    user_id: UserId | None
+    roles: tuple[str, ...]
+    """As the token or the connect handler gave them."""
+    groups: tuple[GroupName, ...]
+    subprotocol: str | None
+    state: str | None
+    next_event_id: int
+    grants: _Rights = ()
+    revokes: _Rights = ()
+    reliable: ReliableSnapshot | None = None
+    acks: tuple[int, ...] = ()
+    close_reason: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -90,15 +67,21 @@ class Connection:
     close_reason: str | None = None
     """Why the service closed this connection, once it decided to."""
     ended: bool = False
-    """The session is over: no socket, no recovery."""
-    reliable: ReliableBuffer | None = None
-    """Unacknowledged frames, for the reliable subprotocols only."""
-    next_sequence_id: int = 1
+    """The connection is over: no socket, no recovery (its session, if any, is ended too)."""
+    session: ReliableSession | None = None
+    """Sequence ids and unacknowledged frames; made for the reliable subprotocols only."""
     next_event_id: int = 1
+    expiring: dict[int, float] | None = None
+    """Sequence id -> monotonic deadline of the kept frames of messages with a TTL (the
+    reliable session keeps the frames; :mod:`hubbub.core.expiring`). None while there are none."""
     # Allocated on first use: most connections never need them (memory per idle connection).
-    _acks: dict[int, None] | None = None
+    _acks: AckIds | None = None
     _grants: dict[Permission, set[str | None]] | None = None
     _revokes: dict[Permission, set[str | None]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.session is None and self.codec.reliable:
+            self.session = ReliableSession()
 
     def can(self, permission: Permission, group: str) -> bool:
         """True when this connection may join/leave or send to ``group`` (§7)."""
@@ -148,16 +131,14 @@ class Connection:
 
     def ack_seen(self, ack_id: int) -> bool:
         """True when ``ack_id`` was already processed successfully (§3.3 ``Duplicate``)."""
-        return self._acks is not None and ack_id in self._acks
+        return self._acks is not None and self._acks.seen(ack_id)
 
     def remember_ack(self, ack_id: int) -> None:
-        """Remember a successful ``ack_id``, forgetting the oldest beyond the cache size."""
+        """Remember a successful ``ack_id`` (see :class:`~hubbub.protocol.acks.AckIds`)."""
         acks = self._acks
         if acks is None:
-            acks = self._acks = {}
-        acks[ack_id] = None
-        if len(acks) > ACK_CACHE_SIZE:
-            del acks[next(iter(acks))]
+            acks = self._acks = AckIds()
+        acks.remember(ack_id)
 
     def take_event_id(self) -> int:
         """The next CloudEvents ``ce-id`` of this connection (``connect`` had 0)."""
@@ -165,18 +146,54 @@ class Connection:
         self.next_event_id = event_id + 1
         return event_id
 
-    def send_sequenced(self, data: EncodedData) -> None:
-        """Send a data message with this connection's next ``sequenceId`` and keep it until
-        acknowledged; a connection past the buffer limits is closed, unrecoverable (§4)."""
-        sequence_id = self.next_sequence_id
-        self.next_sequence_id = sequence_id + 1
-        frame = data.sequenced(sequence_id)
-        self.outlet.send(frame)
-        buffer = self.reliable
-        if buffer is not None and not buffer.push(sequence_id, frame):
-            if self.close_reason is None:
-                self.close_reason = REASON_UNACKED_OVERFLOW
-                self.outlet.close(CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW)
+    def snapshot(self) -> ConnectionSnapshot:
+        """Everything about this connection but its socket and codec, as plain data."""
+        return ConnectionSnapshot(
+            self.id,
+            self.hub,
+            self.user_id,
+            self.roles.raw,
+            tuple(sorted(self.groups)),
+            self.subprotocol,
+            self.state,
+            self.next_event_id,
+            _rights(self._grants),
+            _rights(self._revokes),
+            self.session.snapshot() if self.session is not None else None,
+            tuple(self._acks.snapshot()) if self._acks is not None else (),
+            self.close_reason,
+        )
+
+    @classmethod
+    def restore(cls, snapshot: ConnectionSnapshot, codec: Codec, outlet: Outlet) -> Connection:
+        """The connection a snapshot describes, on ``outlet``, in no group yet (see above)."""
+        reliable = snapshot.reliable
+        return cls(
+            id=snapshot.id,
+            hub=snapshot.hub,
+            user_id=snapshot.user_id,
+            roles=RoleSet.parse(snapshot.roles),
+            codec=codec,
+            outlet=outlet,
+            subprotocol=snapshot.subprotocol,
+            state=snapshot.state,
+            close_reason=snapshot.close_reason,
+            session=ReliableSession.restore(reliable) if reliable is not None else None,
+            next_event_id=snapshot.next_event_id,
+            _acks=AckIds(snapshot.acks) if snapshot.acks else None,
+            _grants={p: set(g) for p, g in snapshot.grants} if snapshot.grants else None,
+            _revokes={p: set(g) for p, g in snapshot.revokes} if snapshot.revokes else None,
+        )
+
+
+def _rights(rights: dict[Permission, set[str | None]] | None) -> _Rights:
+    """Grants or revokes in a stable order (None, for every group, first)."""
+    if not rights:
+        return ()
+    return tuple(
+        (permission, tuple(sorted(groups, key=lambda g: (g is not None, g or ""))))
+        for permission, groups in sorted(rights.items(), key=lambda item: item[0].value)
+    )
 
 
 class Hub:

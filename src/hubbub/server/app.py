@@ -25,11 +25,12 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from hubbub.broker.memory import MemoryBroker, MemoryPresence
+from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config, url_host
 from hubbub.errors import ConfigError
 from hubbub.metrics import render
 from hubbub.node import Node
+from hubbub.server.errors import count_errors
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES, Runner
 from hubbub.server.port import REQUEST_HEADS, RequestHeads, listen, request_heads
@@ -82,7 +83,7 @@ def build(config: Config) -> Parts:
     broker = MemoryBroker()
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
     node = Node(config, broker, upstream)
-    service = Service(config, broker, MemoryPresence(node.hubs))
+    service = Service(config, broker, node.presence)
     rules = RestRules(config.access_keys, config.http_keep_alive_seconds)
     lane = FastLane(service, rules) if config.fast_lane else None
     heads = RequestHeads(config.request_head_timeout_seconds)
@@ -108,6 +109,7 @@ def build(config: Config) -> Parts:
     parts = Parts(
         config, broker, upstream, node, service, rules, lane, heads, sockets, endpoint, app
     )
+    app.on_response_prepare.append(count_errors)
     app.on_startup.append(lambda app: _start(parts))
     app.on_shutdown.append(lambda app: _close_connections(parts))
     app.on_cleanup.append(lambda app: _stop(parts))

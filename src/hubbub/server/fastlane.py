@@ -37,15 +37,13 @@ import httptools
 
 from hubbub.core.commands import Target
 from hubbub.errors import BadRequestError
+from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
-from hubbub.server.limits import (
-    CACHED_URL_BYTES,
-    CACHED_URLS,
-    MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES,
-)
 from hubbub.server.restrules import (
     API_VERSION,
+    CACHED_URL_BYTES,
+    CACHED_URLS,
     INTERNAL_ERROR,
     SENDS,
     RestRules,
@@ -217,8 +215,8 @@ class _Sends(dict[bytes, _Send]):
     """The URLs of recent authenticated sends and what they say, so that a client sending to
     the same user or group again does not make the lane parse its URL again.
 
-    Bounded in bytes: at most :data:`~hubbub.server.limits.CACHED_URLS` URLs of up to
-    :data:`~hubbub.server.limits.CACHED_URL_BYTES` bytes (about 2 MiB with what they say), and
+    Bounded in bytes: at most :data:`~hubbub.server.restrules.CACHED_URLS` URLs of up to
+    :data:`~hubbub.server.restrules.CACHED_URL_BYTES` bytes (about 2 MiB with what they say), and
     only URLs whose request passed the token check.
     """
 

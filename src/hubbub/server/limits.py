@@ -1,5 +1,4 @@
-"""The sizes a connection may make the server hold, and the aiohttp runner that enforces the
-HTTP ones.
+"""How large an HTTP request may be, and the aiohttp runner that enforces it.
 
 The SDKs sign the whole request URL into the token's ``aud``, so a URL is carried twice: once in
 the request line and once, base64-encoded (4/3 of its size), in ``Authorization``. Measured with
@@ -26,49 +25,28 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.streams import StreamReader
 
+from hubbub.limits import (
+    MAX_HEAD_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_LANE_HEAD_BYTES,
+    MAX_REST_BODY_BYTES as MAX_BODY_BYTES,
+    MAX_URL_BYTES,
+)
+from hubbub.logs import ACTIVITY
 from hubbub.server.errors import error_response
 
 __all__ = [
-    "CACHED_URLS",
-    "CACHED_URL_BYTES",
-    "HOLD_BYTES",
     "MAX_BODY_BYTES",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "MAX_HEAD_BYTES",
     "MAX_LANE_HEAD_BYTES",
     "MAX_URL_BYTES",
-    "READ_QUEUE_BYTES",
     "Runner",
 ]
 
 log = logging.getLogger("hubbub.http")
-
-MAX_URL_BYTES = 64 * 1024
-"""Longest request target (path and query)."""
-MAX_HEADER_BYTES = 96 * 1024
-"""Longest header, name and value: ``Authorization`` for a URL of :data:`MAX_URL_BYTES` is 88 kB."""
-MAX_HEADERS = 64
-"""Most headers in one request (the SDKs send about 10; aiohttp's default is 128)."""
-MAX_HEAD_BYTES = 160 * 1024
-"""Longest request head, request line and every header together: a URL of
-:data:`MAX_URL_BYTES` and its 88 kB ``Authorization`` fit, with room for the other headers."""
-MAX_BODY_BYTES = 1024 * 1024
-"""Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
-HOLD_BYTES = 64 * 1024
-"""What a connection may send while its upgrade waits for the ``connect`` event, before the
-port stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
-READ_QUEUE_BYTES = 64 * 1024
-"""Inbound WebSocket messages queued per connection before reading from its socket pauses."""
-CACHED_URLS = 4096
-"""Most request URLs (or paths) the REST readers remember the route of; only those of
-authenticated requests, and only up to :data:`CACHED_URL_BYTES` each."""
-CACHED_URL_BYTES = 256
-"""Longest URL (or path) a REST reader remembers: longer ones are routed every time."""
-MAX_LANE_HEAD_BYTES = 16 * 1024
-"""Longest request head the REST fast lane reads; a longer one is aiohttp's to judge. Below the
-size limits above, so the lane never serves a request too long for aiohttp (it does not count
-headers, though: a send with more than :data:`MAX_HEADERS` small ones is the lane's)."""
 
 _TOO_MANY_HEADERS = "Too many headers received"  # aiohttp's message (both of its parsers)
 
@@ -163,6 +141,7 @@ class _RequestHandler(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         response = _refusal(exc)
+        ACTIVITY.rest_errors.add(f"{response.status} {response.headers['x-ms-error-code']}")
         # The exception's text quotes the request (a token, say): only its class is logged.
         log.debug(
             "refused a request from %s with %d: %s",

@@ -32,8 +32,8 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
+from hubbub.limits import HOLD_BYTES
 from hubbub.server.fastlane import FastLane, Sniffer
-from hubbub.server.limits import HOLD_BYTES
 from hubbub.server.restrules import raw_error
 
 __all__ = ["REQUEST_HEADS", "Mode", "Port", "RequestHeads", "Stream", "listen", "request_heads"]

@@ -39,14 +39,16 @@ from aiohttp.http import SERVER_SOFTWARE
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
+from hubbub.limits import MAX_REST_BODY_BYTES
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_body, error_code
-from hubbub.server.limits import CACHED_URL_BYTES, CACHED_URLS, MAX_BODY_BYTES
 from hubbub.types import HubName
 
 __all__ = [
     "API_VERSION",
+    "CACHED_URLS",
+    "CACHED_URL_BYTES",
     "CONTENT_TYPES",
     "HEALTH_PATH",
     "INTERNAL_ERROR",
@@ -74,6 +76,11 @@ HEALTH_PATH = "/api/health"
 """The one ``/api`` path that needs no token and no ``api-version``."""
 INTERNAL_ERROR = "internal server error"
 """The message of every 500: an unexpected error's details never reach a client."""
+CACHED_URLS = 4096
+"""Most request paths (or URLs) a REST reader remembers the route of: only those of
+authenticated requests, and only up to :data:`CACHED_URL_BYTES` each."""
+CACHED_URL_BYTES = 256
+"""Longest path (or URL) a REST reader remembers: longer ones are routed every time."""
 
 
 class Refusal(NamedTuple):
@@ -318,7 +325,7 @@ def _route(method: str, path: str) -> Route | None:
 
 
 _cached_route = functools.lru_cache(maxsize=CACHED_URLS)(_route)
-"""Short paths of authenticated requests (see :data:`~hubbub.server.limits.CACHED_URLS`)."""
+"""Short paths of authenticated requests (see :data:`CACHED_URLS`)."""
 
 
 def _sent_path(target: str) -> str:
@@ -403,7 +410,7 @@ def keeps_alive(http_version: str, connection: str | None) -> bool:
 
 def body_allowed(length: int) -> bool:
     """A body of ``length`` bytes may be sent (larger ones are answered 413)."""
-    return length <= MAX_BODY_BYTES
+    return length <= MAX_REST_BODY_BYTES
 
 
 def payload_of(kind: DataType, body: bytes) -> Payload:

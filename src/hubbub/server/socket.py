@@ -42,7 +42,6 @@ from aiohttp.streams import EofStream
 from hubbub.closecodes import CLOSE_NORMAL
 from hubbub.protocol.frames import OP_PONG, close_frame, frame
 from hubbub.server.keepalive import KeepAlive
-from hubbub.server.limits import READ_QUEUE_BYTES
 from hubbub.server.port import Port
 from hubbub.server.writer import CorkedOutlet, Flusher
 
@@ -52,6 +51,9 @@ log = logging.getLogger("hubbub.socket")
 
 CLOSE_TIMEOUT_SECONDS = 10.0
 """How long a close frame of ours waits for the client's before the socket is dropped."""
+READ_QUEUE_BYTES = 64 * 1024
+"""Inbound messages queued per socket before reading from it pauses (a read buffer: transport
+tuning, not a limit a client sees)."""
 UNMASKED = "a client frame without a mask"
 
 

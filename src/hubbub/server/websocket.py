@@ -21,6 +21,7 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
 from hubbub.events import ConnectRequest
+from hubbub.limits import MAX_MESSAGE_BYTES
 from hubbub.node import Node
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
@@ -38,8 +39,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "ClientEndpoint"]
 
 log = logging.getLogger("hubbub.websocket")
 
-MAX_MESSAGE_BYTES = 1024 * 1024
-"""One client message may be at most 1 MB (client-protocols.md §10); a bigger one closes 1009."""
 STOPPING = "the service is shutting down"
 """The 503 answer to a handshake that meets a stopping node."""
 SHUTDOWN_GRACE_SECONDS = 3.0
@@ -232,8 +231,7 @@ class _Binding:
     async def message(self, payload: bytes, binary: bool) -> None:
         connection = self._connection
         try:
-            message = connection.codec.decode(payload, binary)
-            await self._node.handle_client_message(connection, message)
+            await self._node.handle_client_frame(connection, payload, binary)
         except ProtocolError as exc:
             connection.close_reason = str(exc)
             self._outlet.close(exc.close_code, str(exc))

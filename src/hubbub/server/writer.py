@@ -4,7 +4,7 @@ Frames for a connection collect in its :class:`CorkedOutlet` during one event-lo
 out in one write at the end of it: a burst of ten messages costs one system call, not ten. A
 connection holds a single ``bytes`` while one frame is pending and a list only from the second
 frame on, so a fan-out allocates nothing per delivery. Consecutive fan-outs to one group share
-their frames: every member's outlet holds the same :class:`~hubbub.core.state.SharedFrames`,
+their frames: every member's outlet holds the same :class:`~hubbub.core.outlet.SharedFrames`,
 the later sends only append to it, and every member's write sends the one buffer it joins once.
 Each outlet is bounded in bytes (its pending frames plus the transport's unsent buffer); one
 over the bound is closed as a slow client, its buffers dropped, and nobody else waits for it.
@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
-from hubbub.core.state import SharedFrames
+from hubbub.core.outlet import SharedFrames
+from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
 __all__ = ["CorkedOutlet", "Flusher"]
@@ -196,7 +197,8 @@ class CorkedOutlet:
 
     def _overflow(self) -> None:
         SLOW_CLIENT_CLOSES.inc()
-        log.info("closing slow client: more than %d unsent bytes", self._limit)
+        ACTIVITY.closed.add("too slow to read")
+        log.debug("closing slow client: more than %d unsent bytes", self._limit)
         self.mark_closed()
         self._closer(CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT)
         transport = self._transport

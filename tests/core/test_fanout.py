@@ -1,0 +1,100 @@
+"""Delivery encodes each message once per codec per publication (``hubbub.core.fanout``)."""
+
+from __future__ import annotations
+
+from hubbub.core.fanout import deliver, deliver_to_group
+from hubbub.core.outlet import SharedFrames
+from hubbub.core.roles import RoleSet
+from hubbub.core.state import Connection, Hub
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, EncodedData
+from hubbub.protocol.messages import ClientMessage, DataMessage, DataType, Payload, ServiceMessage
+from hubbub.protocol.registry import codec_for
+from hubbub.types import ConnectionId, GroupName, HubName
+
+G = GroupName("g")
+MESSAGE = DataMessage(Payload(DataType.TEXT, b"hi"), G, None)
+
+
+class CountingCodec:
+    """A real codec that counts its data encodings."""
+
+    def __init__(self, subprotocol: str) -> None:
+        self._codec = codec_for(subprotocol)
+        self.name = self._codec.name
+        self.reliable = self._codec.reliable
+        self.plain = self._codec.plain
+        self.encoded = 0
+
+    def decode(self, data: bytes, binary: bool) -> ClientMessage:
+        return self._codec.decode(data, binary)
+
+    def encode(self, message: ServiceMessage) -> bytes | None:
+        return self._codec.encode(message)
+
+    def encode_data(self, message: DataMessage) -> EncodedData:
+        self.encoded += 1
+        return self._codec.encode_data(message)
+
+
+class Outlet:
+    def __init__(self, shares: bool) -> None:
+        self.shares = shares
+        self.frames: list[bytes] = []
+        self.shared: list[SharedFrames] = []
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def share(self, shared: SharedFrames) -> bool:
+        if self.shares:
+            self.shared.append(shared)
+        return self.shares
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def group(*members: tuple[CountingCodec, bool]) -> tuple[Hub, list[Outlet]]:
+    hub = Hub(HubName("h"))
+    outlets = []
+    for i, (codec, shares) in enumerate(members):
+        outlet = Outlet(shares)
+        connection = Connection(ConnectionId(f"c{i}"), hub.name, None, RoleSet(), codec, outlet)
+        hub.add(connection)
+        hub.join(connection, G)
+        outlets.append(outlet)
+    return hub, outlets
+
+
+def test_a_reliable_group_is_encoded_once() -> None:
+    """Members whose frames differ (sequence ids) still share one encoding of the message."""
+    reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, True), (reliable, True), (reliable, True))
+    assert deliver_to_group(hub, G, MESSAGE) == 3
+    assert reliable.encoded == 1
+    assert all(b'"sequenceId":1}' in o.frames[0] for o in outlets)
+
+
+def test_a_group_with_a_reliable_member_is_encoded_once_per_codec() -> None:
+    """Members that cannot share the frames get the bytes already made for their codec."""
+    json, reliable = CountingCodec(JSON_SUBPROTOCOL), CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((json, True), (reliable, True), (json, False), (json, True))
+    assert deliver_to_group(hub, G, MESSAGE) == 4
+    assert (json.encoded, reliable.encoded) == (1, 1)
+    assert outlets[2].frames == [outlets[0].shared[0].frames[0]]  # the same frame
+    assert b'"sequenceId":1}' in outlets[1].frames[0]
+
+
+def test_a_reliable_first_member_does_not_encode_the_others_twice() -> None:
+    json, reliable = CountingCodec(JSON_SUBPROTOCOL), CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, True), (json, True), (json, True))
+    assert deliver_to_group(hub, G, MESSAGE) == 3
+    assert (json.encoded, reliable.encoded) == (1, 1)
+    assert outlets[1].frames[0] is outlets[2].frames[0]
+
+
+def test_deliver_encodes_once_per_codec() -> None:
+    json, reliable = CountingCodec(JSON_SUBPROTOCOL), CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, _ = group((json, False), (reliable, False), (json, False), (reliable, False))
+    assert deliver(hub.members(G), MESSAGE) == 4
+    assert (json.encoded, reliable.encoded) == (1, 1)

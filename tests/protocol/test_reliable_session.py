@@ -1,0 +1,206 @@
+"""The reliable session state machine (client-protocols.md §4), and the ackId cache."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from hubbub.limits import ACK_CACHE_SIZE, MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
+from hubbub.protocol.acks import AckIds
+from hubbub.protocol.reliable import (
+    ReliableSession,
+    ReliableSnapshot,
+    SessionState,
+    SessionStateError,
+)
+
+
+def send(session: ReliableSession, frame: bytes = b"f") -> tuple[int, bool]:
+    sequence_id = session.sequence()
+    return sequence_id, session.push(sequence_id, frame)
+
+
+def test_sequence_ids_count_from_one() -> None:
+    """Each data message takes the next sequenceId."""
+    session = ReliableSession()
+    assert [session.sequence() for _ in range(3)] == [1, 2, 3]
+    assert session.next_sequence_id == 4
+
+
+def test_ack_drops_frames_up_to_the_sequence_id() -> None:
+    """A sequenceAck covers every frame up to its id, and only those."""
+    session = ReliableSession()
+    for frame in (b"a", b"bb", b"ccc"):
+        send(session, frame)
+    assert (len(session), session.size) == (3, 6)
+    assert session.ack(2) == 2
+    assert (len(session), session.size) == (1, 3)
+    assert session.ack(2) == 0  # an old ack again drops nothing
+    assert session.ack(99) == 1
+    assert (len(session), session.size) == (0, 0)
+
+
+def test_a_new_session_is_attached_and_keeps_nothing() -> None:
+    session = ReliableSession()
+    assert session.state is SessionState.ATTACHED
+    assert session.recoverable and not session.overflowed
+    assert session.expires_at is None and len(session) == 0
+    assert session.ack(5) == 0
+
+
+def test_detach_then_attach_resends_the_unacked_frames_in_order() -> None:
+    """Frames sent before and while detached come back on attach, oldest first."""
+    session = ReliableSession()
+    send(session, b"1")
+    send(session, b"2")
+    session.ack(1)
+    session.detach(now=100.0, timeout=30.0)
+    assert session.state is SessionState.DETACHED and session.expires_at == 130.0
+    send(session, b"3")
+    assert session.attach() == [b"2", b"3"]
+    assert session.state is SessionState.ATTACHED and session.expires_at is None
+    assert len(session) == 2  # resent frames stay until acknowledged
+
+
+def test_attach_while_attached_replaces_the_socket() -> None:
+    """A recovery that meets a live session moves it (the old socket is replaced)."""
+    session = ReliableSession()
+    send(session, b"1")
+    assert session.attach() == [b"1"]
+    assert session.state is SessionState.ATTACHED
+
+
+def test_detach_only_from_attached() -> None:
+    session = ReliableSession()
+    session.detach(0.0, 1.0)
+    with pytest.raises(SessionStateError):
+        session.detach(0.0, 1.0)
+    session.end()
+    with pytest.raises(SessionStateError):
+        session.detach(0.0, 1.0)
+
+
+def test_expiry_only_when_detached_and_time_ran_out() -> None:
+    session = ReliableSession()
+    assert not session.expired(1e12)  # attached sessions never expire
+    session.detach(now=10.0, timeout=5.0)
+    assert not session.expired(14.999)
+    assert session.expired(15.0) and session.expired(16.0)
+    session.attach()
+    assert not session.expired(16.0)
+    session.detach(now=20.0, timeout=1.0)
+    session.end()
+    assert not session.expired(30.0)
+
+
+def test_end_drops_everything_and_cannot_be_undone() -> None:
+    """An ended session keeps nothing, takes no frames and cannot be attached."""
+    session = ReliableSession()
+    send(session, b"1")
+    session.end()
+    assert session.state is SessionState.ENDED and not session.recoverable
+    assert (len(session), session.size) == (0, 0)
+    assert send(session, b"2")[1] is True  # nothing kept, nothing to overflow
+    assert len(session) == 0
+    with pytest.raises(SessionStateError):
+        session.attach()
+    session.end()  # twice is fine
+    assert session.state is SessionState.ENDED
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_overflow_by_count(detached: bool) -> None:
+    """One message past the count limit overflows, attached or detached; the frame is kept."""
+    session = ReliableSession(max_messages=3)
+    if detached:
+        session.detach(0.0, 30.0)
+    assert [send(session)[1] for _ in range(3)] == [True, True, True]
+    assert send(session)[1] is False
+    assert session.overflowed and not session.recoverable and len(session) == 4
+    with pytest.raises(SessionStateError):
+        session.attach()
+    session.ack(4)
+    assert session.overflowed  # acknowledging later does not make it recoverable again
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_overflow_by_bytes(detached: bool) -> None:
+    """Frames past the byte limit overflow, attached or detached; exactly at it does not."""
+    session = ReliableSession(max_bytes=10)
+    if detached:
+        session.detach(0.0, 30.0)
+    assert send(session, b"x" * 10)[1] is True
+    assert send(session, b"y")[1] is False
+    assert session.overflowed and session.size == 11
+
+
+def test_default_limits_are_the_services() -> None:
+    """1,000 messages or 16 MB (§4)."""
+    session = ReliableSession()
+    for _ in range(MAX_UNACKED_MESSAGES):
+        assert send(session)[1]
+    assert not send(session)[1]
+    big = ReliableSession()
+    assert send(big, b"x" * MAX_UNACKED_BYTES)[1]
+    assert not send(big, b"x")[1]
+
+
+def _roundtrip(snapshot: ReliableSnapshot) -> ReliableSnapshot:
+    return msgspec.msgpack.decode(msgspec.msgpack.encode(snapshot), type=ReliableSnapshot)
+
+
+@pytest.mark.parametrize("state", ["attached", "detached", "ended", "overflowed"])
+def test_snapshot_round_trips(state: str) -> None:
+    """A snapshot crosses msgpack unchanged, and restores an equal session in every state."""
+    session = ReliableSession(max_messages=5, max_bytes=100)
+    for frame in (b"a", b"bb", b"ccc"):
+        send(session, frame)
+    session.ack(1)
+    if state == "detached":
+        session.detach(now=50.0, timeout=30.0)
+    elif state == "ended":
+        session.end()
+    elif state == "overflowed":
+        for _ in range(4):
+            send(session)
+    snapshot = session.snapshot()
+    assert _roundtrip(snapshot) == snapshot
+    restored = ReliableSession.restore(_roundtrip(snapshot))
+    assert restored.snapshot() == snapshot
+    assert (restored.state, len(restored), restored.size) == (
+        session.state,
+        len(session),
+        session.size,
+    )
+    assert restored.recoverable == session.recoverable
+    assert restored.sequence() == session.sequence()
+    if state == "detached":
+        assert restored.expired(80.0) and not restored.expired(79.0)
+        assert restored.attach() == [b"bb", b"ccc"]
+
+
+def test_a_restored_session_keeps_its_limits() -> None:
+    session = ReliableSession.restore(ReliableSession(max_messages=1).snapshot())
+    assert send(session)[1] and not send(session)[1]
+
+
+def test_ack_ids_remember_and_forget_the_oldest() -> None:
+    """The cache says Duplicate for remembered ids and forgets the oldest beyond its size."""
+    acks = AckIds(size=3)
+    for ack_id in (1, 2, 3):
+        acks.remember(ack_id)
+    assert acks.seen(1) and not acks.seen(4)
+    acks.remember(4)
+    assert not acks.seen(1) and acks.seen(2) and acks.seen(4)
+    assert acks.snapshot() == [2, 3, 4]
+    restored = AckIds(acks.snapshot(), size=3)
+    assert restored.snapshot() == [2, 3, 4]
+    restored.remember(5)
+    assert restored.snapshot() == [3, 4, 5]
+
+
+def test_ack_ids_default_size() -> None:
+    acks = AckIds()
+    for ack_id in range(ACK_CACHE_SIZE + 1):
+        acks.remember(ack_id)
+    assert len(acks) == ACK_CACHE_SIZE and not acks.seen(0) and acks.seen(ACK_CACHE_SIZE)
