@@ -18,6 +18,7 @@ from hubbub import __version__
 from hubbub.config import Config, load_config
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
+from hubbub.limits import MAX_INT32
 from hubbub.protocol.tokens import mint_client_token
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-MAX_MINUTES = 2**31 - 1
-"""Longest token lifetime, as the REST ``minutesToExpire`` allows."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,8 +231,8 @@ def _token(args: argparse.Namespace, config: Config) -> int:
         groups = [validate_group(g) for g in args.group]
     except BadRequestError as exc:
         return _fail(f"--group: {exc}")
-    if not 1 <= args.minutes <= MAX_MINUTES:
-        return _fail(f"--minutes: expected a number from 1 to {MAX_MINUTES}, got {args.minutes}")
+    if not 1 <= args.minutes <= MAX_INT32:
+        return _fail(f"--minutes: expected a number from 1 to {MAX_INT32}, got {args.minutes}")
     audience = f"{config.endpoint}/client/hubs/{hub}"
     token = mint_client_token(
         config.access_keys[0],

@@ -15,6 +15,7 @@ __all__ = [
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
     "MAX_HEAD_BYTES",
+    "MAX_INT32",
     "MAX_LANE_HEAD_BYTES",
     "MAX_MESSAGE_BYTES",
     "MAX_PAGE_SIZE",
@@ -35,6 +36,8 @@ MAX_REST_BODY_BYTES = 1024 * 1024
 """Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
 MAX_TTL_SECONDS = 300
 """Largest ``messageTtlSeconds`` of the REST sends."""
+MAX_INT32 = 2**31 - 1
+"""Largest ``top`` of a listing and ``minutesToExpire`` of a token: the SDKs' int32 values."""
 
 # -- HTTP requests (the sizes are explained in hubbub.server.limits) ---------------------------
 

@@ -20,6 +20,7 @@ from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, OperationError
+from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.server.errors import error_response
 from hubbub.server.restrules import (
@@ -36,7 +37,7 @@ from hubbub.server.restrules import (
     route,
     send_target,
 )
-from hubbub.service import MAX_PAGE_SIZE, SendOptions, Service
+from hubbub.service import SendOptions, Service
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
 __all__ = ["RULES", "SERVICE", "api_middleware", "routes"]
@@ -153,7 +154,7 @@ def _send_options(request: web.Request, *, excluded: bool, filtered: bool) -> Se
     return SendOptions(
         excluded=_excluded(request) if excluded else frozenset(),
         filter=request.query.get("filter") if filtered else None,
-        ttl_seconds=_int(request, "messageTtlSeconds", 0, 300) or 0,
+        ttl_seconds=_int(request, "messageTtlSeconds", 0, MAX_TTL_SECONDS) or 0,
     )
 
 
@@ -309,7 +310,7 @@ async def check_permission(request: web.Request) -> web.Response:
 async def list_group_connections(request: web.Request) -> web.Response:
     hub, group = _hub(request), _group(request)
     page_size = _int(request, "maxpagesize", 1, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
-    top = _int(request, "top", 1, 2**31 - 1)
+    top = _int(request, "top", 1, MAX_INT32)
     token = request.query.get("continuationToken")
     page = await _service(request).list_group_connections(hub, group, page_size, top, token)
     body: dict[str, object] = {
@@ -332,7 +333,7 @@ async def list_group_connections(request: web.Request) -> web.Response:
 
 
 async def generate_token(request: web.Request) -> web.Response:
-    minutes = _int(request, "minutesToExpire", 1, 2**31 - 1)
+    minutes = _int(request, "minutesToExpire", 1, MAX_INT32)
     endpoint = f"{request.scheme}://{request.host}"
     token = _service(request).generate_token(
         _hub(request),

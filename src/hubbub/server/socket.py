@@ -34,12 +34,12 @@ import logging
 from collections.abc import Coroutine
 from typing import Protocol
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 from aiohttp._websocket.reader import WebSocketDataQueue
 from aiohttp.http_websocket import WebSocketError, WebSocketReader
 from aiohttp.streams import EofStream
 
-from hubbub.closecodes import CLOSE_NORMAL
+from hubbub.closecodes import CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR
 from hubbub.protocol.frames import OP_PONG, close_frame, frame
 from hubbub.server.keepalive import KeepAlive
 from hubbub.server.port import Port
@@ -253,7 +253,7 @@ class UpgradedSocket:
         self._masks = None
         if cut:
             self.reader.feed_data(data[:cut])
-        self.queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, UNMASKED))
+        self.queue.set_exception(WebSocketError(CLOSE_PROTOCOL_ERROR, UNMASKED))
 
     def lost(self) -> None:
         """The socket is gone."""
