@@ -46,6 +46,8 @@ class Server:
     access_key: str
     secondary_key: str
     process: subprocess.Popen[bytes]
+    fast_lane: bool = True
+    """Plain REST sends are answered by the fast lane (``server.fast_lane``)."""
 
     @property
     def endpoint(self) -> str:
@@ -114,7 +116,8 @@ def start_server(
             proc.kill()
             raise RuntimeError("hubbub did not become healthy in 20 s")
         time.sleep(0.05)
-    return Server("127.0.0.1", port, ACCESS_KEY, SECONDARY_KEY, proc)
+    fast_lane = "fast_lane = false" not in config_toml
+    return Server("127.0.0.1", port, ACCESS_KEY, SECONDARY_KEY, proc, fast_lane)
 
 
 def stop_server(server: Server) -> None:
@@ -126,8 +129,13 @@ def stop_server(server: Server) -> None:
         server.process.wait()
 
 
+WITHOUT_LANE = "\n[server]\nfast_lane = false\n"
+"""Configuration to add for a node whose fast lane is off (aiohttp answers every request)."""
+FAST_LANE_MODES = [pytest.param(True, id="fast-lane"), pytest.param(False, id="no-fast-lane")]
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def lane_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One hubbub node shared by the whole session; tests use unique hub names to stay apart."""
     srv = start_server(tmp_path_factory.mktemp("hubbub"))
     yield srv
@@ -190,6 +198,31 @@ def aio_sdk_client_sessions_closed() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(WebSocketAppAsync, "run_forever", run_forever_then_close)
         yield
+
+
+@pytest.fixture(scope="session")
+def server(lane_server: Server) -> Server:
+    """The session's node (``lane_server``: REST modules may override ``server``)."""
+    return lane_server
+
+
+@pytest.fixture(scope="session")
+def server_without_lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second node shared by the session, with the fast lane off."""
+    srv = start_server(
+        tmp_path_factory.mktemp("hubbub-no-lane"), config_toml=CONFIG_TOML + WITHOUT_LANE
+    )
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(params=FAST_LANE_MODES)
+def server_either_lane(request: pytest.FixtureRequest) -> Server:
+    """The session's node, then the one without the fast lane: a REST module that takes its
+    ``server`` from this runs each test against both."""
+    name = "lane_server" if request.param else "server_without_lane"
+    found: Server = request.getfixturevalue(name)
+    return found
 
 
 _hub_counter = 0

@@ -1,6 +1,8 @@
 """The ``hubbub`` command: ``serve``, ``token`` and ``check-config``.
 
-Every failure is one line on stderr and exit code 2, never a traceback.
+This module parses the command line and the configuration; ``serve`` runs the node that
+:mod:`hubbub.server.app` assembles. Every failure is one line on stderr and exit code 2, never
+a traceback.
 """
 
 from __future__ import annotations
@@ -8,28 +10,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
-from hubbub.config import Config, load_config, url_host
+from hubbub.config import Config, load_config
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
+from hubbub.limits import MAX_INT32
 from hubbub.protocol.tokens import mint_client_token
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
-    from hubbub.server.fastlane import FastLane
+    from hubbub.server.app import Listening
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-MAX_MINUTES = 2**31 - 1
-"""Longest token lifetime, as the REST ``minutesToExpire`` allows."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,57 +183,22 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def _listen(runner: web.AppRunner, config: Config, lane: FastLane) -> asyncio.Server:
-    """Listen on the configured address; port 0 becomes one free port on every address."""
-    from hubbub.server.port import listen
-
-    listener = await listen(runner, config.host, config.port, lane)
-    if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
-        # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
-        port = listener.sockets[0].getsockname()[1]
-        listener.close()
-        await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane)
-    return listener
-
-
 async def _serve(config: Config) -> None:
-    from hubbub.server.app import FAST_LANE, build_app
-    from hubbub.server.limits import Runner
+    from hubbub.server.app import serve
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    app = build_app(config)
-    runner = Runner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=config.http_keep_alive_seconds,
-    )
-    await runner.setup()
-    try:
-        listener = await _listen(runner, config, app[FAST_LANE])
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(
-            f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}"
-        ) from exc
-    config = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
+    await serve(config, started=_started)
+
+
+def _started(listening: Listening) -> None:
+    """What ``hubbub serve`` prints once the node listens."""
+    config = listening.config
     if config.key_generated:
         print(
             "No access key configured: generated one for this run "
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
-    addresses = dict.fromkeys(
-        f"http://{url_host(sock.getsockname()[0])}:{config.port}" for sock in listener.sockets
-    )
-    print(f"hubbub {__version__} listening on {', '.join(addresses)}")
+    print(f"hubbub {__version__} listening on {', '.join(listening.addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
-    await stop.wait()
-    listener.close()
-    await runner.cleanup()
 
 
 def _run(main: Coroutine[None, None, None]) -> None:
@@ -269,8 +231,8 @@ def _token(args: argparse.Namespace, config: Config) -> int:
         groups = [validate_group(g) for g in args.group]
     except BadRequestError as exc:
         return _fail(f"--group: {exc}")
-    if not 1 <= args.minutes <= MAX_MINUTES:
-        return _fail(f"--minutes: expected a number from 1 to {MAX_MINUTES}, got {args.minutes}")
+    if not 1 <= args.minutes <= MAX_INT32:
+        return _fail(f"--minutes: expected a number from 1 to {MAX_INT32}, got {args.minutes}")
     audience = f"{config.endpoint}/client/hubs/{hub}"
     token = mint_client_token(
         config.access_keys[0],

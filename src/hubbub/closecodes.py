@@ -12,6 +12,7 @@ __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
     "CLOSE_POLICY_VIOLATION",
+    "CLOSE_PROTOCOL_ERROR",
     "CLOSE_SLOW_CLIENT",
     "CLOSE_UNSUPPORTED_DATA",
     "REASON_CLOSED_BY_APP_SERVER",
@@ -28,6 +29,8 @@ CLOSE_NORMAL = 1000
 """Normal close: REST close routes, and a plain client whose message event has no handler."""
 CLOSE_GOING_AWAY = 1001
 """The node is stopping; clients reconnect (reliable ones try to recover first)."""
+CLOSE_PROTOCOL_ERROR = 1002
+"""A frame the protocol forbids, such as a client frame without a mask (RFC 6455 §5.1)."""
 CLOSE_UNSUPPORTED_DATA = 1003
 """A binary frame on a JSON subprotocol."""
 CLOSE_INVALID_DATA = 1007

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "ACK_CACHE_SIZE",
+    "HOLD_BYTES",
     "MAX_FILTER_CLAUSES",
     "MAX_FILTER_DEPTH",
     "MAX_GROUP_NAME_LENGTH",
     "MAX_HEADERS",
     "MAX_HEADER_BYTES",
+    "MAX_HEAD_BYTES",
+    "MAX_INT32",
     "MAX_LANE_HEAD_BYTES",
     "MAX_MESSAGE_BYTES",
     "MAX_PAGE_SIZE",
@@ -33,6 +36,8 @@ MAX_REST_BODY_BYTES = 1024 * 1024
 """Largest REST message body (the service's limit is undocumented; 1 MB like client messages)."""
 MAX_TTL_SECONDS = 300
 """Largest ``messageTtlSeconds`` of the REST sends."""
+MAX_INT32 = 2**31 - 1
+"""Largest ``top`` of a listing and ``minutesToExpire`` of a token: the SDKs' int32 values."""
 
 # -- HTTP requests (the sizes are explained in hubbub.server.limits) ---------------------------
 
@@ -41,13 +46,18 @@ MAX_URL_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 96 * 1024
 """Longest header, name and value: ``Authorization`` for a URL of :data:`MAX_URL_BYTES` is 88 kB."""
 MAX_HEADERS = 64
-"""Most headers in one request (the SDKs send about 10; aiohttp's default is 128). With the
-sizes above, what a client can make a connection hold before it is authenticated is bounded by
-``MAX_URL_BYTES + MAX_HEADERS * MAX_HEADER_BYTES``."""
+"""Most headers in one request (the SDKs send about 10; aiohttp's default is 128)."""
+MAX_HEAD_BYTES = 160 * 1024
+"""Longest request head, request line and every header together (what a client can make a
+connection hold before it is authenticated): a URL of :data:`MAX_URL_BYTES` and its 88 kB
+``Authorization`` fit, with room for the other headers."""
 MAX_LANE_HEAD_BYTES = 16 * 1024
 """Longest request head the REST fast lane reads; a longer one is aiohttp's to judge. Below the
 size limits above, so the lane never serves a request too long for aiohttp (it does not count
 headers, though: a send with more than :data:`MAX_HEADERS` small ones is the lane's)."""
+HOLD_BYTES = 64 * 1024
+"""What a connection may send while its upgrade waits for the ``connect`` event, before the
+server stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
 
 # -- reliable sessions (§4) -------------------------------------------------------------------
 

@@ -80,6 +80,8 @@ def test_bad_config_file_is_one_line_exit_2(tmp_path: Path, text: str, fragment:
         ("[server]\nmax_outbound_bytes = 65535", "from 65536 (64 KiB)"),
         ("[server]\nmax_outbound_bytes = 2_000_000_000", "server.max_outbound_bytes"),
         ("[server]\nmax_outbound_bytes = 1e6", "server.max_outbound_bytes"),
+        ("[server]\nfast_lane = 1", "server.fast_lane: expected true or false, got 1"),
+        ("[server]\nfast_lane = 'no'", "server.fast_lane: expected true or false"),
         ("[server]\nsession_timeout_seconds = nan", "server.session_timeout_seconds"),
         ("[server]\nupstream_timeout_seconds = inf", "server.upstream_timeout_seconds"),
         ("[server]\nhttp_keep_alive_seconds = -1", "server.http_keep_alive_seconds"),
@@ -269,6 +271,15 @@ def test_precedence_flags_over_env_over_file(tmp_path: Path) -> None:
     assert config.port == 3333
 
 
+def test_fast_lane_setting_file_and_variable(tmp_path: Path) -> None:
+    """``server.fast_lane`` in the file, ``HUBBUB_FAST_LANE`` over it; on by default."""
+    assert load_config(None, env={}).fast_lane
+    path = write(tmp_path, "[server]\nfast_lane = false")
+    assert not load_config(path, env={}).fast_lane
+    assert load_config(path, env={"HUBBUB_FAST_LANE": "TRUE"}).fast_lane
+    assert not load_config(None, env={"HUBBUB_FAST_LANE": "0"}).fast_lane
+
+
 def test_generated_key_when_none_configured() -> None:
     """With no key anywhere, one is generated and marked as such."""
     config = load_config(None, env={})
@@ -392,6 +403,7 @@ def test_empty_file_and_byte_order_mark_are_fine(tmp_path: Path, text: str) -> N
         ("HUBBUB_ACCESS_KEY", f"{KEY},{KEY},{KEY}", "HUBBUB_ACCESS_KEY: expected one or two"),
         ("HUBBUB_PUBLIC_ENDPOINT", "pubsub.example.com", "HUBBUB_PUBLIC_ENDPOINT: expected http"),
         ("HUBBUB_PUBLIC_ENDPOINT", "https://example.com/x", "HUBBUB_PUBLIC_ENDPOINT"),
+        ("HUBBUB_FAST_LANE", "maybe", "HUBBUB_FAST_LANE: expected true or false, got 'maybe'"),
     ],
 )
 def test_bad_variable_is_named_once(variable: str, value: str, fragment: str) -> None:
@@ -431,11 +443,13 @@ def test_empty_variables_count_as_unset() -> None:
             "HUBBUB_ACCESS_KEY",
             "HUBBUB_PUBLIC_ENDPOINT",
             "HUBBUB_CONFIG",
+            "HUBBUB_FAST_LANE",
         ],
         "",
     )
     config = load_config(None, env=env)
     assert (config.host, config.port, config.public_endpoint) == ("127.0.0.1", 8080, None)
+    assert config.fast_lane
     assert config.key_generated
 
 

@@ -14,8 +14,16 @@ import pytest
 
 from tests.compat._clients import Clients, ServerLike
 from tests.compat._node import node_calls
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 NAMES = [
     "a?b",

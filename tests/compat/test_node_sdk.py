@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import pytest
 
+from tests.conftest import FAST_LANE_MODES, Server
+
 pytestmark = pytest.mark.node
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
@@ -64,6 +66,8 @@ SCENARIOS = [
     "client_rest_close_reconnect",
     "client_json_rest_close_reconnect",
 ]
+REST_SCENARIOS = [name for name in SCENARIOS if not name.startswith("client_")]
+"""The scenarios of the server SDK (@azure/web-pubsub), with clients where they need them."""
 
 RELIABLE = "json.reliable.webpubsub.azure.v1"
 JSON_V1 = "json.webpubsub.azure.v1"
@@ -142,6 +146,7 @@ class NodeRun:
     """Results of one `node scenarios.mjs ...` run."""
 
     hub_prefix: str
+    server: ServerLike
     results: dict[str, Any] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
     problem: str | None = None
@@ -180,12 +185,27 @@ def _node_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def node_run(server: ServerLike) -> NodeRun:
-    """Run every scenario once, in one Node process, against the session's server."""
-    run = NodeRun(hub_prefix=f"nodesdk{os.getpid()}")
+    """Every scenario once, in one Node process, against the session's server."""
+    return _run(server, SCENARIOS, f"nodesdk{os.getpid()}")
+
+
+@pytest.fixture(scope="module", params=FAST_LANE_MODES)
+def rest_run(
+    request: pytest.FixtureRequest, node_run: NodeRun, server_without_lane: Server
+) -> NodeRun:
+    """The server SDK's scenarios, against the session's server and again against a node that
+    answers every REST request with aiohttp (no fast lane)."""
+    if request.param:
+        return node_run
+    return _run(server_without_lane, REST_SCENARIOS, f"nodesdknolane{os.getpid()}")
+
+
+def _run(server: ServerLike, scenarios: list[str], hub_prefix: str) -> NodeRun:
+    run = NodeRun(hub_prefix=hub_prefix, server=server)
     run.problem = _node_problem()
     if run.problem is not None:
         return run
-    cmd = ["node", str(SCRIPT), "--hub", run.hub_prefix, *SCENARIOS]
+    cmd = ["node", str(SCRIPT), "--hub", run.hub_prefix, *scenarios]
     env = {
         **os.environ,
         "HUBBUB_CONNECTION_STRING": server.connection_string,
@@ -236,18 +256,20 @@ def test_scenario_list_matches_script() -> None:
     assert json.loads(proc.stdout) == SCENARIOS
 
 
-def test_no_unhandled_errors_in_node(node_run: NodeRun) -> None:
-    if node_run.problem is not None:
-        pytest.fail(node_run.problem, pytrace=False)
-    assert node_run.unexpected == []
+def test_no_unhandled_errors_in_node(node_run: NodeRun, rest_run: NodeRun) -> None:
+    for run in (node_run, rest_run):
+        if run.problem is not None:
+            pytest.fail(run.problem, pytrace=False)
+        assert run.unexpected == []
 
 
 # --------------------------------------------------------------------------- server SDK
 
 
-def test_token_connect(node_run: NodeRun, server: ServerLike) -> None:
-    hub = node_run.hub("token_connect")
-    obs = node_run.obs("token_connect")
+def test_token_connect(rest_run: NodeRun) -> None:
+    server = rest_run.server
+    hub = rest_run.hub("token_connect")
+    obs = rest_run.obs("token_connect")
     assert obs["hub"] == hub
     assert obs["baseUrl"] == f"{server.ws_endpoint}/client/hubs/{hub}"
     assert obs["urlIsBasePlusToken"] is True
@@ -273,8 +295,8 @@ def test_token_connect(node_run: NodeRun, server: ServerLike) -> None:
     assert obs["userExists"] is True
 
 
-def test_send_to_all(node_run: NodeRun) -> None:
-    obs = node_run.obs("send_to_all")
+def test_send_to_all(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("send_to_all")
     assert obs["sends"] == {
         name: OK
         for name in (
@@ -313,8 +335,8 @@ def test_send_to_all(node_run: NodeRun) -> None:
     }
 
 
-def test_send_to_user(node_run: NodeRun) -> None:
-    obs = node_run.obs("send_to_user")
+def test_send_to_user(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("send_to_user")
     assert obs["sends"] == {
         name: OK for name in ("json", "text", "binary", "unknownUser", "filtered")
     }
@@ -326,8 +348,8 @@ def test_send_to_user(node_run: NodeRun) -> None:
     }
 
 
-def test_send_to_connection(node_run: NodeRun) -> None:
-    obs = node_run.obs("send_to_connection")
+def test_send_to_connection(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("send_to_connection")
     assert obs["sends"] == {name: OK for name in ("json", "text", "binary", "unknownConnection")}
     assert obs["received"] == {
         "a": [srv("json", {"to": "a"}), srv("binary", b64(bytes([1, 2, 3])))],
@@ -335,8 +357,8 @@ def test_send_to_connection(node_run: NodeRun) -> None:
     }
 
 
-def test_group_send_with_excluded_and_filter(node_run: NodeRun) -> None:
-    obs = node_run.obs("group_send")
+def test_group_send_with_excluded_and_filter(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("group_send")
     assert all(outcome == OK for outcome in obs["sends"].values()), obs["sends"]
     assert len(obs["sends"]) == 8
     members = [
@@ -356,8 +378,8 @@ def test_group_send_with_excluded_and_filter(node_run: NodeRun) -> None:
     }
 
 
-def test_group_add_remove_user(node_run: NodeRun) -> None:
-    obs = node_run.obs("group_users")
+def test_group_add_remove_user(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("group_users")
     assert obs == {
         "existsBefore": False,
         "addAlice": OK,
@@ -376,8 +398,8 @@ def test_group_add_remove_user(node_run: NodeRun) -> None:
     }
 
 
-def test_group_add_remove_connection(node_run: NodeRun) -> None:
-    obs = node_run.obs("group_connections")
+def test_group_add_remove_connection(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("group_connections")
     assert obs == {
         "addA": OK,
         "addAAgain": OK,
@@ -392,8 +414,8 @@ def test_group_add_remove_connection(node_run: NodeRun) -> None:
     }
 
 
-def test_exists_checks(node_run: NodeRun) -> None:
-    obs = node_run.obs("exists")
+def test_exists_checks(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("exists")
     assert obs == {
         "userAlice": True,
         "userNobody": False,
@@ -407,8 +429,8 @@ def test_exists_checks(node_run: NodeRun) -> None:
     }
 
 
-def test_close_connection_with_reason(node_run: NodeRun) -> None:
-    obs = node_run.obs("close_connection")
+def test_close_connection_with_reason(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("close_connection")
     assert obs == {
         "closeR": OK,
         "closeJ": OK,
@@ -427,8 +449,8 @@ def test_close_connection_with_reason(node_run: NodeRun) -> None:
     }
 
 
-def test_close_user_connections(node_run: NodeRun) -> None:
-    obs = node_run.obs("close_user_connections")
+def test_close_user_connections(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("close_user_connections")
     assert obs == {
         "close": OK,
         "closeUnknown": OK,
@@ -440,8 +462,8 @@ def test_close_user_connections(node_run: NodeRun) -> None:
     }
 
 
-def test_close_all_connections(node_run: NodeRun) -> None:
-    obs = node_run.obs("close_all_connections")
+def test_close_all_connections(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("close_all_connections")
     assert obs == {
         "close": OK,
         "a": closed_by_rest("alice", "maintenance"),
@@ -453,8 +475,8 @@ def test_close_all_connections(node_run: NodeRun) -> None:
     }
 
 
-def test_group_close_all_connections(node_run: NodeRun) -> None:
-    obs = node_run.obs("group_close_all")
+def test_group_close_all_connections(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("group_close_all")
     assert obs == {
         "close": OK,
         "closeEmpty": OK,
@@ -467,8 +489,8 @@ def test_group_close_all_connections(node_run: NodeRun) -> None:
     }
 
 
-def test_grant_revoke_has_permission(node_run: NodeRun) -> None:
-    obs = node_run.obs("permissions")
+def test_grant_revoke_has_permission(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("permissions")
     assert obs == {
         "canJoinGBefore": False,
         "joinGBefore": FORBIDDEN,
@@ -497,8 +519,8 @@ def test_grant_revoke_has_permission(node_run: NodeRun) -> None:
     }
 
 
-def test_remove_connection_and_user_from_all_groups(node_run: NodeRun) -> None:
-    obs = node_run.obs("remove_from_all_groups")
+def test_remove_connection_and_user_from_all_groups(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("remove_from_all_groups")
     both = [grp("g1", "json", {"g": 1, "n": 1}), grp("g2", "json", {"g": 2, "n": 1})]
     assert obs == {
         "removeConnection": OK,
@@ -516,8 +538,8 @@ def test_remove_connection_and_user_from_all_groups(node_run: NodeRun) -> None:
     }
 
 
-def test_list_connections_in_group_paged(node_run: NodeRun) -> None:
-    obs = node_run.obs("list_connections")
+def test_list_connections_in_group_paged(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("list_connections")
     assert obs == {
         "pageSizes": [2, 2, 1],
         "paged": [
@@ -535,8 +557,8 @@ def test_list_connections_in_group_paged(node_run: NodeRun) -> None:
     }
 
 
-def test_add_remove_connections_to_groups_with_filter(node_run: NodeRun) -> None:
-    obs = node_run.obs("add_remove_connections_to_groups")
+def test_add_remove_connections_to_groups_with_filter(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("add_remove_connections_to_groups")
     alice_phase1 = [
         grp("ga", "json", {"to": "ga", "n": 1}),
         grp("gb", "json", {"to": "gb", "n": 1}),
@@ -569,8 +591,8 @@ def test_add_remove_connections_to_groups_with_filter(node_run: NodeRun) -> None
     }
 
 
-def test_wrong_access_key_is_rejected_with_401(node_run: NodeRun) -> None:
-    obs = node_run.obs("wrong_key")
+def test_wrong_access_key_is_rejected_with_401(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("wrong_key")
     assert obs == {
         "sendToAll": status(401),
         "sendToUser": status(401),
@@ -584,8 +606,8 @@ def test_wrong_access_key_is_rejected_with_401(node_run: NodeRun) -> None:
     }
 
 
-def test_secondary_access_key(node_run: NodeRun) -> None:
-    obs = node_run.obs("secondary_key")
+def test_secondary_access_key(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("secondary_key")
     assert obs == {
         "userId": "sec",
         "send": OK,
@@ -594,8 +616,8 @@ def test_secondary_access_key(node_run: NodeRun) -> None:
     }
 
 
-def test_names_needing_escaping(node_run: NodeRun) -> None:
-    obs = node_run.obs("names_and_escaping")
+def test_names_needing_escaping(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("names_and_escaping")
     user = "Zoë O'Brien+1"
     group = "chat room #1 ü"
     assert obs == {
@@ -621,8 +643,8 @@ def test_names_needing_escaping(node_run: NodeRun) -> None:
     }
 
 
-def test_payload_sizes_and_ttl(node_run: NodeRun) -> None:
-    obs = node_run.obs("payloads")
+def test_payload_sizes_and_ttl(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("payloads")
     assert obs == {
         "ttl": OK,
         "bigText": OK,
@@ -650,8 +672,8 @@ def test_payload_sizes_and_ttl(node_run: NodeRun) -> None:
     }
 
 
-def test_client_token_validation(node_run: NodeRun) -> None:
-    obs = node_run.obs("token_validation")
+def test_client_token_validation(rest_run: NodeRun) -> None:
+    obs = rest_run.obs("token_validation")
     assert obs == {
         "expiredTokenExpIsPast": True,
         "expired": {"ok": False, "status": "401"},

@@ -43,8 +43,16 @@ from tests.compat._clients import (
     rest_url,
     service,
 )
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(20)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 TEXT = "text/plain"
 TEXT_DATA: Final = WebPubSubDataType.TEXT

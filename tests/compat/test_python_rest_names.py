@@ -14,8 +14,16 @@ import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from tests.compat._clients import Clients, ServerLike, members, rest_token, wait_until
+from tests.conftest import Server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(30)]
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: with the REST fast lane, and with aiohttp answering every request."""
+    return server_either_lane
+
 
 TEXT_PLAIN = "text/plain"
 

@@ -19,10 +19,17 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpResponse
 
-from hubbub.server.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from hubbub.server.limits import MAX_HEAD_BYTES, MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
 from tests.compat._clients import Clients, wait_until
 from tests.compat._node import node_calls
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import (
+    CONFIG_TOML,
+    FAST_LANE_MODES,
+    WITHOUT_LANE,
+    Server,
+    start_server,
+    stop_server,
+)
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(60)]
 
@@ -35,10 +42,13 @@ class Node:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=FAST_LANE_MODES)
+def node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("rest-limits")
-    server = start_server(tmp, ["--log-level", "debug"])
+    config = CONFIG_TOML if request.param else CONFIG_TOML + WITHOUT_LANE
+    server = start_server(tmp, ["--log-level", "debug"], config_toml=config)
     yield Node(server, tmp / "server.log")
     stop_server(server)
 
@@ -139,6 +149,50 @@ def test_too_many_headers_get_431(node: Node) -> None:
     assert head.split(b" ")[1] == b"431", answer
     assert b"x-ms-error-code: RequestHeaderFieldsTooLarge" in head
     assert body.startswith(b'{"code":"RequestHeaderFieldsTooLarge"')
+
+
+def raw_answer(server: Server, request: bytes) -> tuple[bytes, bytes]:
+    """Head and body of the answer to one request written as these bytes."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("path", ["/api/hubs/h/:send?api-version=2024-12-01", "/client/hubs/h"])
+def test_a_head_over_the_total_bound_gets_431(node: Node, path: str) -> None:
+    """Each header within its limit, the head as a whole over its own: refused, not read on."""
+    server = node.server
+    size = MAX_HEADER_BYTES - 100
+    count = MAX_HEAD_BYTES // size + 1
+    lines = [f"X-Header-{i}: {'a' * size}" for i in range(count)]
+    assert count <= MAX_HEADERS
+    request = "\r\n".join([f"GET {path} HTTP/1.1", f"Host: {server.host}", *lines])
+    head, body = raw_answer(node.server, request.encode() + b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"431", head
+    assert b"x-ms-error-code: RequestHeaderFieldsTooLarge" in head
+    assert body.startswith(b'{"code":"RequestHeaderFieldsTooLarge"')
+
+
+def test_a_head_within_the_total_bound_is_read(node: Node) -> None:
+    """Just under the bound, in many small writes: read, and answered (here 401: no token)."""
+    server = node.server
+    filler = (MAX_HEAD_BYTES - 2000) // 2
+    request = (
+        f"POST /api/hubs/h/:send?api-version=2024-12-01 HTTP/1.1\r\nHost: {server.host}\r\n"
+        f"X-Filler: {'a' * filler}\r\nX-Filler-2: {'b' * filler}\r\n"
+        "Connection: close\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        for i in range(0, len(request), 4096):
+            sock.sendall(request[i : i + 4096])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.split(b" ")[1] == b"401", answer[:200]
 
 
 def test_js_sdk_sends_with_1000_excluded_ids(node: Node, hub: str, clients: Clients) -> None:

@@ -22,7 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from websockets.sync.client import connect
 
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import (
+    CONFIG_TOML,
+    FAST_LANE_MODES,
+    WITHOUT_LANE,
+    Server,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,11 +47,14 @@ class Node:
     log: Path
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+@pytest.fixture(scope="module", params=FAST_LANE_MODES)
+def node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
     """A node of its own, so that its log holds only what these tests sent."""
     tmp = tmp_path_factory.mktemp("rest-inputs")
-    server = start_server(tmp, ["--log-level", "debug"])
+    config = CONFIG_TOML if request.param else CONFIG_TOML + WITHOUT_LANE
+    server = start_server(tmp, ["--log-level", "debug"], config_toml=config)
     yield Node(server, tmp / "server.log")
     stop_server(server)
 

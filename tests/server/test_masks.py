@@ -18,8 +18,8 @@ from aiohttp import WSCloseCode, WSMsgType
 from aiohttp._websocket import reader_py
 from aiohttp.http_websocket import WebSocketError
 
-from hubbub.server import websocket
-from hubbub.server.websocket import MaskCheck
+from hubbub.server import socket
+from hubbub.server.socket import MaskCheck
 
 
 def frame(opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True) -> bytes:
@@ -117,16 +117,21 @@ class FakePort:
 def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which of aiohttp's readers the socket uses."""
     module = reader_c if request.param == "c" else reader_py
-    monkeypatch.setattr(websocket, "WebSocketReader", module.WebSocketReader)
-    monkeypatch.setattr(websocket, "WebSocketDataQueue", module.WebSocketDataQueue)
+    monkeypatch.setattr(socket, "WebSocketReader", module.WebSocketReader)
+    monkeypatch.setattr(socket, "WebSocketDataQueue", module.WebSocketDataQueue)
     return str(request.param)
 
 
-async def read_all(socket: Any) -> tuple[list[tuple[WSMsgType, bytes]], WebSocketError | None]:
+def upgraded() -> socket.UpgradedSocket:
+    loop = asyncio.get_running_loop()
+    return socket.UpgradedSocket(FakePort(), 20.0, 1024 * 1024, loop)  # type: ignore[arg-type]
+
+
+async def read_all(upgraded: Any) -> tuple[list[tuple[WSMsgType, bytes]], WebSocketError | None]:
     got: list[tuple[WSMsgType, bytes]] = []
     while True:
         try:
-            msg = await asyncio.wait_for(socket.queue.read(), 1)
+            msg = await asyncio.wait_for(upgraded.queue.read(), 1)
         except WebSocketError as exc:
             return got, exc
         got.append((msg.type, bytes(msg.data) if msg.type is not WSMsgType.PING else b"ping"))
@@ -136,12 +141,12 @@ async def read_all(socket: Any) -> tuple[list[tuple[WSMsgType, bytes]], WebSocke
 async def test_frames_before_an_unmasked_one_are_read_then_the_reader_fails_1002(
     reader: str, step: int
 ) -> None:
-    socket = websocket._Socket(FakePort(), 20.0, asyncio.get_running_loop())  # type: ignore[arg-type]
+    ws = upgraded()
     before = [frame(0x1, b"one"), frame(0x2, b"two" * 50_000), frame(0x9, b"")]
     after = frame(0x1, b"never read")
     for chunk in split(b"".join(before) + frame(0x1, b"bad", mask=False) + after, step):
-        socket.feed(chunk)
-    got, exc = await read_all(socket)
+        ws.feed(chunk)
+    got, exc = await read_all(ws)
     assert [kind for kind, _ in got] == [WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING]
     assert got[1][1] == b"two" * 50_000
     assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR
@@ -151,9 +156,9 @@ async def test_a_full_queue_still_hands_out_every_frame_before_the_unmasked_one(
     reader: str,
 ) -> None:
     # Far more than the queue holds: the reader stalls with unparsed bytes, then resumes.
-    socket = websocket._Socket(FakePort(), 20.0, asyncio.get_running_loop())  # type: ignore[arg-type]
+    ws = upgraded()
     messages = [b"%d" % i * 500 for i in range(2000)]
-    socket.feed(b"".join(frame(0x1, m) for m in messages) + frame(0x1, b"bad", mask=False))
-    got, exc = await read_all(socket)
+    ws.feed(b"".join(frame(0x1, m) for m in messages) + frame(0x1, b"bad", mask=False))
+    got, exc = await read_all(ws)
     assert [data for _, data in got] == messages
     assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR

@@ -14,7 +14,8 @@ import pytest
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
-from hubbub.server.port import HOLD_BYTES, Port, RequestHeads
+from hubbub.limits import HOLD_BYTES
+from hubbub.server.port import Port, RequestHeads
 from tests.server.test_port_flow import FakeHttp, FakeTransport
 
 

@@ -1,4 +1,9 @@
-"""Mapping of errors to HTTP answers: the service's error body (rest-api.md §2)."""
+"""The service's error answers (rest-api.md §2): an ``ErrorDetail`` body and ``x-ms-error-code``.
+
+:func:`error_response` answers through aiohttp; answers written as bytes (the fast lane's, a
+request head's timeout) take the same body from :func:`error_body`
+(:func:`hubbub.server.restrules.raw_error`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from aiohttp import web
 
 from hubbub.logs import ACTIVITY
 
-__all__ = ["count_errors", "error_response"]
+__all__ = ["count_errors", "error_body", "error_code", "error_response"]
 
 log = logging.getLogger("hubbub.rest")
 
@@ -20,6 +25,7 @@ _CODES = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     413: "RequestEntityTooLarge",
     414: "RequestUriTooLong",
     415: "UnsupportedMediaType",
@@ -28,19 +34,28 @@ _CODES = {
 }
 
 
-def error_response(status: int, message: str) -> web.Response:
-    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
-    code = _CODES.get(status, "Error")
+def error_code(status: int) -> str:
+    """The ``code`` of the error body (and ``x-ms-error-code``) for an HTTP status."""
+    return _CODES.get(status, "Error")
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The ``ErrorDetail`` JSON body: ``{"code", "message"}``."""
+    code = error_code(status)
     try:
-        body = orjson.dumps({"code": code, "message": message})
+        return orjson.dumps({"code": code, "message": message})
     except TypeError:  # a lone surrogate from the request, echoed in the message
         text = message.encode("utf-8", "backslashreplace").decode()
-        body = orjson.dumps({"code": code, "message": text})
+        return orjson.dumps({"code": code, "message": text})
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
     return web.Response(
         status=status,
-        body=body,
+        body=error_body(status, message),
         content_type="application/json",
-        headers={"x-ms-error-code": code},
+        headers={"x-ms-error-code": error_code(status)},
     )
 
 

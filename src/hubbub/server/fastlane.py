@@ -6,12 +6,14 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 :class:`~hubbub.server.port.Port` first offers a request to the :class:`Sniffer`: httptools
 parses its head, and a send that is plain all through is published and answered ``202`` right
 here. Plain means: ``api-version`` the only query parameter, an ASCII path without
-percent-escapes, a ``Content-Length`` body of at most 1 MB in a known content type that
+percent-escapes, a ``Content-Length`` body within the limit in a known content type that
 validates, a valid bearer token, HTTP/1.1 keep-alive, no ``Expect``.
 
-Everything else, and every request that would be refused, goes to aiohttp byte for byte, which
-answers it (errors included) through :mod:`hubbub.server.rest`: there is one implementation of
-every rule, this module only skips the objects for the case where all rules pass. Once a
+Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
+answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
+aiohttp's handlers (:mod:`hubbub.server.rest`) follow too. Everything that is not plain, and
+every request that would be refused, goes to aiohttp byte for byte, which answers it (errors
+included): this module only skips the objects for the case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
@@ -26,24 +28,34 @@ it alone serves once they have been idle for the keep-alive time, as aiohttp doe
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
-from email.utils import formatdate
+from typing import NamedTuple
 
 import httptools
-import orjson
-from aiohttp.http import SERVER_SOFTWARE
 
 from hubbub.core.commands import Target
-from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
+from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
-from hubbub.protocol.tokens import TokenError, verify_rest_token
-from hubbub.server.limits import MAX_BODY_BYTES, MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
-from hubbub.server.rest import CONTENT_TYPES, payload_of
+from hubbub.server.restrules import (
+    API_VERSION,
+    CACHED_URL_BYTES,
+    CACHED_URLS,
+    INTERNAL_ERROR,
+    SENDS,
+    RestRules,
+    accepted_answer,
+    body_allowed,
+    data_type,
+    keeps_alive,
+    payload_of,
+    raw_error,
+    route,
+    send_target,
+)
 from hubbub.service import SendOptions, Service
 from hubbub.types import HubName
 
@@ -52,40 +64,33 @@ __all__ = ["FastLane", "Sniffer"]
 log = logging.getLogger("hubbub.rest")
 
 # A request head longer than MAX_HEAD_BYTES is aiohttp's to judge (it answers 414, 431 or 400),
-# a body longer than MAX_BODY_BYTES aiohttp's to refuse (413).
+# a body over the limit aiohttp's to refuse (413).
 
 Admitted = tuple[HubName, Target, str, str, DataType]
 """A send whose head the lane accepted: hub, target, name, path and the body's data type."""
 
-_TARGETS = {b"users": Target.USER, b"groups": Target.GROUP, b"connections": Target.CONNECTION}
+_API_VERSION = API_VERSION + "="
 _WANTED = frozenset(
-    (b"authorization", b"content-type", b"content-length", b"transfer-encoding", b"expect")
+    (
+        b"authorization",
+        b"connection",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+    )
 )
 _NO_OPTIONS = SendOptions()
-_ERROR_BODY = orjson.dumps({"code": "InternalServerError", "message": "internal server error"})
-_INTERNAL_ERROR = (
-    b"HTTP/1.1 500 Internal Server Error\r\nx-ms-error-code: InternalServerError\r\n"
-    b"Content-Type: application/json\r\nContent-Length: "
-    + str(len(_ERROR_BODY)).encode()
-    + b"\r\n\r\n"
-    + _ERROR_BODY
-)
 
 
 class FastLane:
     """Publishes plain REST sends of one node (shared by every port)."""
 
-    def __init__(
-        self,
-        service: Service,
-        access_keys: tuple[str, ...],
-        keep_alive_seconds: float,
-    ) -> None:
+    def __init__(self, service: Service, rules: RestRules) -> None:
         self._service = service
-        self._keys = access_keys
-        self._date = b""
-        self._date_second = -1
-        self._keep_alive = keep_alive_seconds
+        self._rules = rules
+        self._sends = _Sends()
+        self._keep_alive = rules.keep_alive_seconds
         self._sniffers: set[Sniffer] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -128,81 +133,101 @@ class FastLane:
     # -- one send -------------------------------------------------------------------------------
 
     def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Admitted | None:
-        """Route, token and content type of a send, judged on its head; None: aiohttp answers."""
-        route = _route(url)
-        if route is None:
-            return None
-        hub, target, name, path = route
-        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-        data_type = CONTENT_TYPES.get(
-            headers.get(b"content-type", b"").partition(b";")[0].strip().lower().decode("latin-1")
+        """Route, token and content type of a send, judged on its head; None: aiohttp answers.
+
+        The rules are the rulebook's; a send is plain when its query is ``api-version`` alone
+        and its path is ASCII without percent-escapes (nothing to decode). What the URL says is
+        remembered (:class:`_Sends`) only once a request to it passed the token check.
+        """
+        sends = self._sends
+        send = sends.get(url)
+        fresh = send is None
+        if send is None:
+            send = _plain_send(url)
+            if send is None:
+                return None
+        target, path, api_version, hub, kind, name = send
+        authorization = headers.get(b"authorization")
+        refusal = self._rules.refusal(
+            target, "" if authorization is None else authorization.decode("latin-1"), api_version
         )
-        if scheme.lower() != b"bearer" or not token.strip() or data_type is None:
+        if refusal is not None:
+            return None  # aiohttp refuses it: the same rule, with the service's answer
+        if fresh:
+            sends.remember(url, send)
+        content_type = headers.get(b"content-type")
+        body_type = data_type(None if content_type is None else content_type.decode("latin-1"))
+        if hub is None or body_type is None:
             return None
-        try:
-            verify_rest_token(token.strip().decode("latin-1"), self._keys, path)
-        except TokenError:
-            return None
-        return hub, target, name, path, data_type
+        return hub, kind, name, path, body_type
 
     def send(self, admitted: Admitted, body: bytes) -> bytes | None:
         """Publish an admitted send and return the ``202`` answer; None: aiohttp must answer."""
-        hub, target, name, path, data_type = admitted
+        hub, target, name, path, kind = admitted
         try:
-            payload = payload_of(data_type, body)
+            payload = payload_of(kind, body)
         except BadRequestError:
             return None
         try:
             self._service.send_nowait(hub, target, name, payload, _NO_OPTIONS)
         except Exception:
             log.error("POST %s failed", path, exc_info=True)
-            return _INTERNAL_ERROR
+            return raw_error(500, INTERNAL_ERROR)
         FAST_SENDS.inc()
-        return self._accepted()
-
-    def _accepted(self) -> bytes:
-        second = int(time.time())
-        if second != self._date_second:
-            self._date_second = second
-            self._date = (
-                b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nDate: "
-                + formatdate(second, usegmt=True).encode()
-                + b"\r\nServer: "
-                + SERVER_SOFTWARE.encode()
-                + b"\r\n\r\n"
-            )
-        return self._date
+        return accepted_answer()
 
 
-@functools.lru_cache(maxsize=4096)
-def _route(url: bytes) -> tuple[HubName, Target, str, str] | None:
-    """Hub, target, name and path of a plain send's URL; None for any other URL."""
-    path, _, query = url.partition(b"?")
-    if (
-        not query.startswith(b"api-version=")
-        or len(query) == len(b"api-version=")
-        or b"&" in query
-        or b"%" in path
-        or not path.isascii()
-    ):
+class _Send(NamedTuple):
+    """What the URL of a plain send says."""
+
+    target: str
+    """The request target, as sent."""
+    path: str
+    api_version: str
+    hub: HubName | None
+    """None: not a send the lane serves (another operation, or a name the handlers refuse)."""
+    kind: Target
+    name: str
+
+
+def _plain_send(url: bytes) -> _Send | None:
+    """What the URL of a send says, by the rulebook's routes and names; None when the URL is
+    not plain (aiohttp reads it)."""
+    if not url.isascii():
         return None
-    parts = path.split(b"/")
-    if len(parts) < 5 or parts[1] != b"api" or parts[2] != b"hubs":
+    target = url.decode("ascii")
+    path, _, query = target.partition("?")
+    if "%" in path or not query.startswith(_API_VERSION) or "&" in query:
         return None
-    tail = parts[4:]
-    if tail == [b":send"]:
-        target, name = Target.HUB, ""
-    elif len(tail) == 3 and tail[2] == b":send" and tail[0] in _TARGETS and tail[1]:
-        target, name = _TARGETS[tail[0]], tail[1].decode()
-    else:
-        return None
+    api_version = query[len(_API_VERSION) :]
+    found = route("POST", path)
+    send = None if found is None else SENDS.get(found.operation)
+    if found is None or send is None:
+        return _Send(target, path, api_version, None, Target.HUB, "")
     try:
-        hub = validate_hub(parts[3].decode())
-        if target is Target.GROUP:
-            name = validate_group(name)
+        hub, name = send_target(found, send)
     except BadRequestError:
-        return None
-    return hub, target, name, path.decode()
+        return _Send(target, path, api_version, None, Target.HUB, "")
+    return _Send(target, path, api_version, hub, send.target, name)
+
+
+class _Sends(dict[bytes, _Send]):
+    """The URLs of recent authenticated sends and what they say, so that a client sending to
+    the same user or group again does not make the lane parse its URL again.
+
+    Bounded in bytes: at most :data:`~hubbub.server.restrules.CACHED_URLS` URLs of up to
+    :data:`~hubbub.server.restrules.CACHED_URL_BYTES` bytes (about 2 MiB with what they say), and
+    only URLs whose request passed the token check.
+    """
+
+    __slots__ = ()
+
+    def remember(self, url: bytes, send: _Send) -> None:
+        if len(url) > CACHED_URL_BYTES:
+            return
+        if len(self) >= CACHED_URLS:
+            del self[next(iter(self))]  # the oldest
+        self[url] = send
 
 
 class _Head:
@@ -341,19 +366,23 @@ class Sniffer:
             parser.feed_data(head)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             return None
+        headers = fields.headers
+        connection = headers.get(b"connection")
         if (
             not fields.complete
             or parser.get_method() != b"POST"
-            or parser.get_http_version() != "1.1"
-            or not parser.should_keep_alive()
-            or b"expect" in fields.headers
-            or b"transfer-encoding" in fields.headers
+            or b"expect" in headers
+            or b"transfer-encoding" in headers
+            or not keeps_alive(
+                parser.get_http_version(),
+                None if connection is None else connection.decode("latin-1"),
+            )
         ):
             return None
-        length_text = fields.headers.get(b"content-length", b"")
-        if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+        length_text = headers.get(b"content-length", b"")
+        if not length_text.isdigit() or not body_allowed(int(length_text)):
             return None
-        admitted = self._lane.admit(fields.url, fields.headers)
+        admitted = self._lane.admit(fields.url, headers)
         return None if admitted is None else (admitted, int(length_text))
 
 

@@ -3,7 +3,7 @@
 aiohttp serves every HTTP request (REST, health, metrics, the WebSocket handshake). Once a
 client connection is upgraded, aiohttp steps aside: the port stops feeding aiohttp, tells it the
 connection is gone (so its request, handler and parser are freed) and hands the bytes that follow
-to the WebSocket adapter (:mod:`hubbub.server.websocket`). An idle WebSocket then costs the
+to the upgraded socket (:mod:`hubbub.server.socket`). An idle WebSocket then costs the
 transport, aiohttp's frame reader and hubbub's own few objects, not a parked HTTP request.
 
 Towards aiohttp the port is the transport: writes and flow control pass through to the real
@@ -23,26 +23,25 @@ whether the lane or aiohttp reads it.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
-import orjson
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
+from hubbub.limits import HOLD_BYTES
 from hubbub.server.fastlane import FastLane, Sniffer
+from hubbub.server.restrules import raw_error
 
-__all__ = ["REQUEST_HEADS", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
+__all__ = ["REQUEST_HEADS", "Mode", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
 
 log = logging.getLogger("hubbub.port")
 
 LISTEN_BACKLOG = 2048
 """Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
-HOLD_BYTES = 64 * 1024
-"""What a connection may send while its upgrade waits for the ``connect`` event, before the
-port stops reading from it (as much as aiohttp keeps behind an upgrade request)."""
 
 
 class Stream(Protocol):
@@ -57,8 +56,54 @@ class Stream(Protocol):
         ...
 
 
+class Mode(enum.Enum):
+    """Who reads what a connection sends.
+
+    ``SNIFFING`` (only with the fast lane) becomes ``HTTP`` at the first request the lane does
+    not take; ``HTTP`` becomes ``HOLDING`` while an upgrade is decided, and ``HOLDING`` becomes
+    ``STREAM`` when it is accepted or ``HTTP`` again when it is refused. Any mode becomes
+    ``CLOSED`` when the connection is gone. :meth:`Port._enter` is the one place the mode
+    changes.
+    """
+
+    SNIFFING = "sniffing"
+    """The fast lane reads the requests; aiohttp has not seen the connection."""
+    HTTP = "http"
+    """aiohttp reads the requests."""
+    HOLDING = "holding"
+    """An upgrade waits for its decision: what arrives is kept, up to :data:`HOLD_BYTES`."""
+    STREAM = "stream"
+    """Upgraded: the stream reads; aiohttp is gone."""
+    CLOSED = "closed"
+
+
+# The modes as module constants: data_received compares with them on every read.
+SNIFFING = Mode.SNIFFING
+HTTP = Mode.HTTP
+HOLDING = Mode.HOLDING
+STREAM = Mode.STREAM
+CLOSED = Mode.CLOSED
+
+
+class _Nowhere(asyncio.Protocol):
+    """Where bytes go when nobody reads them: aiohttp's side before it exists and after it is
+    gone, and the stream before there is one. Every method does nothing."""
+
+    def feed(self, data: bytes) -> None:
+        pass
+
+    def lost(self) -> None:
+        pass
+
+
+_NOWHERE = _Nowhere()
+_NOTHING_HELD: list[bytes] = []
+"""What a port holds when not HOLDING (shared, never appended to: HOLDING gets its own list)."""
+
+
 class Port(asyncio.Protocol, asyncio.Transport):
-    """One TCP connection: HTTP through aiohttp, then, once upgraded, a WebSocket stream."""
+    """One TCP connection: HTTP through aiohttp (or first the fast lane), then, once upgraded,
+    a WebSocket stream (see :class:`Mode`)."""
 
     __slots__ = (
         "_awaiting_head",
@@ -69,6 +114,7 @@ class Port(asyncio.Protocol, asyncio.Transport):
         "_http",
         "_lane",
         "_lane_paused",
+        "_mode",
         "_reading_paused",
         "_server",
         "_sniffer",
@@ -86,13 +132,19 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._server = server
         self._lane = lane
         self._heads = heads
+        self._mode = CLOSED
+        """Until the connection is made, nothing is read."""
+        self._transport: asyncio.Transport | None = None
+        self._sniffer: Sniffer | None = None
+        """The fast lane's reader, while SNIFFING."""
+        self._http: asyncio.Protocol = _NOWHERE
+        """aiohttp's request handler, made when the mode first becomes HTTP."""
+        self._held = _NOTHING_HELD
+        """What arrived while HOLDING."""
+        self._stream: Stream = _NOWHERE
+        """The upgraded connection's reader, while STREAM."""
         self._awaiting_head = True
         """aiohttp waits for a request: the next byte begins a head (until aiohttp has it)."""
-        self._sniffer: Sniffer | None = None
-        self._transport: asyncio.Transport | None = None
-        self._http: asyncio.Protocol | None = None
-        self._held: list[bytes] | None = None
-        self._stream: Stream | None = None
         self._held_bytes = 0
         self._hold_paused = False
         """Reading paused because the bytes held for the upgrade reached :data:`HOLD_BYTES`."""
@@ -101,6 +153,27 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._lane_paused = False
         """Reading paused by the lane because its answers are not read."""
 
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    def _enter(self, mode: Mode) -> None:
+        """Change the mode: what the old one leaves behind is let go of here, and only here."""
+        old = self._mode
+        if old is SNIFFING:
+            if self._lane is not None and self._sniffer is not None:
+                self._lane.forget(self._sniffer)
+            self._sniffer = None
+        elif old is HOLDING:
+            self._held, self._held_bytes, self._hold_paused = _NOTHING_HELD, 0, False
+        if mode is HOLDING:
+            self._held = []
+        elif mode is STREAM or mode is CLOSED:
+            self._http = _NOWHERE  # aiohttp's request, handler and parser are freed
+            if mode is CLOSED:
+                self._stream = _NOWHERE
+        self._mode = mode
+
     # -- the real transport's protocol -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,35 +181,35 @@ class Port(asyncio.Protocol, asyncio.Transport):
         if self._lane is not None:
             tcp_keepalive(real)  # as aiohttp does for the connections it sees
             self._sniffer = self._lane.sniffer(real.write, real.close)
+            self._enter(SNIFFING)
         else:
             self._start_http()
 
     def _start_http(self) -> asyncio.Protocol:
+        self._enter(HTTP)
         http = self._http = self._server()
         http.connection_made(self)
+        if self._lane_paused:
+            # The lane's answers still fill the buffer: aiohttp takes over the wait for it to
+            # drain (and gets the matching resume_writing); reading is its to pause.
+            self._lane_paused = False
+            http.pause_writing()
+            self.resume_reading()
         return http
 
-    def _retire_sniffer(self) -> None:
-        if self._sniffer is not None and self._lane is not None:
-            self._lane.forget(self._sniffer)
-        self._sniffer = None
-
     def data_received(self, data: bytes) -> None:
-        if self._stream is not None:
+        mode = self._mode
+        if mode is STREAM:
             self._stream.feed(data)
-        elif self._held is not None:
-            self._held.append(data)
-            self._held_bytes += len(data)
-            if self._held_bytes >= HOLD_BYTES and not self._hold_paused:
-                self._hold_paused = True
-                self._apply_reading()
-        elif self._sniffer is not None:
-            rest = self._sniffer.feed(data)
+        elif mode is SNIFFING:
+            sniffer = self._sniffer
+            assert sniffer is not None  # set while SNIFFING
+            rest = sniffer.feed(data)
             heads = self._heads
             if rest is None:
                 # every request so far was a plain send, answered
                 if heads is not None:
-                    if self._sniffer.reading_head:
+                    if sniffer.reading_head:
                         heads.started(self)
                     else:
                         heads.complete(self)
@@ -145,47 +218,45 @@ class Port(asyncio.Protocol, asyncio.Transport):
             # until aiohttp has the head (see request_heads).
             if heads is not None:
                 heads.started(self)
-            self._retire_sniffer()
-            http = self._start_http()
-            if self._lane_paused:
-                # The lane's answers still fill the buffer: aiohttp takes over the wait for
-                # it to drain (and gets the matching resume_writing); reading is its to pause.
-                self._lane_paused = False
-                http.pause_writing()
-                self.resume_reading()
-            http.data_received(rest)
-        elif self._http is not None:
+            self._start_http().data_received(rest)
+        elif mode is HTTP:
             if self._awaiting_head and self._heads is not None:
                 self._heads.started(self)
             self._http.data_received(data)
+        elif mode is HOLDING:
+            self._held.append(data)
+            self._held_bytes += len(data)
+            if self._held_bytes >= HOLD_BYTES and not self._hold_paused:
+                self._hold_paused = True
+                self._apply_reading()
 
     def eof_received(self) -> bool | None:
-        if self._http is not None and self._held is None:
+        if self._mode is HTTP:
             return self._http.eof_received()
-        return None  # a connection of the lane alone: closed
+        return None  # held, upgraded, or the lane's alone: closed
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._retire_sniffer()
         if self._heads is not None:
             self._heads.complete(self)
-        stream, http = self._stream, self._http
-        self._stream = self._http = None
-        self._held = None
-        if stream is not None:
+        mode, stream, http = self._mode, self._stream, self._http
+        self._enter(CLOSED)
+        if mode is STREAM:
             stream.lost()
-        if http is not None:
+        elif mode is HTTP or mode is HOLDING:
             http.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        if self._http is not None:
+        mode = self._mode
+        if mode is HTTP or mode is HOLDING:
             self._http.pause_writing()
-        elif self._sniffer is not None:
+        elif mode is SNIFFING:
             # A client that does not read its answers gets no more until it does.
             self._lane_paused = True
             self.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._http is not None:
+        mode = self._mode
+        if mode is HTTP or mode is HOLDING:
             self._http.resume_writing()
         elif self._lane_paused:
             self._lane_paused = False
@@ -195,36 +266,33 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def hold(self) -> None:
         """From now on keep what arrives: it belongs to the WebSocket about to be accepted."""
-        if self._held is None:
-            self._held = []
+        if self._mode is HTTP:
+            self._enter(HOLDING)
 
     def release(self) -> None:
         """The upgrade did not happen: what arrived meanwhile goes to aiohttp after all."""
-        held = self._unhold()
-        if held and self._http is not None:
-            for data in held:
-                self._http.data_received(data)
+        if self._mode is not HOLDING:
+            return
+        held = self._held
+        self._enter(HTTP)
+        for data in held:
+            self._http.data_received(data)
         self._apply_reading()
 
     def hand_over(self, stream: Stream) -> asyncio.Transport:
         """Detach aiohttp (it sees the connection end) and feed ``stream`` from now on."""
         assert self._transport is not None
-        http, held = self._http, self._unhold()
-        self._http = None
+        assert self._mode is HOLDING or self._mode is HTTP, self._mode
+        http, held = self._http, self._held
+        self._enter(STREAM)
         self._stream = stream
         if self._heads is not None:
             self._heads.complete(self)
-        if http is not None:
-            http.connection_lost(None)
+        http.connection_lost(None)
         for data in held:
             stream.feed(data)
         self._apply_reading()  # unless the stream's reader asked for a pause meanwhile
         return self._transport
-
-    def _unhold(self) -> list[bytes]:
-        held = self._held or []
-        self._held, self._held_bytes, self._hold_paused = None, 0, False
-        return held
 
     # -- request heads (see request_heads) ------------------------------------------------------
 
@@ -236,16 +304,17 @@ class Port(asyncio.Protocol, asyncio.Transport):
 
     def request_done(self) -> None:
         """aiohttp handled a request: the next byte from the client begins the next head."""
-        if self._stream is None:
+        if self._mode is HTTP or self._mode is HOLDING:
             self._awaiting_head = True
 
     def head_timed_out(self, timeout: float) -> None:
         """The request head being read took too long: answer 408 and close."""
         transport = self._transport
-        if transport is None or self._stream is not None or transport.is_closing():
+        if transport is None or self._mode is STREAM or transport.is_closing():
             return
         log.debug("a request head took more than %g s: answered 408, connection closed", timeout)
-        transport.write(_head_timeout_answer(timeout))
+        message = f"the request head was not complete within {timeout:g} seconds"
+        transport.write(raw_error(408, message, close=True))
         if transport.get_write_buffer_size():
             transport.abort()  # a client that does not read gets no time to
         else:
@@ -254,7 +323,9 @@ class Port(asyncio.Protocol, asyncio.Transport):
     # -- the transport aiohttp writes to ----------------------------------------------------------
 
     def _live(self) -> asyncio.Transport | None:
-        return self._transport if self._http is not None else None
+        """The real transport while aiohttp has the connection; None before and after."""
+        mode = self._mode
+        return self._transport if mode is HTTP or mode is HOLDING else None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         transport = self._live()
@@ -330,7 +401,8 @@ class Port(asyncio.Protocol, asyncio.Transport):
             self._transport.set_write_buffer_limits(high, low)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._http if self._http is not None else self
+        mode = self._mode
+        return self._http if mode is HTTP or mode is HOLDING else self
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         raise NotImplementedError("a port's protocol is fixed")
@@ -410,19 +482,6 @@ async def request_heads(request: web.Request, handler: _Handler) -> web.StreamRe
         return await handler(request)
     finally:
         port.request_done()
-
-
-def _head_timeout_answer(timeout: float) -> bytes:
-    body = orjson.dumps(
-        {
-            "code": "RequestTimeout",
-            "message": f"the request head was not complete within {timeout:g} seconds",
-        }
-    )
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nx-ms-error-code: RequestTimeout"
-        b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-    ) + body
 
 
 async def listen(

@@ -1,7 +1,9 @@
-"""The REST data plane: the 25 routes of api-version 2024-12-01 (rest-api.md §4).
+"""The REST data plane through aiohttp: the 25 routes of api-version 2024-12-01 (rest-api.md §4).
 
-Each handler parses its request and calls one :class:`hubbub.service.Service` method. Checks
-shared by every route (bearer token, ``api-version``, errors) live in :func:`api_middleware`.
+Each handler parses its request and calls one :class:`hubbub.service.Service` method. The rules
+(routes, bearer token, ``api-version``, content types, error bodies) are the rulebook's
+(:mod:`hubbub.server.restrules`), which the fast lane follows too; :func:`api_middleware`
+applies the checks shared by every route and maps errors to the service's answers.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import urlencode
 
-import msgspec
 import orjson
 from aiohttp import web
 
@@ -19,25 +20,33 @@ from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
 from hubbub.errors import BadRequestError, OperationError
+from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
-from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_response
-from hubbub.service import MAX_PAGE_SIZE, SendOptions, Service
+from hubbub.server.restrules import (
+    API_VERSION,
+    HEALTH_PATH,
+    INTERNAL_ERROR,
+    SENDS,
+    Operation,
+    RestRules,
+    Route,
+    data_type,
+    media_type,
+    payload_of,
+    route,
+    send_target,
+)
+from hubbub.service import SendOptions, Service
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 
-__all__ = ["api_middleware", "routes"]
+__all__ = ["RULES", "SERVICE", "api_middleware", "routes"]
 
 log = logging.getLogger("hubbub.rest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE = web.AppKey("service", Service)
-ACCESS_KEYS: web.AppKey[tuple[str, ...]] = web.AppKey("access_keys")
-
-CONTENT_TYPES = {
-    "text/plain": DataType.TEXT,
-    "application/json": DataType.JSON,
-    "application/octet-stream": DataType.BINARY,
-}
+RULES = web.AppKey("rest_rules", RestRules)
 
 
 @web.middleware
@@ -45,19 +54,14 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Authenticate ``/api`` calls, require ``api-version``, map errors to the service's body."""
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
-    if not _sent_as_text(request.raw_path):
-        return error_response(400, "the request target is not UTF-8")
-    if request.path != "/api/health":
-        token = _bearer(request)
-        if token is None:
-            return error_response(401, "a bearer token is required")
-        try:
-            keys: tuple[str, ...] = request.app[ACCESS_KEYS]
-            verify_rest_token(token, keys, request.raw_path)
-        except TokenError as exc:
-            return error_response(401, str(exc))
-        if not request.query.get("api-version"):
-            return error_response(400, "the api-version query parameter is required")
+    refusal = request.app[RULES].refusal(
+        request.raw_path,
+        request.headers.get("Authorization", ""),
+        request.query.get(API_VERSION),
+        health=request.path == HEALTH_PATH,
+    )
+    if refusal is not None:
+        return error_response(*refusal)
     try:
         return await handler(request)
     except OperationError as exc:
@@ -68,34 +72,17 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(exc.status, exc.reason)
     except Exception:
         log.error("%s %s failed", request.method, request.path, exc_info=True)
-        return error_response(500, "internal server error")
-
-
-def _sent_as_text(raw: str) -> bool:
-    """False for a request target with bytes that are not UTF-8 (aiohttp keeps them as
-    surrogate escapes, which no name, log line or JSON answer can carry)."""
-    if raw.isascii():
-        return True
-    try:
-        raw.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _bearer(request: web.Request) -> str | None:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+        return error_response(500, INTERNAL_ERROR)
 
 
 # -- parameter parsing --------------------------------------------------------------------------
 
 
-PARAMS: web.RequestKey[dict[str, str]] = web.RequestKey("params", dict)
+ROUTE: web.RequestKey[Route] = web.RequestKey("route", Route)
 
 
 def _param(request: web.Request, name: str) -> str:
-    return request[PARAMS][name]
+    return request[ROUTE].name(name)
 
 
 def _service(request: web.Request) -> Service:
@@ -103,7 +90,7 @@ def _service(request: web.Request) -> Service:
 
 
 def _hub(request: web.Request) -> HubName:
-    return validate_hub(_param(request, "hub"))
+    return validate_hub(request[ROUTE].hub)
 
 
 def _group(request: web.Request) -> GroupName:
@@ -149,37 +136,25 @@ def _target_name(request: web.Request) -> str | None:
     return request.query.get("targetName") or None
 
 
+def _content_type(request: web.Request) -> str | None:
+    return request.headers.get("Content-Type")
+
+
 async def _payload(request: web.Request) -> Payload:
-    content_type = request.content_type
-    data_type = CONTENT_TYPES.get(content_type)
-    if data_type is None:
+    kind = data_type(_content_type(request))
+    if kind is None:
         raise web.HTTPUnsupportedMediaType(
-            reason=f"unsupported Content-Type {content_type!r}: use "
+            reason=f"unsupported Content-Type {media_type(_content_type(request))!r}: use "
             "application/json, text/plain or application/octet-stream"
         )
-    return payload_of(data_type, await request.read())
-
-
-def payload_of(data_type: DataType, body: bytes) -> Payload:
-    """A message body as sent: JSON must parse, text must be UTF-8."""
-    if data_type is DataType.JSON:
-        try:
-            msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise BadRequestError("the body is not valid JSON") from exc
-    elif data_type is DataType.TEXT:
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequestError("the body is not valid UTF-8 text") from exc
-    return Payload(data_type, body)
+    return payload_of(kind, await request.read())
 
 
 def _send_options(request: web.Request, *, excluded: bool, filtered: bool) -> SendOptions:
     return SendOptions(
         excluded=_excluded(request) if excluded else frozenset(),
         filter=request.query.get("filter") if filtered else None,
-        ttl_seconds=_int(request, "messageTtlSeconds", 0, 300) or 0,
+        ttl_seconds=_int(request, "messageTtlSeconds", 0, MAX_TTL_SECONDS) or 0,
     )
 
 
@@ -202,35 +177,18 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-async def send_to_all(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=True, filtered=True)
-    await _service(request).send(_hub(request), Target.HUB, "", await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_group(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=True, filtered=True)
-    hub, group = _hub(request), _group(request)
-    await _service(request).send(hub, Target.GROUP, group, await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_user(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=False, filtered=True)
-    hub, user = _hub(request), _user(request)
-    await _service(request).send(hub, Target.USER, user, await _payload(request), options)
-    return _status(ACCEPTED)
-
-
-async def send_to_connection(request: web.Request) -> web.Response:
-    options = _send_options(request, excluded=False, filtered=False)
-    hub, conn = _hub(request), _conn(request)
-    await _service(request).send(hub, Target.CONNECTION, conn, await _payload(request), options)
+async def send(request: web.Request) -> web.Response:
+    """The four ``:send`` operations: what they send to is the rulebook's (``SENDS``)."""
+    found = request[ROUTE]
+    what = SENDS[found.operation]
+    options = _send_options(request, excluded=what.excluded, filtered=what.filtered)
+    hub, name = send_target(found, what)
+    await _service(request).send(hub, what.target, name, await _payload(request), options)
     return _status(ACCEPTED)
 
 
 async def _groups_body(request: web.Request) -> tuple[list[GroupName], str | None]:
-    if request.content_type != "application/json":
+    if data_type(_content_type(request)) is not DataType.JSON:
         raise web.HTTPUnsupportedMediaType(reason="the body must be application/json")
     try:
         body = orjson.loads(await request.read())
@@ -352,7 +310,7 @@ async def check_permission(request: web.Request) -> web.Response:
 async def list_group_connections(request: web.Request) -> web.Response:
     hub, group = _hub(request), _group(request)
     page_size = _int(request, "maxpagesize", 1, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
-    top = _int(request, "top", 1, 2**31 - 1)
+    top = _int(request, "top", 1, MAX_INT32)
     token = request.query.get("continuationToken")
     page = await _service(request).list_group_connections(hub, group, page_size, top, token)
     body: dict[str, object] = {
@@ -360,7 +318,7 @@ async def list_group_connections(request: web.Request) -> web.Response:
     }
     if page.next_token is not None:
         query = {
-            "api-version": request.query["api-version"],
+            API_VERSION: request.query[API_VERSION],
             "maxpagesize": str(page_size),
             "continuationToken": page.next_token,
         }
@@ -375,7 +333,7 @@ async def list_group_connections(request: web.Request) -> web.Response:
 
 
 async def generate_token(request: web.Request) -> web.Response:
-    minutes = _int(request, "minutesToExpire", 1, 2**31 - 1)
+    minutes = _int(request, "minutesToExpire", 1, MAX_INT32)
     endpoint = f"{request.scheme}://{request.host}"
     token = _service(request).generate_token(
         _hub(request),
@@ -389,73 +347,42 @@ async def generate_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
-# The routes under /api/hubs/{hub}, keyed by method and path shape: names sit at the odd
-# positions (``groups/*/connections/*``), so one dict lookup finds the handler instead of one
-# regular expression per route.
-_NAMES = {
-    "connections": "connectionId",
-    "groups": "group",
-    "users": "userId",
-    "permissions": "permission",
+_HANDLERS: dict[Operation, Handler] = {
+    Operation.ADD_TO_GROUPS: add_to_groups,
+    Operation.CLOSE_ALL: close_all,
+    Operation.GENERATE_TOKEN: generate_token,
+    Operation.REMOVE_FROM_GROUPS: remove_from_groups,
+    Operation.SEND_TO_ALL: send,
+    Operation.CLOSE_CONNECTION: close_connection,
+    Operation.CONNECTION_EXISTS: connection_exists,
+    Operation.SEND_TO_CONNECTION: send,
+    Operation.REMOVE_CONNECTION_FROM_ALL_GROUPS: remove_connection_from_all_groups,
+    Operation.GROUP_EXISTS: group_exists,
+    Operation.CLOSE_GROUP: close_group,
+    Operation.SEND_TO_GROUP: send,
+    Operation.LIST_GROUP_CONNECTIONS: list_group_connections,
+    Operation.REMOVE_CONNECTION_FROM_GROUP: remove_connection_from_group,
+    Operation.ADD_CONNECTION_TO_GROUP: add_connection_to_group,
+    Operation.REVOKE_PERMISSION: revoke_permission,
+    Operation.CHECK_PERMISSION: check_permission,
+    Operation.GRANT_PERMISSION: grant_permission,
+    Operation.USER_EXISTS: user_exists,
+    Operation.CLOSE_USER: close_user,
+    Operation.SEND_TO_USER: send,
+    Operation.REMOVE_USER_FROM_ALL_GROUPS: remove_user_from_all_groups,
+    Operation.REMOVE_USER_FROM_GROUP: remove_user_from_group,
+    Operation.ADD_USER_TO_GROUP: add_user_to_group,
 }
-_HUB_ROUTES: dict[tuple[str, str], Handler] = {
-    ("POST", ":addToGroups"): add_to_groups,
-    ("POST", ":closeConnections"): close_all,
-    ("POST", ":generateToken"): generate_token,
-    ("POST", ":removeFromGroups"): remove_from_groups,
-    ("POST", ":send"): send_to_all,
-    ("DELETE", "connections/*"): close_connection,
-    ("HEAD", "connections/*"): connection_exists,
-    ("POST", "connections/*/:send"): send_to_connection,
-    ("DELETE", "connections/*/groups"): remove_connection_from_all_groups,
-    ("HEAD", "groups/*"): group_exists,
-    ("POST", "groups/*/:closeConnections"): close_group,
-    ("POST", "groups/*/:send"): send_to_group,
-    ("GET", "groups/*/connections"): list_group_connections,
-    ("DELETE", "groups/*/connections/*"): remove_connection_from_group,
-    ("PUT", "groups/*/connections/*"): add_connection_to_group,
-    ("DELETE", "permissions/*/connections/*"): revoke_permission,
-    ("HEAD", "permissions/*/connections/*"): check_permission,
-    ("PUT", "permissions/*/connections/*"): grant_permission,
-    ("HEAD", "users/*"): user_exists,
-    ("POST", "users/*/:closeConnections"): close_user,
-    ("POST", "users/*/:send"): send_to_user,
-    ("DELETE", "users/*/groups"): remove_user_from_all_groups,
-    ("DELETE", "users/*/groups/*"): remove_user_from_group,
-    ("PUT", "users/*/groups/*"): add_user_to_group,
-}
+"""The handler of every operation the rulebook routes to."""
 
 
 async def hub_route(request: web.Request) -> web.StreamResponse:
-    """Dispatch ``/api/hubs/{hub}/...`` on the method and the shape of the path.
-
-    The path is read as the client sent it (the token's audience is compared with that form too):
-    split at its slashes, then each segment percent-decoded once, so a name may hold ``/``
-    (``%2F``), ``?``, ``#`` or a literal ``%2F`` (``%252F``).
-    """
-    parts = _sent_path(request.raw_path).split("/")
-    if len(parts) < 5 or parts[:3] != ["", "api", "hubs"]:
+    """Dispatch ``/api/hubs/{hub}/...`` to the handler of its operation (see ``route``)."""
+    found = route(request.method, request.raw_path)
+    if found is None:
         return error_response(404, "no such operation")
-    try:
-        hub, *segments = [unquote(s, errors="strict") for s in parts[3:]]
-    except UnicodeDecodeError:
-        raise BadRequestError("a name in the path is not percent-encoded UTF-8") from None
-    shape = "/".join(s if i % 2 == 0 else "*" for i, s in enumerate(segments))
-    handler = _HUB_ROUTES.get((request.method, shape))
-    if handler is None or not all(segments):
-        return error_response(404, "no such operation")
-    pairs = zip(segments[::2], segments[1::2], strict=False)
-    request[PARAMS] = {_NAMES.get(kind, kind): name for kind, name in pairs}
-    request[PARAMS]["hub"] = hub
-    return await handler(request)
-
-
-def _sent_path(target: str) -> str:
-    """The path of a request target as sent: origin form (``/path?query``), or absolute form
-    (``http://host/path?query``, as a proxy may send it)."""
-    if not target.startswith("/"):
-        return urlsplit(target).path
-    return target.split("?", 1)[0]
+    request[ROUTE] = found
+    return await _HANDLERS[found.operation](request)
 
 
 def routes() -> list[web.RouteDef]:
