@@ -14,6 +14,7 @@ __all__ = [
     "REASON_NOT_RECOVERABLE",
     "REASON_SERVICE_RELOAD",
     "REASON_SLOW_CLIENT",
+    "REASON_THROTTLING",
 ]
 
 CLOSE_NORMAL = 1000
@@ -25,7 +26,9 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_DATA = 1007
 """A frame that is not a valid message of its subprotocol."""
 CLOSE_POLICY_VIOLATION = 1008
-"""The session cannot be recovered; SDKs stop recovering and open a new connection."""
+"""The session cannot be recovered; SDKs stop recovering and open a new connection. Also a
+client over its message rate or a traffic limit: the service disconnects it (the code it uses
+is unconfirmed), and recovering the same session would only go on over the limit."""
 CLOSE_MESSAGE_TOO_BIG = 1009
 """A client message over the 1 MB limit (aiohttp closes with it)."""
 CLOSE_SLOW_CLIENT = 1013
@@ -34,5 +37,7 @@ CLOSE_SLOW_CLIENT = 1013
 REASON_CLOSED_BY_APP_SERVER = "Closed by REST API."
 REASON_NOT_RECOVERABLE = "The connection could not be recovered."
 REASON_SLOW_CLIENT = "SlowClient"
+REASON_THROTTLING = "Throttling"
+"""A client over a traffic limit: the service's connection-close category for it."""
 REASON_SERVICE_RELOAD = "ServiceReload"
 """What Azure tells clients it closes for maintenance (service-features.md §7.13)."""
