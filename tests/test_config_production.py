@@ -6,24 +6,14 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from _entra import APP_ID, OBJECT_ID, TENANT, TestKey, write_jwks
-from _pki import Pki, make_pki
+from _entra import APP_ID, OBJECT_ID, TENANT
+from _pki import Pki
 
 from hubbub.config import load_config
 from hubbub.core.acl import TrafficKind
 from hubbub.core.throttle import Limits
 from hubbub.errors import ConfigError
 from hubbub.protocol.entra import tenant_issuers
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def jwks_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_jwks(tmp_path_factory.mktemp("jwks") / "keys.json", TestKey())
 
 
 def load(tmp_path: Path, text: str, **env: str) -> object:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from _pki import Pki, make_pki
+from _pki import Pki
 
 from hubbub.config import Config, load_config
 from hubbub.reload import describe, diff, live_config
@@ -28,11 +27,6 @@ anonymous_connect = false
 url_template = "https://handler.example/api/{{event}}?code=s3cret"
 system_events = ["connect"]
 """
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def config(tmp_path: Path, text: str, name: str = "hubbub.toml") -> Config:

@@ -20,12 +20,6 @@ from hubbub.server.tls import (
     upstream_context,
 )
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 Seen = list[list[dict[str, str]]]
 
 
