@@ -82,7 +82,11 @@ class EntraKeys:
             EntraTokenError: as the validator.
         """
         now = time.monotonic()
-        if self.jwks_url and now - self._last >= self.refresh_seconds:
+        if self.validator.keys is None and self.validator.settings.verify_signatures:
+            async with self._lock:  # the first call, or every read so far failed
+                if self.validator.keys is None and now - self._last >= self.min_refresh_seconds:
+                    await self.load()
+        elif self.jwks_url and now - self._last >= self.refresh_seconds:
             async with self._lock:
                 if now - self._last >= self.refresh_seconds:
                     await self.load()

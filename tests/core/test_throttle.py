@@ -75,12 +75,23 @@ def test_a_refused_admission_reserves_nothing() -> None:
     assert counter.count("chat") == 1
 
 
-def test_no_limits_count_nothing() -> None:
+def test_no_limits_refuse_nothing() -> None:
     """The defaults: every limit off."""
     limits = Limits()
     assert not limits.counts_connections
     counter = ConnectionCounter(limits)
     assert all(counter.admit("chat", "u", TOKEN_A) is None for _ in range(1000))
+
+
+def test_a_limit_set_later_judges_the_connections_already_open() -> None:
+    """Connections are counted without limits too, so a reload that adds one is exact."""
+    counter = ConnectionCounter(Limits())
+    for _ in range(3):
+        counter.admit("chat", "alice", None)
+    counter.limits = Limits(max_connections_per_user=3)
+    assert counter.admit("chat", "alice", None) is not None
+    counter.release("chat", "alice", None)
+    assert counter.admit("chat", "alice", None) is None
 
 
 def test_token_signature() -> None:

@@ -143,45 +143,50 @@ class WindowMeter:
         return total > self.limit
 
 
-_Keyed = tuple[tuple[str, ...], int]
-
-
 class ConnectionCounter:
     """Concurrent connections per hub, per user of a hub and per token of a hub.
 
-    :meth:`admit` reserves a place before the connect event runs, so racing upgrades cannot
-    pass a limit together; every admitted connection is :meth:`release`-d exactly once.
+    Every connection is counted whatever the limits, so limits set by a live reload judge the
+    connections already open. :meth:`admit` reserves a place before the connect event runs, so
+    racing upgrades cannot pass a limit together; every admitted connection is
+    :meth:`release`-d exactly once, with the same arguments.
     """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._counts: dict[tuple[str, ...], int] = {}
 
-    def _keys(
-        self, hub: str, user: str | None, token: str | None
-    ) -> list[tuple[tuple[str, ...], int]]:
-        keys: list[tuple[tuple[str, ...], int]] = []
-        if self.limits.max_connections_per_hub is not None:
-            keys.append((("hub", hub), self.limits.max_connections_per_hub))
-        if user is not None and self.limits.max_connections_per_user is not None:
-            keys.append((("user", hub, user), self.limits.max_connections_per_user))
+    @staticmethod
+    def _keys(hub: str, user: str | None, token: str | None) -> list[tuple[str, ...]]:
+        keys: list[tuple[str, ...]] = [("hub", hub)]
+        if user is not None:
+            keys.append(("user", hub, user))
         signature = token_signature(token)
-        if signature is not None and self.limits.max_connections_per_token is not None:
-            keys.append((("token", hub, signature), self.limits.max_connections_per_token))
+        if signature is not None:
+            keys.append(("token", hub, signature))
         return keys
+
+    def _limit(self, kind: str) -> int | None:
+        limits = self.limits
+        return {
+            "hub": limits.max_connections_per_hub,
+            "user": limits.max_connections_per_user,
+            "token": limits.max_connections_per_token,
+        }[kind]
 
     def admit(self, hub: str, user: str | None, token: str | None) -> str | None:
         """Reserve a place; None when admitted, else why not (for the 429's message)."""
         keys = self._keys(hub, user, token)
-        for key, limit in keys:
-            if self._counts.get(key, 0) >= limit:
+        for key in keys:
+            limit = self._limit(key[0])
+            if limit is not None and self._counts.get(key, 0) >= limit:
                 return f"{REASON_CONNECTION_LIMIT}: at most {limit} connections per {key[0]}"
-        for key, _ in keys:
+        for key in keys:
             self._counts[key] = self._counts.get(key, 0) + 1
         return None
 
     def release(self, hub: str, user: str | None, token: str | None) -> None:
-        for key, _ in self._keys(hub, user, token):
+        for key in self._keys(hub, user, token):
             left = self._counts.get(key, 0) - 1
             if left > 0:
                 self._counts[key] = left

@@ -276,6 +276,10 @@ class EntraValidator:
         self._tenants = frozenset(t.lower() for t in settings.tenants)
         self._verified: OrderedDict[str, Identity] = OrderedDict()
 
+    @property
+    def keys(self) -> KeySet | None:
+        return self._keys
+
     def replace_keys(self, keys: KeySet) -> None:
         """Use a new key set (a JWKS fetched again); tokens already verified stay verified."""
         self._keys = keys
