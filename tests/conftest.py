@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _entra import TestKey, write_jwks
-from _pki import Pki, make_pki
+
+from tests._entra import TestKey, write_jwks
+from tests._pki import Pki, make_pki
 
 ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 SECONDARY_KEY = "secondary-key-0123456789-abcdefghijklmnopqrstuvwx"

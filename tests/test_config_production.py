@@ -6,14 +6,14 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from _entra import APP_ID, OBJECT_ID, TENANT
-from _pki import Pki
 
 from hubbub.config import load_config
 from hubbub.core.acl import TrafficKind
 from hubbub.core.throttle import Limits
 from hubbub.errors import ConfigError
 from hubbub.protocol.entra import tenant_issuers
+from tests._entra import APP_ID, OBJECT_ID, TENANT
+from tests._pki import Pki
 
 
 def load(tmp_path: Path, text: str, **env: str) -> object:

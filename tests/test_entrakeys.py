@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _entra import TENANT, TestKey, entra_token, jwks, write_jwks
-from _pki import make_pki
 from aiohttp import web
 
 from hubbub.entrakeys import EntraKeys, load_key_file
@@ -20,6 +18,8 @@ from hubbub.protocol.entra import (
     tenant_issuers,
 )
 from hubbub.server.tls import server_context, upstream_context
+from tests._entra import TENANT, TestKey, entra_token, jwks, write_jwks
+from tests._pki import make_pki
 
 OLD, NEW = TestKey(), TestKey()
 

@@ -6,13 +6,13 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from _entra import OBJECT_ID, TENANT, TestKey, entra_token
 
 from hubbub import metrics
 from hubbub.config import Config, load_config
 from hubbub.core.acl import TrafficKind
 from hubbub.policy import Policy
 from hubbub.protocol.entra import EntraForbiddenError, EntraTokenError
+from tests._entra import OBJECT_ID, TENANT, TestKey, entra_token
 
 
 class Clock:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _pki import Pki
-
 from hubbub.config import Config, load_config
 from hubbub.reload import describe, diff, live_config
+from tests._pki import Pki
 
 KEY_A = "A" * 43
 KEY_B = "B" * 43

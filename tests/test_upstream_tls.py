@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pki import Pki
 from aiohttp import web
 
 from hubbub.config import Config, load_config
@@ -20,6 +19,7 @@ from hubbub.protocol.tokens import ClientClaims
 from hubbub.server.tls import server_context
 from hubbub.types import ConnectionId, HubName
 from hubbub.upstream import HttpUpstream
+from tests._pki import Pki
 
 KEY = "K" * 43
 

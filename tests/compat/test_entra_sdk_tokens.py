@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _entra import OBJECT_ID, TENANT, AsyncTestCredential, TestKey, jwks
 from _node import NODE_DIR
-from _pki import Pki, make_pki
 from aiohttp import web
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
@@ -39,6 +37,8 @@ from hubbub.protocol.entra import (
 )
 from hubbub.server.errors import error_response
 from hubbub.server.tls import server_context
+from tests._entra import OBJECT_ID, TENANT, AsyncTestCredential, TestKey, jwks
+from tests._pki import Pki, make_pki
 
 KEY = TestKey()
 

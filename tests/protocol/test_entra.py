@@ -7,16 +7,6 @@ import time
 
 import jwt
 import pytest
-from _entra import (
-    APP_ID,
-    AUDIENCE,
-    OBJECT_ID,
-    OTHER_TENANT,
-    TENANT,
-    TestKey,
-    entra_token,
-    jwks,
-)
 
 from hubbub.protocol.entra import (
     DATA_ACTIONS,
@@ -33,6 +23,16 @@ from hubbub.protocol.entra import (
     tenant_issuers,
 )
 from hubbub.protocol.tokens import TokenError
+from tests._entra import (
+    APP_ID,
+    AUDIENCE,
+    OBJECT_ID,
+    OTHER_TENANT,
+    TENANT,
+    TestKey,
+    entra_token,
+    jwks,
+)
 
 KEY = TestKey()
 OWNER = Principal("backend", object_id=OBJECT_ID, hubs={"*": principal_actions("owner")})

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from _pki import Pki, make_pki
 
 from hubbub.server.tls import (
     CertFiles,
@@ -19,6 +18,7 @@ from hubbub.server.tls import (
     thumbprint,
     upstream_context,
 )
+from tests._pki import Pki, make_pki
 
 Seen = list[list[dict[str, str]]]
 
