@@ -6,10 +6,17 @@ reply line on stdout with the same ``id``. Roles:
 
 ``members``
     Opens ``count`` WebSocket connections (member ``i`` joins group ``g{i // per_group}``) and
-    counts the data frames they receive. Counting does not parse JSON and, once the size of a
-    data frame is known, not even frame by frame: all data frames of a run have the same size,
-    so a received chunk is checked with a strided slice (every frame head must be a FIN text
-    frame of that length) and counted in one step. Pings are answered, closes are counted.
+    counts the data frames they receive, per connection and in all. Counting does not parse
+    JSON and, once the size of a data frame is known, not even frame by frame: all data frames
+    of a run have the same size, so a received chunk is checked with a strided slice (every
+    frame head must be a FIN text frame of that length) and counted in one step. Pings are
+    answered, closes are counted. With ``subprotocol`` ``json.reliable.webpubsub.azure.v1`` the
+    members behave as the client SDKs do: each checks that the ``sequenceId`` of every message
+    is one more than the last (a run of frames of one size at a time: their ids are read with
+    one regular-expression pass over the run and compared with the expected range), and sends
+    ``{"type":"sequenceAck","sequenceId":N}`` for the highest id every ``ack_seconds`` (1 s, as
+    the SDKs' timer; 0 never acks) when something new arrived. ``reset`` zeroes the
+    per-connection counts and ``verify`` compares them with the number of messages published.
     Probe connections (every ``probe_every``-th, when switched on) read the send timestamp in
     each message for the latency scenario. With ``stall``, the members are slow consumers:
     each completes the handshake on a socket with a small ``SO_RCVBUF`` and then stops
@@ -43,6 +50,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -52,6 +60,14 @@ from typing import Any, cast
 import jwt
 
 SUBPROTOCOL = "json.webpubsub.azure.v1"
+RELIABLE_SUBPROTOCOL = "json.reliable.webpubsub.azure.v1"
+SEQUENCE_ID = re.compile(rb'"sequenceId":(\d+)\}')
+"""The end of a reliable data message: its sequence id closes the JSON object."""
+SEQUENCE_TAIL = 48
+"""Bytes at the end of a reliable data frame that hold ``,"sequenceId":N}`` in full."""
+ACK_SLICES = 10
+"""Reliable members ack in this many slices per ``ack_seconds`` (each member once), so the
+acks of a thousand members do not all leave in the same instant."""
 API_VERSION = "2024-12-01"
 MARKER = b'"bench":"'
 TS_KEY = b'"t":"'
@@ -167,6 +183,8 @@ class WsClient(asyncio.Protocol):
         self._skip = 0
         self._size = 0  # size of a data frame, learned from the last one read in full
         self._header: list[bytes] = []  # its first header bytes, one bytes object each
+        self.received = 0
+        """Data frames this connection received (since the last ``reset``)."""
         key = base64.b64encode(os.urandom(16))
         self._accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest())
         offer = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
@@ -275,6 +293,7 @@ class WsClient(asyncio.Protocol):
             pos = end
         self._skip = pos - n
         if counted:
+            self.received += counted
             self.stats.frames += counted
             if self.on_frames is not None:
                 self.on_frames(counted)
@@ -284,6 +303,124 @@ class WsClient(asyncio.Protocol):
         if i >= 0:
             sent = int(body[i + len(TS_KEY) : i + len(TS_KEY) + TS_DIGITS])
             self.stats.latencies_us.append((time.monotonic_ns() - sent) // 1000)
+
+
+class SequencedClient(WsClient):
+    """A member on a reliable subprotocol, as the SDKs are: sequence ids checked, acks sent.
+
+    A frame is counted once its last byte arrived (its id must be read). Every data message
+    must carry the ``sequenceId`` one above the last one; a gap or a repeat is an error
+    (counted, the first one described), and the frame still counts as a delivery.
+    """
+
+    def __init__(self, server: Server, path: str, stats: Stats, subprotocol: str | None) -> None:
+        super().__init__(server, path, stats, subprotocol)
+        self.next_id = 1
+        self.acked = 0
+        self.errors = 0
+        self.first_error = ""
+
+    def ack(self) -> bool:
+        """Acknowledge the highest id seen if it is new (the SDKs' 1 s timer); True if sent."""
+        last = self.next_id - 1
+        if last <= self.acked:
+            return False
+        self.acked = last
+        self.send(client_frame(OP_TEXT, b'{"type":"sequenceAck","sequenceId":%d}' % last))
+        return True
+
+    def _error(self, text: str) -> None:
+        self.errors += 1
+        self.first_error = self.first_error or text
+
+    def _frames(self, data: bytes) -> None:
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
+        n = len(data)
+        pos = 0
+        size = self._size
+        counted = 0
+        slow_until = 0  # after a run that did not check out: frame by frame up to here
+        while pos < n:
+            if size and data[pos] == 0x81 and pos >= slow_until:
+                # A run of complete frames of the known size (same header bytes), whose ids
+                # must be the next ones in order.
+                run = (n - pos) // size
+                for k, byte in enumerate(self._header):
+                    if not run:
+                        break
+                    column = data[pos + k : pos + run * size : size]
+                    run = min(run, len(column) - len(column.lstrip(byte)))
+                if run:
+                    first = self.next_id
+                    if size > SEQUENCE_TAIL:  # only the end of each frame holds its id
+                        ends = range(pos + size, pos + run * size + 1, size)
+                        tails = b"".join([data[e - SEQUENCE_TAIL : e] for e in ends])
+                        ids = SEQUENCE_ID.findall(tails)
+                    else:
+                        ids = SEQUENCE_ID.findall(data, pos, pos + run * size)
+                    got = list(map(int, ids))
+                    if len(got) == run and got == list(range(first, first + run)):
+                        counted += run
+                        pos += run * size
+                        self.next_id = first + run
+                        continue
+                    if len(got) == run:  # the frames before the first wrong id are fine
+                        good = next(i for i, v in enumerate(got) if v != first + i)
+                        counted += good
+                        pos += good * size
+                        self.next_id = first + good
+                    else:
+                        slow_until = pos + run * size
+            if n - pos < 2:
+                self._partial = data[pos:]
+                break
+            b0, b1 = data[pos], data[pos + 1]
+            length = b1 & 0x7F
+            header = 2
+            if length >= 126:
+                header = 4 if length == 126 else 10
+                if n - pos < header:
+                    self._partial = data[pos:]
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + header], "big")
+            end = pos + header + length
+            if end > n:
+                self._partial = data[pos:]
+                break
+            opcode = b0 & 0x0F
+            if opcode == OP_TEXT:
+                if data.find(MARKER, pos + header, end) >= 0:
+                    counted += 1
+                    self._sequence(SEQUENCE_ID.search(data, pos + header, end))
+                    if size != header + length:
+                        size = self._size = header + length
+                        self._header = [data[i : i + 1] for i in range(pos, pos + min(header, 4))]
+            elif opcode == OP_PING:
+                self.send(client_frame(OP_PONG, data[pos + header : end]))
+            elif opcode == OP_CLOSE:
+                code = int.from_bytes(data[pos + header : pos + header + 2], "big") if length else 0
+                self.stats.closes[str(code)] = self.stats.closes.get(str(code), 0) + 1
+                self.send(client_frame(OP_CLOSE, data[pos + header : pos + header + 2]))
+                assert self.transport is not None
+                self.transport.close()
+            pos = end
+        if counted:
+            self.received += counted
+            self.stats.frames += counted
+            if self.on_frames is not None:
+                self.on_frames(counted)
+
+    def _sequence(self, match: re.Match[bytes] | None) -> None:
+        if match is None:
+            self._error("a data message without sequenceId")
+            return
+        got = int(match.group(1))
+        if got != self.next_id:
+            what = "repeated" if got < self.next_id else "skipped to"
+            self._error(f"sequenceId {what} {got} after {self.next_id - 1}")
+        self.next_id = max(self.next_id, got + 1)
 
 
 async def open_socket(server: Server, source_ip: str, rcvbuf: int = 0) -> socket.socket:
@@ -314,11 +451,12 @@ async def open_ws(
     stats: Stats,
     subprotocol: str | None = SUBPROTOCOL,
     rcvbuf: int = 0,
+    kind: type[WsClient] = WsClient,
 ) -> WsClient:
     loop = asyncio.get_running_loop()
     sock = await open_socket(server, source_ip, rcvbuf)
     _, client = await loop.create_connection(
-        lambda: WsClient(server, path, stats, subprotocol), sock=sock
+        lambda: kind(server, path, stats, subprotocol), sock=sock
     )
     await asyncio.wait_for(client.opened, 30)
     return client
@@ -394,7 +532,12 @@ class Members(Role):
         self.probe_every: int = spec.get("probe_every", 0)
         self.concurrency: int = spec.get("concurrency", 50)
         self.stall: bool = spec.get("stall", False)
+        self.subprotocol: str = spec.get("subprotocol", SUBPROTOCOL)
+        self.reliable = ".reliable." in self.subprotocol
+        self.ack_seconds: float = spec.get("ack_seconds", 1.0)
+        self.acks_sent = 0
         self.clients: list[WsClient] = []
+        self._acker: asyncio.Task[None] | None = None
 
     async def connect(self) -> dict[str, Any]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -414,7 +557,9 @@ class Members(Role):
                         self.source_ip,
                         path,
                         self.stats,
+                        subprotocol=self.subprotocol,
                         rcvbuf=STALL_RCVBUF if self.stall else 0,
+                        kind=SequencedClient if self.reliable else WsClient,
                     )
                     if self.stall:
                         assert client.transport is not None
@@ -427,7 +572,36 @@ class Members(Role):
             self.clients.append(client)
 
         await asyncio.gather(*(one(i) for i in range(self.start, self.start + self.count)))
+        if self.reliable and self.ack_seconds > 0:
+            self._acker = asyncio.get_running_loop().create_task(self._ack_loop())
         return self.snapshot()
+
+    async def _ack_loop(self) -> None:
+        """Each member acks its highest sequence id once every ``ack_seconds``."""
+        tick = 0
+        while True:
+            await asyncio.sleep(self.ack_seconds / ACK_SLICES)
+            for client in self.clients[tick % ACK_SLICES :: ACK_SLICES]:
+                if isinstance(client, SequencedClient) and client.ack():
+                    self.acks_sent += 1
+            tick += 1
+
+    def verify(self, expected: int) -> dict[str, Any]:
+        """Per-connection counts since ``reset`` against ``expected`` messages each."""
+        counts = [c.received for c in self.clients]
+        sequenced = [c for c in self.clients if isinstance(c, SequencedClient)]
+        return {
+            "clients": len(counts),
+            "expected": expected,
+            "exact": sum(1 for x in counts if x == expected),
+            "short": sum(1 for x in counts if x < expected),
+            "over": sum(1 for x in counts if x > expected),
+            "min": min(counts, default=0),
+            "max": max(counts, default=0),
+            "sequence_errors": sum(c.errors for c in sequenced),
+            "first_sequence_error": next((c.first_error for c in sequenced if c.errors), ""),
+            "acks_sent": self.acks_sent,
+        }
 
     async def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if op == "connect":
@@ -444,6 +618,12 @@ class Members(Role):
                 if client.transport is not None and not client.transport.is_closing():
                     client.transport.resume_reading()
             return {}
+        if op == "reset":
+            for client in self.clients:
+                client.received = 0
+            return {}
+        if op == "verify":
+            return self.verify(int(args["expected"]))
         if op == "close":
             for client in self.clients:
                 if client.transport is not None:

@@ -11,11 +11,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests._entra import TestKey, write_jwks
 from tests._pki import Pki, make_pki
+
+if TYPE_CHECKING:
+    from tests._redis import RedisServer
 
 ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 SECONDARY_KEY = "secondary-key-0123456789-abcdefghijklmnopqrstuvwx"
@@ -150,7 +154,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="session")
 def entra_key() -> TestKey:
-    """The test Entra signing key; :mod:`_entra` makes tokens and credentials with it."""
+    """The test Entra signing key; :mod:`tests._entra` makes tokens and credentials with it."""
     return TestKey()
 
 
@@ -158,3 +162,16 @@ def entra_key() -> TestKey:
 def jwks_file(tmp_path_factory: pytest.TempPathFactory, entra_key: TestKey) -> Path:
     """A JWKS file with the test signing key, as ``[auth.entra] jwks_file`` reads it."""
     return write_jwks(tmp_path_factory.mktemp("jwks") / "keys.json", entra_key)
+
+
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (tests/_redis.py); tests mark it ``redis``."""
+    if request.node.get_closest_marker("redis") is None:
+        pytest.fail("a test using redis_server must be marked @pytest.mark.redis", pytrace=False)
+    from tests._redis import RedisServer
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -251,11 +250,11 @@ def _run(main: Coroutine[None, None, None]) -> None:
 
 
 def _run_serve(config: Config, log_level: str) -> int:
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from hubbub import logs
+
+    logs.install(log_level, secrets=config.access_keys)
     try:
-        _run(_serve(config))
+        _run(logs.reporting(_serve(config), config.log_summary_seconds))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0

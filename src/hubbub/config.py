@@ -73,6 +73,7 @@ SECONDS_KEYS = (
     "session_timeout_seconds",
     "http_keep_alive_seconds",
     "request_head_timeout_seconds",
+    "log_summary_seconds",
 )
 
 
@@ -115,6 +116,8 @@ class Config:
     """How long an HTTP connection may go without a request before it is closed."""
     request_head_timeout_seconds: float = 15.0
     """How long a request head may take from its first byte; a slower one is answered 408."""
+    log_summary_seconds: float = 60.0
+    """How often the log summarizes what happened (connections, errors, event handlers)."""
     public_endpoint: str | None = None
     """The endpoint clients see (behind a proxy); default ``http(s)://host:port``."""
     tls_cert_file: str | None = None

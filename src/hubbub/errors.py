@@ -13,6 +13,8 @@ The tree::
     │   └── NotFoundError        404 / ``NotFound``
     ├── UpstreamError        an event handler failed
     └── BrokerError          the engine could not deliver or apply a command
+        └── ClusterUnavailableError  the cluster engine (Redis) cannot be reached: also an
+                                     OperationError, 503 / ``InternalServerError``
 
 Adapters map these to HTTP statuses, ack error names and close codes, each in one function.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "BadRequestError",
     "BrokerError",
+    "ClusterUnavailableError",
     "ConfigError",
     "ForbiddenError",
     "HandshakeError",
@@ -77,6 +80,8 @@ class OperationError(HubbubError):
     status = 500
     ack_id: int | None = None
     """The ``ackId`` of the client message that failed, when there is one."""
+    stream_id: str | None = None
+    """The stream a failed stream message addressed; answered with ``streamClosed``."""
 
 
 class BadRequestError(OperationError):
@@ -114,3 +119,12 @@ class UpstreamError(HubbubError):
 
 class BrokerError(HubbubError):
     """The engine failed to deliver a publication or to apply a command."""
+
+
+class ClusterUnavailableError(BrokerError, OperationError):
+    """An operation needs the cluster (a registry read, a command, a cross-node publish) while
+    the engine has no working connection to Redis: REST answers 503, clients get an
+    ``InternalServerError`` ack. Retrying later is safe."""
+
+    name = "InternalServerError"
+    status = 503

@@ -14,6 +14,7 @@ import msgspec
 
 from hubbub.core.state import Connection
 from hubbub.errors import HandshakeError, UpstreamError
+from hubbub.logs import ACTIVITY
 from hubbub.protocol.cloudevents import (
     EventContext,
     connect_body,
@@ -143,6 +144,7 @@ class EventDispatcher:
         upstream = self._upstream
         handler = upstream.handler(connection.hub, event, False) if upstream else None
         if handler is None or upstream is None:
+            ACTIVITY.event_failures.add("user event with no handler")
             raise UpstreamError(f"No event handler is configured for event '{event}'.")
         data_type = payload.data_type if payload is not None else DataType.BINARY
         body = payload.data if payload is not None else b""

@@ -301,7 +301,7 @@ class Node:
         try:
             reply = await self.events.user_event(connection, message.event, message.payload)
         except UpstreamError as exc:
-            log.info("event %r of %s not handled: %s", message.event, connection.id, exc)
+            log.debug("event %r of %s not handled: %s", message.event, connection.id, exc)
             raise InternalError(str(exc)) from exc
         if reply is not None:
             deliver((connection,), DataMessage(reply))
@@ -318,7 +318,7 @@ class Node:
             try:
                 reply = await self.events.user_event(connection, message.event, message.payload)
             except UpstreamError as exc:
-                log.info("invocation of %r by %s failed: %s", message.event, connection.id, exc)
+                log.debug("invocation of %r by %s failed: %s", message.event, connection.id, exc)
                 response = InvokeResponseMessage(
                     message.invocation_id, False, None, "InternalServerError", str(exc)
                 )
@@ -331,7 +331,7 @@ class Node:
         try:
             reply = await self.events.user_event(connection, "message", message.payload)
         except UpstreamError as exc:
-            log.info("message event of %s not handled: %s", connection.id, exc)
+            log.debug("message event of %s not handled: %s", connection.id, exc)
             connection.close_reason = "message event not handled"
             connection.outlet.close(CLOSE_NORMAL, "")
             return

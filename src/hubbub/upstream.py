@@ -25,6 +25,7 @@ import yarl
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
+from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
@@ -92,6 +93,11 @@ class Upstream(Protocol):
 def _parsed(url: str) -> yarl.URL:
     """An event URL parsed once (aiohttp would parse the string on every request)."""
     return yarl.URL(url)
+
+
+def _text(exc: Exception, url: str) -> str:
+    """An HTTP client error's text, without the query of the URL it may quote."""
+    return str(exc).replace(url, redact_url(url))
 
 
 @dataclass
@@ -194,18 +200,38 @@ class HttpUpstream:
             async with self._client().options(url, headers=validation_headers(self._origin)) as r:
                 allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
                 if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
+                    log.info("event handler %s passed abuse protection", redact_url(url))
                     return True
                 log.warning(
                     "abuse protection for '%s' failed: %s, allowed origin %r",
-                    url,
+                    redact_url(url),
                     r.status,
                     allowed,
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("abuse protection for '%s' failed: %s", url, exc)
+            log.warning("abuse protection for '%s' failed: %s", redact_url(url), _text(exc, url))
         return False
 
     async def invoke(
+        self,
+        handler: EventHandlerConfig,
+        context: EventContext,
+        event: str,
+        system: bool,
+        body: bytes,
+        content_type: str,
+    ) -> UpstreamResponse:
+        try:
+            response = await self._invoke(handler, context, event, system, body, content_type)
+        except UpstreamError as exc:
+            reason = str(exc).removeprefix("event handler ")
+            where = redact_url(handler.url_template)
+            ACTIVITY.event_failures.add(f"{event if system else 'user event'} to {where} {reason}")
+            raise
+        ACTIVITY.events_delivered += 1
+        return response
+
+    async def _invoke(
         self,
         handler: EventHandlerConfig,
         context: EventContext,
@@ -225,17 +251,20 @@ class HttpUpstream:
             try:
                 response = await self._post(url, headers, body)
             except TimeoutError as exc:
-                raise UpstreamError(f"event handler timed out: {url}", None) from exc
+                # No URL: the message reaches the client, and the URL may carry a key.
+                raise UpstreamError("event handler timed out", None) from exc
             except aiohttp.ClientError as exc:
                 if last:
-                    raise UpstreamError(f"event handler unreachable: {exc}", None) from exc
-                log.info("event handler %s unreachable (%s), retrying", url, exc)
+                    raise UpstreamError(f"event handler unreachable: {_text(exc, url)}") from exc
+                log.debug(
+                    "event handler %s unreachable (%s), retrying", redact_url(url), _text(exc, url)
+                )
                 continue
             if 200 <= response.status < 300:
                 return response
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
-            log.info("event handler %s answered %s, retrying", url, response.status)
+            log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
@@ -263,7 +292,8 @@ class HttpUpstream:
                 handler, context, event, True, body, "application/json; charset=utf-8"
             )
         except UpstreamError as exc:
-            log.warning("%s event of %s not delivered: %s", event, context.connection_id, exc)
+            # Counted for the log's summary (one line per interval, not one per event).
+            log.debug("%s event of %s not delivered: %s", event, context.connection_id, exc)
 
     async def close(self) -> None:
         """Give pending notifications a moment, then close the pooled connections."""

@@ -19,9 +19,9 @@ import pytest
 from _clients import Clients, wait_until
 from _node import node_calls
 from azure.core.exceptions import HttpResponseError
-from conftest import Server, start_server, stop_server
 
 from hubbub.server.limits import MAX_HEADER_BYTES, MAX_HEADERS, MAX_URL_BYTES
+from tests.conftest import Server, start_server, stop_server
 
 pytestmark = [pytest.mark.compat, pytest.mark.timeout(60)]
 

@@ -19,9 +19,10 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Server, start_server, stop_server
 from hypothesis import HealthCheck, given, settings, strategies as st
 from websockets.sync.client import connect
+
+from tests.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -106,10 +106,9 @@ def test_any_fixture() -> None:
             SendToGroupMessage("g", Payload(DataType.JSON, b'{"a":1}')),
         ),
         (
-            # ttl_seconds 10, metadata {"k": "v"} and a stream start are read and ignored.
-            b"\x0a\x18\x0a\x01g\x1a\x04\x0a\x02hi\x28\x0a\x32\x06\x0a\x01k\x12\x01v"
-            b"\x3a\x03\x0a\x01s",
-            SendToGroupMessage("g", Payload(DataType.TEXT, b"hi")),
+            # ttl_seconds 10 and metadata {"k": "v"} travel with the message.
+            b"\x0a\x13\x0a\x01g\x1a\x04\x0a\x02hi\x28\x0a\x32\x06\x0a\x01k\x12\x01v",
+            SendToGroupMessage("g", Payload(DataType.TEXT, b"hi", (("k", "v"),)), ttl_seconds=10),
         ),
         (
             b"\x2a\x0b\x0a\x01e\x12\x04\x0a\x02hi\x18\x09",
@@ -119,7 +118,7 @@ def test_any_fixture() -> None:
         (b"\x2a\x05\x0a\x01e\x12\x00", EventMessage("e", None)),
         (
             b"\x2a\x11\x0a\x01e\x12\x04\x12\x02\x00\xff\x22\x06\x0a\x01k\x12\x01v",
-            EventMessage("e", Payload(DataType.BINARY, b"\x00\xff")),
+            EventMessage("e", Payload(DataType.BINARY, b"\x00\xff", (("k", "v"),))),
         ),
         (
             b"\x2a\x09\x0a\x01e\x12\x04\x22\x02[]",

@@ -20,6 +20,7 @@ import orjson
 from hubbub.protocol.messages import DataType
 
 __all__ = [
+    "GROUP_PRESENCE_PREFIX",
     "SYSTEM_PREFIX",
     "USER_PREFIX",
     "ConnectResponse",
@@ -28,6 +29,7 @@ __all__ = [
     "data_type_of",
     "event_headers",
     "expand_url",
+    "group_presence_body",
     "origin_allowed",
     "parse_connect_response",
     "signature",
@@ -37,6 +39,8 @@ __all__ = [
 
 SYSTEM_PREFIX = "azure.webpubsub.sys."
 USER_PREFIX = "azure.webpubsub.user."
+GROUP_PRESENCE_PREFIX = "azure.webpubsub.gp."
+"""Group presence events: ``azure.webpubsub.gp.joined`` and ``azure.webpubsub.gp.left``."""
 
 _CONTENT_TYPES = {
     DataType.TEXT: "text/plain; charset=utf-8",
@@ -102,14 +106,19 @@ def event_headers(
     origin: str,
     keys: tuple[str, ...],
     content_type: str,
+    *,
+    prefix: str | None = None,
 ) -> dict[str, str]:
-    """Every header of an event POST (§3)."""
+    """Every header of an event POST (§3); ``prefix`` overrides the ``ce-type`` prefix (group
+    presence events use :data:`GROUP_PRESENCE_PREFIX`)."""
+    if prefix is None:
+        prefix = SYSTEM_PREFIX if system else USER_PREFIX
     headers = {
         "Content-Type": content_type,
         "WebHook-Request-Origin": origin,
         "ce-specversion": "1.0",
         "ce-awpsversion": "1.0",
-        "ce-type": (SYSTEM_PREFIX if system else USER_PREFIX) + event,
+        "ce-type": prefix + event,
         "ce-source": f"/hubs/{context.hub}/client/{context.connection_id}",
         "ce-id": str(context.event_id),
         "ce-time": _time(),
@@ -125,6 +134,11 @@ def event_headers(
     if context.state:
         headers["ce-connectionState"] = context.state
     return headers
+
+
+def group_presence_body(group: str) -> bytes:
+    """The body of a ``joined`` or ``left`` event (Content-Type ``application/json``)."""
+    return orjson.dumps({"group": group})
 
 
 def validation_headers(origin: str) -> dict[str, str]:

@@ -8,10 +8,19 @@ complete WebSocket frames. Data messages are encoded once per publication and co
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, cast
 
+from hubbub.errors import BadRequestError, ProtocolError
 from hubbub.protocol.frames import frame_header
-from hubbub.protocol.messages import ClientMessage, DataMessage, ServiceMessage
+from hubbub.protocol.messages import (
+    BEYOND_CLIENT_MESSAGE,
+    ClientMessage,
+    DataMessage,
+    GroupStateMessage,
+    InboundMessage,
+    ServiceMessage,
+)
 
 __all__ = [
     "JSON_RELIABLE_SUBPROTOCOL",
@@ -21,6 +30,7 @@ __all__ = [
     "PROTOBUF_SUBPROTOCOL",
     "Codec",
     "EncodedData",
+    "executable",
 ]
 
 JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
@@ -68,11 +78,25 @@ class Codec(Protocol):
     """True for plain WebSocket clients: every frame is a ``message`` user event."""
 
     def decode(self, data: bytes, binary: bool) -> ClientMessage:
-        """Decode one client frame.
+        """Decode one client frame into a message the connection's handler executes.
+
+        Frames of the other :data:`InboundMessage` members (group streams, group state,
+        answers to invocations) are refused as protocol errors (1007), as they always were by
+        callers that execute :data:`ClientMessage` only.
 
         Raises:
             ProtocolError: the frame breaks the subprotocol; close with its code.
             BadRequestError: the frame is well formed but invalid; answer with an ack.
+        """
+        ...
+
+    def decode_inbound(self, data: bytes, binary: bool) -> InboundMessage:
+        """Decode one client frame into any message a client may send.
+
+        Raises:
+            ProtocolError: the frame breaks the subprotocol; close with its code.
+            BadRequestError: the frame is well formed but invalid; answer with an ack
+                (``ack_id``) or, for a stream message, with ``streamClosed`` (``stream_id``).
         """
         ...
 
@@ -83,3 +107,31 @@ class Codec(Protocol):
     def encode_data(self, message: DataMessage) -> EncodedData:
         """Encode a data message once; see :class:`EncodedData`."""
         ...
+
+    def encode_group_state(self, message: GroupStateMessage) -> EncodedData | None:
+        """Encode a group-state snapshot or update once, sequenced like data on reliable
+        subprotocols; None where the subprotocol has no group state (plain clients)."""
+        ...
+
+
+def executable(
+    decode_inbound: Callable[[bytes, bool], InboundMessage], data: bytes, binary: bool
+) -> ClientMessage:
+    """Decode a frame with ``decode_inbound``, refusing what is not a :data:`ClientMessage`.
+
+    The refusal is a 1007 close, as for any frame the caller cannot execute; so is a stream
+    message that ``decode_inbound`` found invalid.
+
+    Raises:
+        ProtocolError: as ``decode_inbound``, and for the frames above (1007).
+        BadRequestError: as ``decode_inbound``, for a :data:`ClientMessage`.
+    """
+    try:
+        message = decode_inbound(data, binary)
+    except BadRequestError as exc:
+        if exc.stream_id is not None:
+            raise ProtocolError(str(exc), 1007) from exc
+        raise
+    if isinstance(message, BEYOND_CLIENT_MESSAGE):
+        raise ProtocolError(f"{type(message).__name__} is not supported here", 1007)
+    return cast(ClientMessage, message)

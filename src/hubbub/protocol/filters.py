@@ -18,7 +18,14 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, cast
 
-__all__ = ["MAX_CLAUSES", "MAX_DEPTH", "Filter", "FilterError", "parse_filter"]
+__all__ = [
+    "MAX_CLAUSES",
+    "MAX_DEPTH",
+    "Filter",
+    "FilterError",
+    "parse_filter",
+    "service_message",
+]
 
 MAX_CLAUSES = 100
 """Most atomic predicates a filter may hold (§6 "Size limit": roughly 100 clauses)."""
@@ -52,17 +59,35 @@ _TOKEN_RE = re.compile(
 
 
 class FilterError(ValueError):
-    """Invalid filter; ``str(e)`` is the message for the 400 answer.
+    """Invalid filter; ``str(e)`` describes the problem, :attr:`service_message` is the
+    service's text for the same filter.
 
     Attributes:
         message: Description naming the offending part of the filter and its position.
         position: Zero-based character offset of the offending part, when known.
+        part: The part of the filter the service names: the whole filter for a syntax error,
+            the offending sub-expression for a type error.
+        detail: The service's description of the problem (OData's texts for syntax errors).
     """
 
-    def __init__(self, message: str, position: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        position: int | None = None,
+        *,
+        part: str = "",
+        detail: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.position = position
+        self.part = part
+        self.detail = detail if detail is not None else message.rstrip(".")
+
+    @property
+    def service_message(self) -> str:
+        """``Invalid syntax for '<part>': <detail>. (Parameter 'filter')`` (rest-api.md §6)."""
+        return f"Invalid syntax for '{self.part}': {self.detail}. (Parameter 'filter')"
 
 
 class _Kind(enum.Enum):
@@ -71,6 +96,7 @@ class _Kind(enum.Enum):
     STRING = "string"
     NULL = "null"
     COLLECTION = "collection"
+    UNBOUND = "unbound"  # an unknown identifier whose error waits for its first use
 
 
 _STR = (_Kind.STRING, _Kind.NULL)  # a string_expression may be the literal null (§6 EBNF)
@@ -141,25 +167,34 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 def _lex_error(text: str, pos: int) -> NoReturn:
+    # The service's texts are Microsoft.OData's lexer errors (unconfirmed but for the syntax
+    # error after a complete expression, which the service's answers show).
     if text[pos] == "'":
         detail = "unterminated string literal"
+        odata = f"There is an unterminated string literal at position {len(text)} in '{text}'"
     elif bad := re.match(r"[+-]?[0-9][A-Za-z0-9_]*", text[pos:]):
         detail = f"invalid literal {_show(bad.group())} (only integer literals are supported)"
-    elif text[pos] == '"':
-        detail = "unexpected character '\"' (string literals use single quotes)"
+        odata = f"Syntax error at position {pos + len(bad.group())} in '{text}'"
     else:
-        detail = f"unexpected character {_show(text[pos])}"
-    raise FilterError(f"Invalid syntax at position {pos}: {detail}.", pos)
+        if text[pos] == '"':
+            detail = "unexpected character '\"' (string literals use single quotes)"
+        else:
+            detail = f"unexpected character {_show(text[pos])}"
+        odata = f"Syntax error: character '{text[pos]}' is not valid at position {pos} in '{text}'"
+    raise FilterError(f"Invalid syntax at position {pos}: {detail}.", pos, part=text, detail=odata)
 
 
 class _Parser:
     """Recursive-descent parser; precedence is not > comparison/in > and > or (§6)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, defer_unknown: bool = False) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
         self.depth = 0
+        # The service binds identifiers after parsing, so a syntax error later in the filter
+        # wins over an unknown identifier: deferring reproduces its choice of error.
+        self.defer_unknown = defer_unknown
 
     def peek(self) -> _Token:
         return self.tokens[self.index]
@@ -175,22 +210,44 @@ class _Parser:
 
     def expect(self, raw: str) -> _Token:
         if not self.at(raw):
-            self.syntax_error(self.peek(), f"expected '{raw}' but found {_show(self.peek().raw)}")
+            token = self.peek()
+            odata = f"')' or ',' expected at position {token.start} in '{self.text}'"
+            self.syntax_error(token, f"expected '{raw}' but found {_show(token.raw)}", odata)
         return self.advance()
 
-    def syntax_error(self, token: _Token, detail: str) -> NoReturn:
-        raise FilterError(f"Invalid syntax at position {token.start}: {detail}.", token.start)
+    def syntax_error(self, token: _Token, detail: str, odata: str | None = None) -> NoReturn:
+        """Raise; the service's text is OData's, positioned after the offending token."""
+        if odata is None:
+            odata = f"Syntax error at position {token.end} in '{self.text}'"
+        raise FilterError(
+            f"Invalid syntax at position {token.start}: {detail}.",
+            token.start,
+            part=self.text,
+            detail=odata,
+        )
+
+    def no_operand(self, token: _Token) -> NoReturn:
+        self.syntax_error(
+            token,
+            f"expected an operand but found {_show(token.raw)}",
+            f"Expression expected at position {token.start} in '{self.text}'",
+        )
 
     def need(self, expr: _Expr, kinds: tuple[_Kind, ...], start: int | None = None) -> _Fn:
         """Returns the closure of ``expr`` after checking that its type is one of ``kinds``."""
         if expr.kind in kinds:
             return expr.fn
+        if expr.kind is _Kind.UNBOUND:
+            raise cast(FilterError, expr.value)
         begin = expr.start if start is None else start
         expected = " or ".join(f"'{kind.value}'" for kind in kinds if kind is not _Kind.NULL)
+        part = self.text[begin : expr.end]
+        detail = f"Type '{expr.kind.value}', expect {expected}"
         raise FilterError(
-            f"Invalid syntax for '{_clip(self.text[begin : expr.end])}' at position {begin}: "
-            f"Type '{expr.kind.value}', expect {expected}.",
+            f"Invalid syntax for '{_clip(part)}' at position {begin}: {detail}.",
             begin,
+            part=part,
+            detail=detail,
         )
 
     def boolean(self, expr: _Expr, start: int | None = None) -> _BoolFn:
@@ -202,11 +259,12 @@ class _Parser:
                 f"Filter is too complex: more than {MAX_CLAUSES} clauses "
                 f"(limit reached at position {at}).",
                 at,
+                part=self.text,
             )
 
     def parse(self) -> _BoolFn:
         if not self.text.strip():
-            raise FilterError("Invalid syntax: the filter is empty.", 0)
+            raise FilterError("Invalid syntax: the filter is empty.", 0, part=self.text)
         expr = self.parse_or()
         token = self.peek()
         if token.kind == "word" and (token.raw in _COMPARISONS or token.raw == "in"):
@@ -293,7 +351,7 @@ class _Parser:
             return _constant(_Kind.INT, value, token.start, token.end)
         if token.kind == "word":
             return self.word(token)
-        self.syntax_error(token, f"expected an operand but found {_show(token.raw)}")
+        self.no_operand(token)
 
     def word(self, token: _Token) -> _Expr:
         raw, start, end = token.raw, token.start, token.end
@@ -302,15 +360,22 @@ class _Parser:
         if raw == "null":
             return _constant(_Kind.NULL, None, start, end)
         if raw in _KEYWORDS:
-            self.syntax_error(token, f"expected an operand but found {_show(raw)}")
+            self.no_operand(token)
         if self.at("("):
             return self.call(token)
         if identifier := _IDENTIFIERS.get(raw.lower()):
             return _Expr(*identifier, start, end)
         hint = "; keywords and literals are lowercase" if raw.lower() in _KEYWORDS else ""
-        self.syntax_error(
-            token, f"unknown identifier {_show(raw)}, expected userId, connectionId or groups{hint}"
+        detail = f"unknown identifier {_show(raw)}, expected userId, connectionId or groups{hint}"
+        error = FilterError(
+            f"Invalid syntax at position {start}: {detail}.",
+            start,
+            part=raw,
+            detail=f"Could not find a property named '{raw}'",
         )
+        if not self.defer_unknown:
+            raise error
+        return _Expr(_Kind.UNBOUND, lambda c, u, g: None, start, end, value=error)
 
     def call(self, name: _Token) -> _Expr:
         spec = _FUNCTIONS.get(name.raw)
@@ -487,6 +552,24 @@ class Filter:
             True when the connection should receive the message.
         """
         return self._match(connection_id, user_id, groups)
+
+
+def service_message(text: str) -> str | None:
+    """The service's 400 message for ``text``, or None when it is a valid filter.
+
+    ``Invalid syntax for '<part>': <detail>. (Parameter 'filter')``: ``@azure/web-pubsub``'s
+    own tests read this text back (rest-api.md §6). The error chosen is the service's: a syntax
+    error anywhere wins over an unknown identifier.
+    """
+    try:
+        _Parser(text, defer_unknown=True).parse()
+    except FilterError as exc:
+        return exc.service_message
+    try:
+        parse_filter(text)
+    except FilterError as exc:
+        return exc.service_message
+    return None
 
 
 @functools.lru_cache(maxsize=256)

@@ -14,6 +14,8 @@ from hubbub.protocol.messages import (
     DataMessage,
     DataType,
     EventMessage,
+    GroupStateMessage,
+    InboundMessage,
     Payload,
     ServiceMessage,
 )
@@ -33,6 +35,10 @@ class SimpleCodec:
         data_type = DataType.BINARY if binary else DataType.TEXT
         return EventMessage("message", Payload(data_type, data))
 
+    def decode_inbound(self, data: bytes, binary: bool) -> InboundMessage:
+        """Every frame is the ``message`` user event."""
+        return self.decode(data, binary)
+
     def encode(self, message: ServiceMessage) -> bytes | None:
         """Plain clients receive no acks or system messages."""
         return None
@@ -42,3 +48,7 @@ class SimpleCodec:
         payload = message.payload
         opcode = OP_TEXT if payload.data_type.is_textual else OP_BINARY
         return EncodedData(opcode, frame(opcode, payload.data))
+
+    def encode_group_state(self, message: GroupStateMessage) -> EncodedData | None:
+        """Plain clients have no group state."""
+        return None

@@ -8,6 +8,7 @@ from hubbub.broker.memory import MemoryBroker, MemoryPresence
 from hubbub.config import Config
 from hubbub.metrics import render
 from hubbub.node import Node
+from hubbub.server.errors import count_errors
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES
 from hubbub.server.port import REQUEST_HEADS, RequestHeads, request_heads
@@ -68,6 +69,7 @@ def build_app(config: Config) -> web.Application:
         await upstream.close()
         await broker.close()
 
+    app.on_response_prepare.append(count_errors)
     app.on_startup.append(start_engine)
     app.on_shutdown.append(close_connections)
     app.on_cleanup.append(stop_engine)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from aiohttp import web
 
-__all__ = ["error_response"]
+from hubbub.logs import ACTIVITY
+
+__all__ = ["count_errors", "error_response"]
+
+log = logging.getLogger("hubbub.rest")
 
 # Codes named as in .NET's HttpStatusCode (the service documents no list of its own).
 _CODES = {
@@ -36,3 +42,24 @@ def error_response(status: int, message: str) -> web.Response:
         content_type="application/json",
         headers={"x-ms-error-code": code},
     )
+
+
+async def count_errors(request: web.Request, response: web.StreamResponse) -> None:
+    """Count an error answer for the log's summary (``on_response_prepare``); log a 5xx.
+
+    A refused handshake counts by status; a REST error (one with the service's error code: a
+    bare 404 answers an existence check) by status and code, each 5xx logged as it happens.
+    """
+    status = response.status
+    if status < 400:
+        return
+    if request.path.startswith("/client"):
+        ACTIVITY.refused.add(str(status))
+        return
+    code = response.headers.get("x-ms-error-code")
+    if code is None:
+        return
+    if status >= 500:
+        log.error("%s %s answered %d %s", request.method, request.path, status, code)
+    else:
+        ACTIVITY.rest_errors.add(f"{status} {code}")

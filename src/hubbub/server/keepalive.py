@@ -15,6 +15,7 @@ import contextlib
 import logging
 from typing import Protocol
 
+from hubbub.logs import ACTIVITY
 from hubbub.protocol.frames import OP_PING, frame
 
 __all__ = ["PING_FRAME", "PING_TIMEOUT_FACTOR", "KeepAlive", "Pingable"]
@@ -66,7 +67,8 @@ class KeepAlive:
             now = loop.time()
             for connection in list(self._groups.get(interval, ())):
                 if now - connection.last_seen > timeout:
-                    log.info("closing a connection silent for %.0f s (PingTimeout)", timeout)
+                    ACTIVITY.closed.add("silent")
+                    log.debug("closing a connection silent for %.0f s (PingTimeout)", timeout)
                     self.discard(connection, interval)
                     connection.abort()
                 else:

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
+from hubbub.logs import ACTIVITY
 from hubbub.server.errors import error_response
 
 __all__ = [
@@ -84,6 +85,7 @@ class _RequestHandler(web.RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         response = _refusal(exc)
+        ACTIVITY.rest_errors.add(f"{response.status} {response.headers['x-ms-error-code']}")
         # The exception's text quotes the request (a token, say): only its class is logged.
         log.debug(
             "refused a request from %s with %d: %s",

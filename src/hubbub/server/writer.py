@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
 from hubbub.core.state import SharedFrames
+from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
 __all__ = ["CorkedOutlet", "Flusher"]
@@ -196,7 +197,8 @@ class CorkedOutlet:
 
     def _overflow(self) -> None:
         SLOW_CLIENT_CLOSES.inc()
-        log.info("closing slow client: more than %d unsent bytes", self._limit)
+        ACTIVITY.closed.add("too slow to read")
+        log.debug("closing slow client: more than %d unsent bytes", self._limit)
         self.mark_closed()
         self._closer(CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT)
         transport = self._transport

@@ -1,0 +1,157 @@
+"""The servers under test: hubbub and the two references, started fresh and pinned to CPU 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import measure
+from harness.config import ACCESS_KEY, BENCH, HUB, OUT, REPO, SERVER_CPU
+from harness.processes import Children, log_file, pin
+
+_hubbub_src: Path | None = None
+"""Where hubbub's sources are imported from: None for the installed/working tree."""
+
+
+def use_hubbub_src(src: Path | None) -> None:
+    """Run hubbub from ``src`` (a ``src/`` directory) instead of the installed package."""
+    global _hubbub_src
+    _hubbub_src = src
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def snapshot(rev: str) -> Path:
+    """Extract ``src/`` of a git revision (read-only: ``git archive``) under ``bench/out``."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    target = OUT / f"hubbub-{sha}"
+    if not (target / "src" / "hubbub").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "src"], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "src"
+
+
+class ServerUnavailable(RuntimeError):
+    """A reference server that cannot be installed or started here."""
+
+
+class ServerProcess:
+    """The server under test or a reference, pinned to the server CPU."""
+
+    def __init__(self, kind: str, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.kind = kind
+        self.proc = proc
+        self.port = port
+
+    @classmethod
+    async def start(
+        cls, children: Children, kind: str, config: Path | None = None
+    ) -> ServerProcess:
+        port = free_port()
+        if kind == "hubbub":
+            argv = [
+                sys.executable,
+                "-m",
+                "hubbub",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--access-key",
+                ACCESS_KEY,
+                "--log-level",
+                "warning",
+            ]
+            if config is not None:
+                argv += ["--config", str(config)]
+        elif kind == "node":
+            argv = ["node", str(BENCH / "refs" / "ws_server.mjs"), str(port)]
+        else:
+            argv = [sys.executable, str(BENCH / "refs" / "uws_server.py"), str(port)]
+        env = dict(os.environ)
+        if kind == "hubbub" and _hubbub_src is not None:
+            env["PYTHONPATH"] = str(_hubbub_src)
+        with log_file(f"server-{kind}") as log:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=pin(SERVER_CPU)
+            )
+        children.add(proc)
+        server = cls(kind, proc, port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                break
+            if await server.healthy():
+                return server
+            await asyncio.sleep(0.1)
+        await children.stop(proc)
+        tail = (OUT / "logs" / f"server-{kind}.log").read_text(errors="replace")[-600:]
+        raise ServerUnavailable(f"{kind} did not start: {tail.strip()}")
+
+    async def _http(self, request: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(request)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), 5)
+        finally:
+            writer.close()
+
+    async def healthy(self) -> bool:
+        try:
+            answer = await self._http(
+                b"HEAD /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
+        except (TimeoutError, OSError):
+            return False
+        return answer.startswith(b"HTTP/1.1 200")
+
+    async def counted_deliveries(self) -> float | None:
+        """hubbub's own count (``hubbub_deliveries_total``); None for the references."""
+        return await self.metric("hubbub_deliveries_total")
+
+    async def metric(self, name: str) -> float | None:
+        """One unlabelled value of hubbub's ``/metrics``; None for the references."""
+        if self.kind != "hubbub":
+            return None
+        answer = await self._http(
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        for line in answer.decode(errors="replace").splitlines():
+            if line.split(" ", 1)[0] == name:
+                return float(line.split()[-1])
+        return None
+
+    def cpu_seconds(self) -> float:
+        return measure.cpu_seconds(self.proc.pid)
+
+    def rss_kib(self) -> int:
+        return measure.rss_kib(self.proc.pid)
+
+
+def server_spec(server: ServerProcess) -> dict[str, Any]:
+    """How a load generator reaches ``server``."""
+    return {
+        "kind": server.kind,
+        "host": "127.0.0.1",
+        "port": server.port,
+        "key": ACCESS_KEY,
+        "hub": HUB,
+    }

@@ -1,0 +1,154 @@
+"""Redis engine: replicated reliable sessions and their hand-over (real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+
+from hubbub.broker.redis import SessionTransfer
+from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.types import ConnectionId, HubName
+from tests._redis import RedisServer
+from tests.broker._util import HUB, settle, until
+from tests.broker.conftest import StartNode
+from tests.broker.test_redis_faults import start_process_node
+
+pytestmark = pytest.mark.redis
+
+S1 = ConnectionId("s1")
+
+
+async def test_replica_keeps_the_unacked_frames_in_order(start_node: StartNode) -> None:
+    """Frames pushed per delivery, trimmed per ack; a take reads and deletes the session."""
+    a, b = await start_node("a"), await start_node("b")
+    store = a.broker.sessions
+    store.save(HUB, S1, b"meta-1")
+    for seq in range(1, 11):
+        store.push(HUB, S1, seq, b"frame %d" % seq)
+    store.acked(HUB, S1, 6)
+    store.save(HUB, S1, b"meta-2")  # rewritten when the connection's state changes
+    await settle(a)
+    taken = await b.broker.sessions.take(HUB, S1)
+    assert taken == ReplicatedSession(b"meta-2", [(s, b"frame %d" % s) for s in range(7, 11)])
+    assert await b.broker.sessions.take(HUB, S1) is None  # only one node can restore it
+
+
+async def test_replica_expiry_follows_detach_and_attach(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """A detached session's keys expire after the session timeout; reattached, they do not."""
+    a = await start_node("a")
+    store = a.broker.sessions
+    store.save(HUB, S1, b"meta")
+    store.push(HUB, S1, 1, b"f")
+    store.detached(HUB, S1, 30_000)
+    await settle(a)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        keys = [f"hubbub:session:{HUB}:s1", f"hubbub:frames:{HUB}:s1"]
+        assert all(0 < t <= 30_000 for t in [await admin.pttl(k) for k in keys])
+        store.attached(HUB, S1)
+        await settle(a)
+        assert [await admin.pttl(k) for k in keys] == [-1, -1]
+        store.drop(HUB, S1)
+        await settle(a)
+        assert await admin.exists(*keys) == 0
+    finally:
+        await admin.aclose()
+
+
+async def test_live_owner_hands_the_session_over(start_node: StartNode) -> None:
+    """take_session asks the node holding the connection, which gives its snapshot up."""
+    a, b, c = await start_node("a"), await start_node("b"), await start_node("c")
+    conn = b.connect(HUB, "s1", user="ann", groups=["room"])
+    b.sessions[(conn.hub, conn.id)] = b"b's snapshot of s1"
+    await settle(b)
+    transfer = await a.broker.take_session(HUB, S1)
+    assert transfer == SessionTransfer(snapshot=b"b's snapshot of s1")
+    assert not b.holds(HUB, S1)
+    assert not await c.presence.connection_exists(HUB, S1)  # b let go before answering
+    # Asked again: nobody holds it any more, and there is no replica.
+    assert await a.broker.take_session(HUB, S1) == SessionTransfer()
+
+
+async def test_owner_refusing_gives_nothing(start_node: StartNode) -> None:
+    """A live owner without such a session answers None: no replica is used."""
+    a, b = await start_node("a"), await start_node("b")
+    b.connect(HUB, "s1")
+    a.broker.sessions.save(HUB, S1, b"stale replica")
+    await settle(a, b)
+    assert await a.broker.take_session(HUB, S1) == SessionTransfer()
+    assert b.holds(HUB, S1)
+
+
+async def test_killed_owner_session_is_restored_from_the_replica(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """kill -9 of the owner: nobody answers on its channel, the replica is taken instead."""
+    a = await start_node("a")
+    proc = start_process_node(redis_server, "victim", 2)
+    try:
+        proc.kill()
+        proc.wait()
+        cid = ConnectionId("victim-0")
+        assert await a.presence.owner(HUB, cid) == "victim"  # not reaped yet
+        transfer = await a.broker.take_session(HUB, cid)
+        assert transfer == SessionTransfer(
+            replica=ReplicatedSession(b"snapshot-victim", [(2, b"frame2"), (3, b"frame3")])
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_reaped_owner_session_stays_restorable(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """After the dead owner is reaped, its replicated sessions expire after the session
+    timeout instead of at once, and can still be restored meanwhile."""
+    a = await start_node("a", session_timeout_seconds=60)
+    proc = start_process_node(redis_server, "victim", 1)
+    proc.kill()
+    proc.wait()
+    await until(lambda: a.broker.stats.reaped >= 1, seconds=6)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert 0 < await admin.pttl(f"hubbub:session:{HUB}:victim-0") <= 60_000
+    finally:
+        await admin.aclose()
+    transfer = await a.broker.take_session(HubName(HUB), ConnectionId("victim-0"))
+    assert transfer.replica is not None and transfer.replica.snapshot == b"snapshot-victim"
+
+
+async def test_no_replica_when_replication_is_off(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """With replicate_sessions off, a dead owner's session is not restored."""
+    a = await start_node("a", replicate_sessions=False)
+    proc = start_process_node(redis_server, "victim", 1)
+    proc.kill()
+    proc.wait()
+    assert await a.broker.take_session(HUB, ConnectionId("victim-0")) == SessionTransfer()
+
+
+async def test_slow_owner_keeps_its_session(start_node: StartNode) -> None:
+    """An owner that does not answer in time is not bypassed through the replica: the
+    result is empty, so there are never two live copies of one session."""
+    a = await start_node("a", request_timeout_seconds=0.3)
+    b = await start_node("b")
+    b.connect(HUB, "s1")
+    a.broker.sessions.save(HUB, S1, b"replica")
+    await settle(a, b)
+    answered = asyncio.Event()
+
+    async def slow(hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        await asyncio.sleep(1.0)
+        answered.set()
+        return b"too late"
+
+    b.hand_over = slow  # type: ignore[method-assign]
+    assert await a.broker.take_session(HUB, S1) == SessionTransfer()
+    await answered.wait()
+    assert (await a.broker.sessions.take(HUB, S1)) is not None  # the replica was left alone
