@@ -17,6 +17,9 @@ import pytest
 import websocket
 from azure.messaging.webpubsubclient.aio._client import WebSocketAppAsync
 
+from tests._entra import TestKey, write_jwks
+from tests._pki import Pki, make_pki
+
 if TYPE_CHECKING:
     from tests._redis import RedisServer
 
@@ -234,6 +237,24 @@ def hub() -> str:
     global _hub_counter
     _hub_counter += 1
     return f"hub{os.getpid()}x{_hub_counter}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA with a server certificate (localhost, 127.0.0.1, ::1) and a client one."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def entra_key() -> TestKey:
+    """The test Entra signing key; :mod:`tests._entra` makes tokens and credentials with it."""
+    return TestKey()
+
+
+@pytest.fixture(scope="session")
+def jwks_file(tmp_path_factory: pytest.TempPathFactory, entra_key: TestKey) -> Path:
+    """A JWKS file with the test signing key, as ``[auth.entra] jwks_file`` reads it."""
+    return write_jwks(tmp_path_factory.mktemp("jwks") / "keys.json", entra_key)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ __all__ = [
     "REASON_SERVICE_RELOAD",
     "REASON_SESSION_EXPIRED",
     "REASON_SLOW_CLIENT",
+    "REASON_THROTTLING",
     "REASON_UNACKED_OVERFLOW",
 ]
 
@@ -36,7 +37,9 @@ CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_DATA = 1007
 """A frame that is not a valid message of its subprotocol."""
 CLOSE_POLICY_VIOLATION = 1008
-"""The session cannot be recovered; SDKs stop recovering and open a new connection."""
+"""The session cannot be recovered; SDKs stop recovering and open a new connection. Also a
+client over its message rate or a traffic limit: the service disconnects it (the code it uses
+is unconfirmed), and recovering the same session would only go on over the limit."""
 CLOSE_MESSAGE_TOO_BIG = 1009
 """A client message over the 1 MB limit (aiohttp closes with it)."""
 CLOSE_SLOW_CLIENT = 1013
@@ -53,5 +56,7 @@ REASON_REPLACED = "replaced by a recovered connection"
 """The old socket of a session that a recovery moved to a new one."""
 REASON_MESSAGE_NOT_HANDLED = "message event not handled"
 """A plain client's message that no handler took (§6.4); the close frame itself says nothing."""
+REASON_THROTTLING = "Throttling"
+"""A client over a traffic limit: the service's connection-close category for it."""
 REASON_SERVICE_RELOAD = "ServiceReload"
 """What Azure tells clients it closes for maintenance (service-features.md §7.13)."""

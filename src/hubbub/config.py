@@ -20,6 +20,9 @@ The file's shape (ARCHITECTURE.md "Configuration")::
     group_presence_events = ["joined", "left"]   # optional: group presence events
     group_presence_filters = ["room-*"]          # optional: only these groups (default all)
 
+and the production sections parsed by :mod:`hubbub.configparse`: ``[server]``'s ``tls_*`` keys
+and ``upstream_ca_file``, ``[auth.entra]``, ``[network]`` and ``[limits]``.
+
 A hub not named in the file gets :data:`DEFAULT_HUB`. Errors name the source (the file; a
 variable or a flag names itself), the key and the problem, in one line.
 """
@@ -35,8 +38,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hubbub.configparse import (
+    TLS_KEYS,
+    EntraConfig,
+    NetworkConfig,
+    check_tls_files,
+    error as _error,
+    expect as _expect,
+    is_loopback,
+    parse_entra,
+    parse_limits,
+    parse_network_section,
+    parse_tls_value,
+)
 from hubbub.core.grouppresence import GroupPresenceSettings
 from hubbub.core.names import validate_hub
+from hubbub.core.throttle import Limits
 from hubbub.errors import BadRequestError, ConfigError
 
 __all__ = [
@@ -109,7 +126,19 @@ class Config:
     fast_lane: bool = True
     """Answer plain REST sends without aiohttp's request objects (same answers, less CPU)."""
     public_endpoint: str | None = None
-    """The endpoint clients see (behind a proxy); default ``http://host:port``."""
+    """The endpoint clients see (behind a proxy); default ``http(s)://host:port``."""
+    tls_cert_file: str | None = None
+    """PEM certificate chain: with ``tls_key_file``, the port serves https and wss."""
+    tls_key_file: str | None = None
+    tls_client_auth: str = "off"
+    """Client certificates: ``off``, ``optional`` or ``required`` (see ``tls_client_ca_file``)."""
+    tls_client_ca_file: str | None = None
+    upstream_ca_file: str | None = None
+    """CA bundle that event handlers' https certificates are verified against (default: system)."""
+    entra: EntraConfig | None = None
+    """``[auth.entra]``: Microsoft Entra ID tokens on the REST API; None: not accepted."""
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    limits: Limits = field(default_factory=Limits)
     key_generated: bool = False
 
     def hub(self, name: str) -> HubConfig:
@@ -117,11 +146,17 @@ class Config:
         return self.hubs.get(name, DEFAULT_HUB)
 
     @property
+    def tls(self) -> bool:
+        """The port serves https and wss."""
+        return self.tls_cert_file is not None
+
+    @property
     def endpoint(self) -> str:
         if self.public_endpoint:
             return self.public_endpoint.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{url_host(host)}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{url_host(host)}:{self.port}"
 
     @property
     def connection_string(self) -> str:
@@ -131,18 +166,6 @@ class Config:
 def url_host(host: str) -> str:
     """``host`` as it is written in a URL: an IPv6 address in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _error(source: str | None, key: str, problem: str) -> ConfigError:
-    """``source: key: problem``; a variable or flag (no ``source``) names itself."""
-    return ConfigError(f"{source}: {key}: {problem}" if source else f"{key}: {problem}")
-
-
-def _expect(
-    source: str | None, key: str, value: object, kind: type | tuple[type, ...], what: str
-) -> None:
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise _error(source, key, f"expected {what}, got {value!r}")
 
 
 def _port(source: str | None, key: str, value: object) -> int:
@@ -386,7 +409,7 @@ def _from_file(path: Path) -> dict[str, object]:
     source = str(path)
     raw = _read(path)
     out: dict[str, object] = {}
-    unknown = set(raw) - {"server", "auth", "hubs"}
+    unknown = set(raw) - {"server", "auth", "hubs", "network", "limits"}
     if unknown:
         raise _error(source, sorted(unknown)[0], "unknown section")
     server = raw.get("server", {})
@@ -400,6 +423,8 @@ def _from_file(path: Path) -> dict[str, object]:
             out["port"] = _port(source, "server.port", value)
         elif key == "public_endpoint":
             out["public_endpoint"] = _public_endpoint(source, "server.public_endpoint", value)
+        elif key in TLS_KEYS:
+            out[key] = parse_tls_value(source, f"server.{key}", key, value)
         elif key in SECONDS_KEYS:
             if (
                 not isinstance(value, (int, float))
@@ -435,12 +460,19 @@ def _from_file(path: Path) -> dict[str, object]:
     _expect(source, "auth", auth, dict, "a table")
     assert isinstance(auth, dict)
     for key, value in auth.items():
-        if key != "access_keys":
+        if key == "entra":
+            out["entra"] = parse_entra(source, value)
+        elif key == "access_keys":
+            out["access_keys"] = _keys(
+                source, "auth.access_keys", value, "a list of one or two strings"
+            )
+        else:
             raise _error(source, f"auth.{key}", "unknown key")
-        out["access_keys"] = _keys(
-            source, "auth.access_keys", value, "a list of one or two strings"
-        )
     out["hubs"] = _hubs(source, raw.get("hubs", {}))
+    if "network" in raw:
+        out["network"] = parse_network_section(source, raw["network"], _port)
+    if "limits" in raw:
+        out["limits"] = parse_limits(source, raw["limits"])
     return out
 
 
@@ -462,6 +494,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
         out["public_endpoint"] = _public_endpoint(None, "HUBBUB_PUBLIC_ENDPOINT", endpoint)
     if lane := env.get("HUBBUB_FAST_LANE"):
         out["fast_lane"] = _switch("HUBBUB_FAST_LANE", lane)
+    for key in TLS_KEYS:
+        variable = f"HUBBUB_{key.upper()}"
+        if value := env.get(variable):
+            out[key] = parse_tls_value(None, variable, key, value)
     return out
 
 
@@ -474,6 +510,35 @@ def _switch(key: str, value: str) -> bool:
         return _SWITCH[value.strip().lower()]
     except KeyError:
         raise _error(None, key, f"expected true or false, got {value!r}") from None
+
+
+def _check_together(config: Config) -> None:
+    """Rules between settings that may come from different sources."""
+    check_tls_files(
+        config.tls_cert_file,
+        config.tls_key_file,
+        config.tls_client_auth,
+        config.tls_client_ca_file,
+        config.upstream_ca_file,
+    )
+    entra = config.entra
+    if entra is not None and not entra.settings.verify_signatures:
+        for what, host in (
+            ("server.host", config.host),
+            ("network.rest_host", config.network.rest_host),
+        ):
+            if host is not None and not is_loopback(host):
+                raise _error(
+                    None,
+                    "auth.entra.verify_signatures",
+                    f"false is for local development only and needs a loopback {what} "
+                    f"(127.0.0.1, ::1 or localhost), got {host!r}",
+                )
+    rest_port = config.network.rest_port
+    if rest_port is not None and rest_port != 0 and rest_port == config.port:
+        raise _error(
+            None, "network.rest_port", f"the REST listener needs a port of its own, not {rest_port}"
+        )
 
 
 def load_config(
@@ -500,8 +565,11 @@ def load_config(
             value = _port(None, "--port", value)
         elif key == "access_keys":
             value = _keys(None, "--access-key", value, "one or two (primary, secondary)")
+        elif key in TLS_KEYS:
+            value = parse_tls_value(None, f"--{key.replace('_', '-')}", key, value)
         values[key] = value
     config = Config(**values)  # type: ignore[arg-type]
+    _check_together(config)
     if not config.access_keys:
         import secrets
 

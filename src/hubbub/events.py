@@ -10,7 +10,7 @@ connection state, and the reply a client receives (upstream.md §5-7). HTTP itse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
@@ -45,6 +45,8 @@ class ConnectRequest:
     query: list[tuple[str, str]]
     headers: list[tuple[str, str]]
     subprotocols: list[str]
+    client_certificates: list[dict[str, str]] = field(default_factory=list)
+    """``[{"thumbprint", "content"}]`` of the TLS client certificate, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +106,13 @@ class EventDispatcher:
         if handler is None or upstream is None:
             return decision
         context = EventContext(hub, connection_id, claims.user_id, None, None, 0)
-        body = connect_body(claims.claims, request.query, request.headers, request.subprotocols)
+        body = connect_body(
+            claims.claims,
+            request.query,
+            request.headers,
+            request.subprotocols,
+            request.client_certificates,
+        )
         try:
             response = await upstream.invoke(handler, context, "connect", True, body, _JSON_BODY)
             answer = parse_connect_response(response.body)

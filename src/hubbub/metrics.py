@@ -20,9 +20,13 @@ __all__ = [
     "CONNECTIONS_OPENED",
     "DELIVERIES",
     "FAST_SENDS",
+    "LIMIT_REFUSALS",
+    "NETWORK_DENIALS",
     "PUBLICATIONS",
     "REGISTRY",
+    "REST_THROTTLED",
     "SLOW_CLIENT_CLOSES",
+    "THROTTLE_CLOSES",
     "Tally",
     "render",
 ]
@@ -85,6 +89,23 @@ FAST_SENDS = _TALLIES.add(
 SLOW_CLIENT_CLOSES = _TALLIES.add(
     "hubbub_slow_client_closes",
     "Connections closed because their unsent bytes passed the outbound bound.",
+)
+
+LIMIT_REFUSALS = _TALLIES.add(
+    "hubbub_connection_limit_refusals",
+    "Connections refused with 429 over a connection count limit ([limits]).",
+)
+THROTTLE_CLOSES = _TALLIES.add(
+    "hubbub_throttle_closes",
+    "Connections closed over their message rate or a traffic limit ([limits]).",
+)
+REST_THROTTLED = _TALLIES.add(
+    "hubbub_rest_throttled",
+    "REST calls answered 429 over the REST request rate ([limits]).",
+)
+NETWORK_DENIALS = _TALLIES.add(
+    "hubbub_network_denials",
+    "Requests refused by the network rules ([network]).",
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -122,22 +123,55 @@ class HttpUpstream:
     """Webhook delivery over HTTP with validation, retries and a timeout per attempt."""
 
     def __init__(self, config: Config, timeout: float = 20.0) -> None:
-        self._hubs: Mapping[str, Sequence[EventHandlerConfig]] = {
-            name: hub.event_handlers for name, hub in config.hubs.items()
-        }
-        self._keys = config.access_keys
-        self._origin = urlsplit(config.endpoint).hostname or "localhost"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Task[None]] = {}
         """Per connection, its latest notification: the next one waits for it."""
+        self._ca_file: str | None = None
+        self._retired: set[aiohttp.ClientSession] = set()
+        self._closers: set[asyncio.Task[None]] = set()
+        self._ssl: ssl.SSLContext | bool = True
+        self.update(config)
+
+    def update(self, config: Config) -> None:
+        """Take a reloaded configuration: handlers, keys and the CA bundle, without a restart.
+
+        Events already being delivered finish with the settings they started with; a changed
+        CA bundle takes effect with the next connection to a handler.
+        """
+        self._hubs: Mapping[str, Sequence[EventHandlerConfig]] = {
+            name: hub.event_handlers for name, hub in config.hubs.items()
+        }
+        self._keys = config.access_keys
+        self._origin = urlsplit(config.endpoint).hostname or "localhost"
+        if config.upstream_ca_file != self._ca_file:
+            self._ca_file = config.upstream_ca_file
+            # Certificates and host names are verified either way; a bundle replaces the
+            # system's CAs (a private CA for internal handlers).
+            self._ssl = ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True
+            if self._session is not None:
+                old, self._session = self._session, None
+                self._retired.add(old)
+                task = asyncio.get_running_loop().create_task(self._close_later(old))
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
+            # A handler refused for its certificate is probed again at once under the new CAs.
+            self._validations = {u: v for u, v in self._validations.items() if v.ok}
+
+    async def _close_later(self, session: aiohttp.ClientSession, grace: float = 30.0) -> None:
+        """Close a replaced session once the requests it carries have had time to end."""
+        await asyncio.sleep(grace)
+        self._retired.discard(session)
+        await session.close()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             # No global cap: one slow handler must not starve the sockets of another.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=256, keepalive_timeout=30, ssl=self._ssl
+            )
             # No cookie jar: events of different connections share the pooled sockets, and a
             # cookie one handler answer sets must not ride along on another connection's event.
             self._session = aiohttp.ClientSession(
@@ -325,7 +359,8 @@ class HttpUpstream:
         """Give pending notifications a moment, then close the pooled connections."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=2)
-        for task in self._tasks:
+        for task in (*self._tasks, *self._closers):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        for session in (*self._retired, *([self._session] if self._session else [])):
+            await session.close()
+        self._retired.clear()

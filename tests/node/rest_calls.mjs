@@ -3,9 +3,14 @@
 //
 //   node rest_calls.mjs '<calls as JSON>'   (env HUBBUB_CONNECTION_STRING, HUBBUB_HUB)
 //
+// With HUBBUB_ENTRA_KEY (a PKCS#8 PEM) the client is built from HUBBUB_ENDPOINT and a
+// TestTokenCredential instead (HUBBUB_ENTRA_KID, optional HUBBUB_ENTRA_CLAIMS as JSON): the
+// Microsoft Entra ID path, which the SDK takes over https only.
+//
 // A call is [operation, ...arguments]; an outcome is {"ok": true, "value": ...} or
 // {"ok": false, "status": <HTTP status or null>, "code": <x-ms-error-code or null>}.
 import { WebPubSubServiceClient } from "@azure/web-pubsub";
+import { TestTokenCredential } from "./entra_credential.mjs";
 
 const TEXT = { contentType: "text/plain" };
 
@@ -32,6 +37,7 @@ const operations = {
     svc.hasPermission(connection, permission, { targetName }),
   closeUserConnections: (svc, user, options = {}) => svc.closeUserConnections(user, options),
   closeAllConnections: (svc, options = {}) => svc.closeAllConnections(options),
+  getClientAccessToken: (svc, options = {}) => svc.getClientAccessToken(options),
 };
 
 async function outcome(svc, [name, ...args]) {
@@ -51,13 +57,22 @@ async function outcome(svc, [name, ...args]) {
   }
 }
 
-const svc = new WebPubSubServiceClient(
-  process.env.HUBBUB_CONNECTION_STRING,
-  process.env.HUBBUB_HUB,
-  { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } },
-);
+const options = { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } };
+const credential = process.env.HUBBUB_ENTRA_KEY
+  ? new TestTokenCredential(
+      process.env.HUBBUB_ENTRA_KEY,
+      process.env.HUBBUB_ENTRA_KID,
+      JSON.parse(process.env.HUBBUB_ENTRA_CLAIMS ?? "{}"),
+    )
+  : null;
+const svc = credential
+  ? new WebPubSubServiceClient(process.env.HUBBUB_ENDPOINT, credential, process.env.HUBBUB_HUB, options)
+  : new WebPubSubServiceClient(process.env.HUBBUB_CONNECTION_STRING, process.env.HUBBUB_HUB, options);
 const results = [];
 for (const call of JSON.parse(process.argv[2])) {
   results.push(await outcome(svc, call));
+}
+if (credential) {
+  console.log(JSON.stringify({ scopes: credential.scopes }));
 }
 console.log(JSON.stringify(results));

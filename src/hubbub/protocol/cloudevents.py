@@ -203,8 +203,13 @@ def connect_body(
     query: Sequence[tuple[str, str]],
     headers: Sequence[tuple[str, str]],
     subprotocols: Sequence[str],
+    client_certificates: Sequence[Mapping[str, str]] = (),
 ) -> bytes:
-    """The ``connect`` body: every map is string to array of strings (§5.1)."""
+    """The ``connect`` body: every map is string to array of strings (§5.1).
+
+    ``client_certificates`` are the TLS client certificates, ``{"thumbprint", "content"}`` each
+    (``server/tls.py``); empty when the client sent none or TLS client auth is off.
+    """
 
     def strings(value: object) -> list[str]:
         items = value if isinstance(value, list) else [value]
@@ -222,7 +227,7 @@ def connect_body(
             "query": multi(query),
             "headers": multi(headers),
             "subprotocols": list(subprotocols),
-            "clientCertificates": [],
+            "clientCertificates": [dict(c) for c in client_certificates],
         }
     )
 
