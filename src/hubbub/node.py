@@ -37,7 +37,7 @@ from hubbub.core.apply import apply_command, apply_query
 from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
 from hubbub.core.expiring import attach_live, deliver_expiring
 from hubbub.core.fanout import deliver_publication, send_message
-from hubbub.core.outlet import Outlet, SharedFrames
+from hubbub.core.outlet import Outlet, SequencedShare, SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
@@ -347,7 +347,7 @@ class _Detached:
     def send(self, frame: bytes) -> None:
         pass  # data frames are kept by the session; other frames are not replayed
 
-    def share(self, shared: SharedFrames) -> bool:
+    def share(self, shared: SharedFrames | SequencedShare) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)
 
     def close(self, code: int, reason: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubbub.core.fanout import deliver, deliver_to_group
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedShare, SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, Hub
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, EncodedData
@@ -17,6 +17,7 @@ from hubbub.protocol.messages import (
     ServiceMessage,
 )
 from hubbub.protocol.registry import codec_for
+from hubbub.protocol.reliable import SequencedFrames
 from hubbub.types import ConnectionId, GroupName, HubName
 
 G = GroupName("g")
@@ -54,12 +55,12 @@ class Outlet:
     def __init__(self, shares: bool) -> None:
         self.shares = shares
         self.frames: list[bytes] = []
-        self.shared: list[SharedFrames] = []
+        self.shared: list[SharedFrames | SequencedShare] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
 
-    def share(self, shared: SharedFrames) -> bool:
+    def share(self, shared: SharedFrames | SequencedShare) -> bool:
         if self.shares:
             self.shared.append(shared)
         return self.shares
@@ -81,12 +82,32 @@ def group(*members: tuple[CountingCodec, bool]) -> tuple[Hub, list[Outlet]]:
 
 
 def test_a_reliable_group_is_encoded_once() -> None:
-    """Members whose frames differ (sequence ids) still share one encoding of the message."""
+    """Members whose frames differ (sequence ids) still share one encoding of the message, and
+    the next fan-outs only add to it."""
     reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
     hub, outlets = group((reliable, True), (reliable, True), (reliable, True))
     assert deliver_to_group(hub, G, MESSAGE) == 3
-    assert reliable.encoded == 1
-    assert all(b'"sequenceId":1}' in o.frames[0] for o in outlets)
+    assert deliver_to_group(hub, G, MESSAGE) == 3
+    assert reliable.encoded == 2
+    assert all(o.frames == [] and len(o.shared) == 1 for o in outlets)
+    shares = [o.shared[0] for o in outlets]
+    assert all(isinstance(s, tuple) and s[0] is shares[0][0] and s[1] == 1 for s in shares)
+    frames, first = shares[0]
+    assert isinstance(frames, SequencedFrames) and len(frames.datas) == 2
+    joined = frames.joined(first)
+    assert b'"sequenceId":1}' in joined and b'"sequenceId":2}' in joined
+
+
+def test_reliable_members_that_cannot_share_get_their_frames_one_by_one() -> None:
+    reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, False), (reliable, True))
+    deliver_to_group(hub, G, MESSAGE)
+    deliver_to_group(hub, G, MESSAGE)
+    assert reliable.encoded == 2
+    assert b'"sequenceId":1}' in outlets[0].frames[0]
+    assert b'"sequenceId":2}' in outlets[0].frames[1]
+    # The others still share, each fan-out anew (the group is visited every time).
+    assert [s[1] for s in outlets[1].shared] == [1, 2]  # type: ignore[index]
 
 
 def test_a_group_with_a_reliable_member_is_encoded_once_per_codec() -> None:

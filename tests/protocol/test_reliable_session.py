@@ -7,6 +7,8 @@ import pytest
 
 from hubbub.limits import ACK_CACHE_SIZE, MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
 from hubbub.protocol.acks import AckIds
+from hubbub.protocol.codec import EncodedData
+from hubbub.protocol.frames import OP_TEXT
 from hubbub.protocol.reliable import (
     ReliableSession,
     ReliableSnapshot,
@@ -15,15 +17,27 @@ from hubbub.protocol.reliable import (
 )
 
 
-def send(session: ReliableSession, frame: bytes = b"f") -> tuple[int, bool]:
-    sequence_id = session.sequence()
-    return sequence_id, session.push(sequence_id, frame)
+class Numbered(EncodedData):
+    """A message whose frame is its body and its sequence id, so tests can read both."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(OP_TEXT, prefix=body)
+
+    def sequenced(self, sequence_id: int) -> bytes:
+        return b"%s#%d" % (self.prefix, sequence_id)
+
+
+def send(session: ReliableSession, body: bytes = b"f") -> tuple[int, bool]:
+    """Push one message; its sequence id and whether the session is still within its limits."""
+    frame = session.push(Numbered(body))
+    return int(frame.rsplit(b"#", 1)[1]), not session.overflowed
 
 
 def test_sequence_ids_count_from_one() -> None:
-    """Each data message takes the next sequenceId."""
+    """Each data message takes the next sequenceId, spliced into its frame."""
     session = ReliableSession()
-    assert [session.sequence() for _ in range(3)] == [1, 2, 3]
+    assert session.next_sequence_id == 1
+    assert [session.push(Numbered(b"m")) for _ in range(3)] == [b"m#1", b"m#2", b"m#3"]
     assert session.next_sequence_id == 4
 
 
@@ -57,7 +71,7 @@ def test_detach_then_attach_resends_the_unacked_frames_in_order() -> None:
     session.detach(now=100.0, timeout=30.0)
     assert (session.state, session.expires_at) == (SessionState.DETACHED, 130.0)
     send(session, b"3")
-    assert session.attach() == [b"2", b"3"]
+    assert session.attach() == [b"2#2", b"3#3"]
     assert session.state is SessionState.ATTACHED and session.expires_at is None
     assert len(session) == 2  # resent frames stay until acknowledged
 
@@ -66,7 +80,7 @@ def test_attach_while_attached_replaces_the_socket() -> None:
     """A recovery that meets a live session moves it (the old socket is replaced)."""
     session = ReliableSession()
     send(session, b"1")
-    assert session.attach() == [b"1"]
+    assert session.attach() == [b"1#1"]
     assert session.state is SessionState.ATTACHED
 
 
@@ -167,16 +181,15 @@ def test_snapshot_round_trips(state: str) -> None:
     assert _roundtrip(snapshot) == snapshot
     restored = ReliableSession.restore(_roundtrip(snapshot))
     assert restored.snapshot() == snapshot
-    assert (restored.state, len(restored), restored.size) == (
-        session.state,
-        len(session),
-        session.size,
-    )
+    assert (restored.state, len(restored)) == (session.state, len(session))
+    # A live session counts its messages as encoded once, a restored one the frames it got.
+    assert restored.size == sum(len(frame) for _, frame in snapshot.unacked)
     assert restored.recoverable == session.recoverable
-    assert restored.sequence() == session.sequence()
+    assert restored.next_sequence_id == session.next_sequence_id
+    assert send(restored)[0] == send(session)[0]
     if state == "detached":
         assert restored.expired(80.0) and not restored.expired(79.0)
-        assert restored.attach() == [b"bb", b"ccc"]
+        assert restored.attach() == [b"bb#2", b"ccc#3", b"f#4"]
 
 
 def test_a_restored_session_keeps_its_limits() -> None:

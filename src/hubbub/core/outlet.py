@@ -1,5 +1,7 @@
 """Where a connection's frames go: the :class:`Outlet` a transport gives each connection, and
-the :class:`SharedFrames` that the outlets of a group's members hold in common.
+the :class:`SharedFrames` that the outlets of a group's members hold in common (on the reliable
+subprotocols :class:`~hubbub.protocol.reliable.SequencedFrames`, with the member's first
+sequence id: a :data:`SequencedShare`).
 
 Delivery (:mod:`hubbub.core.fanout`) writes to outlets; the transport's corked writer
 (:mod:`hubbub.server.writer`) implements them. Both sides meet here, and nowhere else.
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from hubbub.protocol.codec import Codec
+from hubbub.protocol.codec import Codec, EncodedData
+from hubbub.protocol.reliable import SequencedFrames
 
-__all__ = ["Outlet", "SharedFrames"]
+__all__ = ["Outlet", "SequencedFrames", "SequencedShare", "SharedFrames"]
 
 
 class SharedFrames:
@@ -31,9 +34,12 @@ class SharedFrames:
         self.open = True
         self._joined: bytes | None = None
 
-    def append(self, frame: bytes) -> None:
-        self.frames.append(frame)
+    def add(self, data: EncodedData) -> bool:
+        """Append the next fan-out's frame (complete: this codec's frames are alike)."""
+        assert data.frame is not None
+        self.frames.append(data.frame)
         self._joined = None
+        return True
 
     def joined(self) -> bytes:
         """All the frames as one buffer, built once for every outlet that writes them."""
@@ -44,6 +50,11 @@ class SharedFrames:
         return joined
 
 
+SequencedShare = tuple[SequencedFrames, int]
+"""Messages shared by a group's reliable members, and the sequence id this member's first of
+them takes (:meth:`~hubbub.protocol.reliable.ReliableSession.share`)."""
+
+
 class Outlet(Protocol):
     """Where a connection's outbound frames go: the transport's corked writer."""
 
@@ -51,8 +62,12 @@ class Outlet(Protocol):
         """Queue one complete frame; never blocks, never raises."""
         ...
 
-    def share(self, shared: SharedFrames) -> bool:
-        """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
+    def share(self, shared: SharedFrames | SequencedShare) -> bool:
+        """Queue ``shared``, and every frame appended to it while it is open; False: cannot.
+
+        Sequenced frames are written as :meth:`SequencedFrames.joined` gives them for the
+        member's first sequence id.
+        """
         ...
 
     def close(self, code: int, reason: str) -> None:

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from hubbub.core.outlet import Outlet, SharedFrames
+from hubbub.core.outlet import Outlet, SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
 from hubbub.protocol.acks import AckIds
 from hubbub.protocol.codec import Codec
@@ -206,7 +206,7 @@ class Hub:
         self.connections: dict[ConnectionId, Connection] = {}
         self.groups: dict[GroupName, dict[ConnectionId, Connection]] = {}
         self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
-        self.shared: dict[GroupName, weakref.ref[SharedFrames]] = {}
+        self.shared: dict[GroupName, weakref.ref[SharedFrames | SequencedFrames]] = {}
         """Per group, the frames its members' outlets share in this flush period. Weak: once
         every member has written them, nothing keeps them (a group's last message may be big)."""
 

@@ -51,14 +51,17 @@ class EncodedData:
     Unsequenced codecs keep one complete frame (``frame``). Sequenced codecs keep the payload
     up to the sequence id (``prefix``) and build the frame per connection in
     :meth:`sequenced`, the only per-delivery work the reliable subprotocols need.
+    ``size`` is what a reliable session counts against its byte limit for it: the frame, or
+    the prefix (the per-connection header and sequence id aside, a few bytes).
     """
 
-    __slots__ = ("frame", "opcode", "prefix")
+    __slots__ = ("frame", "opcode", "prefix", "size")
 
     def __init__(self, opcode: int, frame: bytes | None = None, prefix: bytes = b"") -> None:
         self.opcode = opcode
         self.frame = frame
         self.prefix = prefix
+        self.size = len(frame) if frame is not None else len(prefix)
 
     def sequenced(self, sequence_id: int) -> bytes:
         """Return the frame carrying ``sequence_id`` (JSON: ``,"sequenceId":N}`` closes it)."""

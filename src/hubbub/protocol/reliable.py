@@ -2,11 +2,20 @@
 (client-protocols.md §4).
 
 Every data message to a reliable connection carries the session's next ``sequenceId`` and is
-kept, as the exact frame that was sent, until the client's ``sequenceAck`` covers it. When the
-socket drops the session is *detached*: frames sent meanwhile are kept too, until the client
-recovers the session on a new socket (*attached* again: every kept frame is resent, in order)
-or the session expires. The service's limits are 1,000 messages or 16 MB; a session over
-either cannot be recovered. An *ended* session keeps nothing.
+kept until the client's ``sequenceAck`` covers it. What is kept is the message as encoded once
+for every connection (an :class:`~hubbub.protocol.codec.EncodedData`, shared), not a frame of
+this connection's own: sequence ids are consecutive, so the kept messages are numbered by their
+place, and the exact frame (this connection's header and ``sequenceId`` spliced in) is built
+only when it is written, resent or snapshotted. When the socket drops the session is
+*detached*: messages sent meanwhile are kept too, until the client recovers the session on a
+new socket (*attached* again: every kept frame is resent, in order) or the session expires. The
+service's limits are 1,000 messages or 16 MB; a session over either cannot be recovered. An
+*ended* session keeps nothing.
+
+A group fan-out hands many sessions one :class:`SequencedFrames`: each session numbers its
+messages from its own next id (:meth:`ReliableSession.share`), and the fan-outs that follow only
+append to it, with no work per session; a session takes the messages in, in order, the next
+time it is used (``_settle``).
 
 No clock and no I/O here: callers pass ``now`` in whatever clock they use, and decide when to
 detach, expire or end. A session turns into a :class:`ReliableSnapshot` (plain data that
@@ -19,13 +28,21 @@ msgspec encodes) and back, so another node can take it over.
 from __future__ import annotations
 
 import enum
-from collections import deque
+from collections.abc import Callable
+from operator import attrgetter
 
 import msgspec
 
 from hubbub.limits import MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
+from hubbub.protocol.codec import Codec, EncodedData
 
-__all__ = ["ReliableSession", "ReliableSnapshot", "SessionState", "SessionStateError"]
+__all__ = [
+    "ReliableSession",
+    "ReliableSnapshot",
+    "SequencedFrames",
+    "SessionState",
+    "SessionStateError",
+]
 
 
 class SessionState(enum.Enum):
@@ -56,65 +73,225 @@ class ReliableSnapshot(msgspec.Struct, frozen=True):
     max_bytes: int
 
 
-class ReliableSession:
-    """Sequence ids, unacknowledged frames and the attached/detached/ended state of a session."""
+class _Kept(EncodedData):
+    """A frame kept as it was written, whatever its sequence id: a restored session's."""
+
+    __slots__ = ()
+
+    def __init__(self, frame: bytes) -> None:
+        super().__init__(0, frame)
+
+    def sequenced(self, sequence_id: int) -> bytes:
+        assert self.frame is not None
+        return self.frame
+
+
+_GAP = _Kept(b"")
+"""The place of a sequence id that a restored snapshot had no frame for: never resent."""
+_SIZE = attrgetter("size")
+_UNLIMITED = 1 << 62
+
+
+class SequencedFrames:
+    """Consecutive data messages of a group fan-out, kept once for all the members' sessions.
+
+    Each session that shares it (:meth:`ReliableSession.share`) numbers the messages from its
+    own next sequence id; while ``open``, later fan-outs only :meth:`add` to it. It stays
+    within every sharing session's limits (``room``, ``byte_room``): a message that would pass
+    one of them is refused, so that the fan-out visits the sessions one by one and the one over
+    its limit is
+    closed at once. The members' writers build their bytes with :meth:`joined`.
+    """
 
     __slots__ = (
-        "_frames",
+        "__weakref__",
+        "_first",
+        "_joined",
+        "byte_room",
+        "codec",
+        "datas",
+        "open",
+        "room",
+        "size",
+    )
+
+    def __init__(self, codec: Codec, data: EncodedData) -> None:
+        self.codec = codec
+        self.datas = [data]
+        self.size = data.size
+        self.open = True
+        self.room = _UNLIMITED
+        """How many messages every sharing session can still take."""
+        self.byte_room = _UNLIMITED
+        self._first = 0
+        self._joined = b""
+
+    def add(self, data: EncodedData) -> bool:
+        """Append the next message; False (and closed) when a sharing session has no room."""
+        size = self.size + data.size
+        if len(self.datas) >= self.room or size > self.byte_room:
+            self.open = False
+            return False
+        self.datas.append(data)
+        self.size = size
+        return True
+
+    def joined(self, first: int) -> bytes:
+        """The frames of all the messages numbered from ``first``, as one buffer.
+
+        The last buffer built is kept: members whose sequence ids agree (they joined together
+        and got the same messages since) share it, as members on the plain subprotocols do.
+        """
+        datas = self.datas
+        if first == self._first and self._joined:
+            return self._joined
+        if len(datas) == 1:
+            joined = datas[0].sequenced(first)
+        else:
+            joined = b"".join([data.sequenced(first + i) for i, data in enumerate(datas)])
+        if not self.open:  # complete: nothing is added any more
+            self._first = first
+            self._joined = joined
+        return joined
+
+
+class ReliableSession:
+    """Sequence ids, unacknowledged messages and the attached/detached/ended state of a session.
+
+    ``replica``, when set, is called with every sequence id taken and the frame it goes out in,
+    as the client gets it (for a replica of the session elsewhere); a session with one is
+    never shared (:meth:`share`), so that the call comes as the frame is made.
+    """
+
+    __slots__ = (
+        "_entries",
         "_max_bytes",
         "_max_messages",
+        "_next",
+        "_run",
+        "_run_first",
         "_size",
         "expires_at",
-        "next_sequence_id",
         "overflowed",
+        "replica",
         "state",
     )
 
     def __init__(
         self, max_messages: int = MAX_UNACKED_MESSAGES, max_bytes: int = MAX_UNACKED_BYTES
     ) -> None:
-        self._frames: deque[tuple[int, bytes]] | None = None  # allocated on the first push
+        self._entries: list[EncodedData] | None = None
+        """The unacked messages in sequence order; the last is number ``_next - 1``. Allocated
+        on the first push."""
         self._size = 0
         self._max_messages = max_messages
         self._max_bytes = max_bytes
-        self.next_sequence_id = 1
+        self._next = 1
+        self._run: SequencedFrames | None = None
+        """Shared messages this session numbers from ``_run_first`` on, not yet in ``_entries``
+        (then ``_next`` is ``_run_first``)."""
+        self._run_first = 0
         self.overflowed = False
         """Set once a limit was passed; the session is then unrecoverable."""
         self.state = SessionState.ATTACHED
         self.expires_at: float | None = None
         """When a detached session expires; None while attached or ended."""
+        self.replica: Callable[[int, bytes], None] | None = None
 
     # -- sending ------------------------------------------------------------------------------
 
-    def sequence(self) -> int:
-        """Take the next ``sequenceId`` (1, 2, 3 ...) for a data message."""
-        sequence_id = self.next_sequence_id
-        self.next_sequence_id = sequence_id + 1
-        return sequence_id
+    @property
+    def next_sequence_id(self) -> int:
+        """The ``sequenceId`` the next data message takes (1, 2, 3 ...)."""
+        if self._run is not None:
+            self._settle()
+        return self._next
 
-    def push(self, sequence_id: int, frame: bytes) -> bool:
-        """Keep ``frame`` until acknowledged; False when that passes a limit (end the session).
+    def push(self, data: EncodedData) -> bytes:
+        """Take the next sequence id for ``data``, keep it until acknowledged; return its frame.
 
-        The frame is kept even then; an ended session keeps nothing and answers True.
+        When that passes a limit, ``overflowed`` is set (end the session); the message is kept
+        even then. An ended session keeps nothing.
         """
+        if self._run is not None:
+            self._settle()
+        sequence_id = self._next
+        self._next = sequence_id + 1
+        frame = data.sequenced(sequence_id)
         if self.state is _ENDED:
-            return True
-        frames = self._frames
-        if frames is None:
-            frames = self._frames = deque()
-        frames.append((sequence_id, frame))
-        self._size += len(frame)
-        if len(frames) > self._max_messages or self._size > self._max_bytes:
+            return frame
+        entries = self._entries
+        if entries is None:
+            entries = self._entries = []
+        entries.append(data)
+        self._size += data.size
+        if len(entries) > self._max_messages or self._size > self._max_bytes:
             self.overflowed = True
-        return not self.overflowed
+        if self.replica is not None:
+            self.replica(sequence_id, frame)
+        return frame
+
+    def share(self, frames: SequencedFrames) -> int:
+        """Take ``frames`` (and what is added to them) as the next messages.
+
+        Returns:
+            The sequence id of the first of them, or 0 when this session cannot share them: it
+            is ended, has a ``replica``, or has no room for them (:meth:`push` them instead).
+        """
+        if self._run is not None:
+            self._settle()
+        if self.state is _ENDED or self.replica is not None:
+            return 0
+        entries = self._entries
+        room = self._max_messages - (len(entries) if entries is not None else 0)
+        byte_room = self._max_bytes - self._size
+        if room < len(frames.datas) or byte_room < frames.size:
+            return 0
+        if room < frames.room:
+            frames.room = room
+        if byte_room < frames.byte_room:
+            frames.byte_room = byte_room
+        self._run = frames
+        self._run_first = first = self._next
+        return first
+
+    def unshare(self) -> None:
+        """Undo the last :meth:`share` (its frames could not be queued for the socket)."""
+        self._run = None
+
+    def _settle(self) -> None:
+        """Take the shared messages in: they are final from now on (closed for everybody)."""
+        run = self._run
+        assert run is not None
+        self._run = None
+        run.open = False
+        datas = run.datas
+        self._next = self._run_first + len(datas)
+        entries = self._entries
+        if entries is None:
+            self._entries = datas.copy()
+        else:
+            entries += datas
+        self._size += run.size
 
     def ack(self, sequence_id: int) -> int:
-        """Drop every frame with a ``sequenceId`` up to ``sequence_id``; returns how many."""
-        frames = self._frames
-        dropped = 0
-        while frames and frames[0][0] <= sequence_id:
-            self._size -= len(frames.popleft()[1])
-            dropped += 1
+        """Drop every message with a ``sequenceId`` up to ``sequence_id``; returns how many."""
+        run = self._run
+        if run is not None and (sequence_id >= self._run_first or not run.open):
+            self._settle()
+        entries = self._entries
+        if not entries:
+            return 0
+        count = len(entries)
+        dropped = sequence_id - (self._next - count) + 1
+        if dropped <= 0:
+            return 0
+        if dropped >= count:
+            entries.clear()
+            self._size = 0
+            return count
+        self._size -= sum(map(_SIZE, entries[:dropped]))
+        del entries[:dropped]
         return dropped
 
     # -- transitions --------------------------------------------------------------------------
@@ -147,7 +324,7 @@ class ReliableSession:
             raise SessionStateError("cannot attach a session that is not recoverable")
         self.state = SessionState.ATTACHED
         self.expires_at = None
-        return [frame for _, frame in self._frames or ()]
+        return [frame for _, frame in self._frames()]
 
     def expired(self, now: float) -> bool:
         """True when the session is detached and its time ran out at ``now``."""
@@ -156,19 +333,39 @@ class ReliableSession:
 
     def end(self) -> None:
         """End the session for good and drop what it kept (again: nothing happens)."""
+        if self._run is not None:
+            self._settle()  # the sequence ids given stay taken
         self.state = SessionState.ENDED
         self.expires_at = None
-        self._frames = None
+        self._entries = None
         self._size = 0
 
     # -- inspection and hand-over -------------------------------------------------------------
 
+    def _frames(self) -> list[tuple[int, bytes]]:
+        """Every kept message as its sequence id and the exact frame the client gets."""
+        if self._run is not None:
+            self._settle()
+        entries = self._entries
+        if not entries:
+            return []
+        first = self._next - len(entries)
+        return [
+            (first + i, data.sequenced(first + i))
+            for i, data in enumerate(entries)
+            if data is not _GAP
+        ]
+
     def __len__(self) -> int:
-        return len(self._frames) if self._frames is not None else 0
+        if self._run is not None:
+            self._settle()
+        return len(self._entries) if self._entries is not None else 0
 
     @property
     def size(self) -> int:
-        """Bytes kept."""
+        """Bytes kept, as counted against the byte limit (see ``EncodedData.size``)."""
+        if self._run is not None:
+            self._settle()
         return self._size
 
     def snapshot(self) -> ReliableSnapshot:
@@ -176,7 +373,7 @@ class ReliableSession:
         return ReliableSnapshot(
             self.state,
             self.next_sequence_id,
-            tuple(self._frames or ()),
+            tuple(self._frames()),
             self.overflowed,
             self.expires_at,
             self._max_messages,
@@ -185,13 +382,41 @@ class ReliableSession:
 
     @classmethod
     def restore(cls, snapshot: ReliableSnapshot) -> ReliableSession:
-        """The session a :meth:`snapshot` describes."""
+        """The session a :meth:`snapshot` describes.
+
+        The kept frames are taken as they are. Sequence ids the snapshot has no frame for
+        (a replica that missed some) keep their places and are not resent; too many of them
+        make the session over its limits.
+        """
         session = cls(snapshot.max_messages, snapshot.max_bytes)
         session.state = snapshot.state
-        session.next_sequence_id = snapshot.next_sequence_id
         session.overflowed = snapshot.overflowed
         session.expires_at = snapshot.expires_at
-        if snapshot.unacked:
-            session._frames = deque(snapshot.unacked)
-            session._size = sum(len(frame) for _, frame in snapshot.unacked)
+        next_id = snapshot.next_sequence_id
+        if snapshot.unacked and snapshot.state is not _ENDED:
+            entries: list[EncodedData] = []
+            expected = snapshot.unacked[0][0]
+            limit = snapshot.max_messages
+            lost = False
+            for sequence_id, frame in snapshot.unacked:
+                if sequence_id < expected:
+                    continue  # out of order or repeated: the first one counts
+                if sequence_id - expected + len(entries) > limit:
+                    lost = True
+                    break
+                entries.extend([_GAP] * (sequence_id - expected))
+                entries.append(_Kept(frame))
+                session._size += len(frame)
+                expected = sequence_id + 1
+            if not lost and expected < next_id:
+                lost = next_id - expected + len(entries) > limit
+                if not lost:
+                    entries.extend([_GAP] * (next_id - expected))
+            if lost:  # more gaps than a session may hold: not recoverable, nothing resent
+                session.overflowed = True
+                entries = []
+                session._size = 0
+            session._entries = entries or None
+            next_id = max(next_id, expected)
+        session._next = next_id
         return session

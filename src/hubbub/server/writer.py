@@ -6,6 +6,9 @@ connection holds a single ``bytes`` while one frame is pending and a list only f
 frame on, so a fan-out allocates nothing per delivery. Consecutive fan-outs to one group share
 their frames: every member's outlet holds the same :class:`~hubbub.core.outlet.SharedFrames`,
 the later sends only append to it, and every member's write sends the one buffer it joins once.
+Members on a reliable subprotocol hold the same
+:class:`~hubbub.protocol.reliable.SequencedFrames` with their own first sequence id, and write
+the buffer it builds for that id (once for all the members whose ids agree).
 Each outlet is bounded in bytes (its pending frames plus the transport's unsent buffer); one
 over the bound is closed as a slow client, its buffers dropped, and nobody else waits for it.
 """
@@ -17,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SequencedShare, SharedFrames
 from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
@@ -31,6 +34,10 @@ MAX_COALESCE_SECONDS = 0.004
 """The longest a frame waits for a flush because of coalescing."""
 SLOW_CLIENT_GRACE_SECONDS = 2.0
 """How long a slow client's close frame may take before its socket is aborted."""
+
+
+_Pending = bytes | SharedFrames | SequencedShare
+"""One queued item: a frame of this connection's, or frames shared with a group's members."""
 
 
 class Flusher:
@@ -104,8 +111,8 @@ class CorkedOutlet:
         self._flusher = flusher
         self._limit = limit
         self._closer = closer
-        self._pending: bytes | SharedFrames | list[bytes | SharedFrames] | None = None
-        self._shared: SharedFrames | None = None
+        self._pending: _Pending | list[_Pending] | None = None
+        self._shared: SharedFrames | SequencedFrames | None = None
         """The shared frames still open for appends, last in ``_pending``."""
         self._size = 0
         self._closed = False
@@ -135,13 +142,13 @@ class CorkedOutlet:
         if self._size > self._limit and self._transport.get_write_buffer_size():
             self._overflow()
 
-    def share(self, shared: SharedFrames) -> bool:
+    def share(self, shared: SharedFrames | SequencedShare) -> bool:
         """Queue frames shared with the other members of a group (see ``deliver_to_group``)."""
         if self._closed:
             return True  # nothing reaches a closed outlet, shared or not
         if self._shared is not None:
             self._shared.open = False
-        self._shared = shared
+        self._shared = shared if type(shared) is SharedFrames else shared[0]  # type: ignore[index]
         pending = self._pending
         if pending is None:
             self._pending = shared
@@ -167,10 +174,18 @@ class CorkedOutlet:
             return
         if type(pending) is SharedFrames:
             transport.write(pending.joined())
+        elif type(pending) is tuple:
+            transport.write(pending[0].joined(pending[1]))
         elif type(pending) is list:
-            transport.writelines(
-                [p.joined() if isinstance(p, SharedFrames) else p for p in pending]
-            )
+            parts: list[bytes] = []
+            for p in pending:
+                if type(p) is bytes:
+                    parts.append(p)
+                elif type(p) is tuple:
+                    parts.append(p[0].joined(p[1]))
+                else:
+                    parts.append(p.joined())  # type: ignore[union-attr]
+            transport.writelines(parts)
         else:
             transport.write(pending)  # type: ignore[arg-type]
         if transport.get_write_buffer_size() > self._limit:
