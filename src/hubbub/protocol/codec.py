@@ -45,6 +45,11 @@ KNOWN_SUBPROTOCOLS = (
 )
 
 
+_SEQUENCE_SUFFIX = b',"sequenceId":%d}'
+_SEQUENCE_SUFFIX_BYTES = len(_SEQUENCE_SUFFIX) - 2
+"""The suffix's bytes without its digits."""
+
+
 class EncodedData:
     """A data message encoded for one codec, ready to be written to many connections.
 
@@ -65,9 +70,19 @@ class EncodedData:
 
     def sequenced(self, sequence_id: int) -> bytes:
         """Return the frame carrying ``sequence_id`` (JSON: ``,"sequenceId":N}`` closes it)."""
-        suffix = b',"sequenceId":%d}' % sequence_id
+        suffix = _SEQUENCE_SUFFIX % sequence_id
         prefix = self.prefix
-        return frame_header(self.opcode, len(prefix) + len(suffix)) + prefix + suffix
+        return b"".join((frame_header(self.opcode, len(prefix) + len(suffix)), prefix, suffix))
+
+    def template(self, digits: int) -> bytes | None:
+        """The frame as a bytes %-format of its sequence id, for ids of ``digits`` digits.
+
+        ``template(len(b"%d" % n)) % n == sequenced(n)``; many frames are built with one
+        format of their templates joined. None when the codec splices otherwise (protobuf).
+        """
+        prefix = self.prefix
+        header = frame_header(self.opcode, len(prefix) + _SEQUENCE_SUFFIX_BYTES + digits)
+        return b"".join((header, prefix.replace(b"%", b"%%"), _SEQUENCE_SUFFIX))
 
 
 class Codec(Protocol):

@@ -107,6 +107,7 @@ class SequencedFrames:
         "__weakref__",
         "_first",
         "_joined",
+        "_templates",
         "byte_room",
         "codec",
         "datas",
@@ -125,6 +126,7 @@ class SequencedFrames:
         self.byte_room = _UNLIMITED
         self._first = 0
         self._joined = b""
+        self._templates: dict[int, bytes] = {}
 
     def add(self, data: EncodedData) -> bool:
         """Append the next message; False (and closed) when a sharing session has no room."""
@@ -141,11 +143,25 @@ class SequencedFrames:
 
         The last buffer built is kept: members whose sequence ids agree (they joined together
         and got the same messages since) share it, as members on the plain subprotocols do.
+        Others format one template of all the frames (``EncodedData.template``) with their ids.
         """
-        datas = self.datas
         if first == self._first and self._joined:
             return self._joined
-        if len(datas) == 1:
+        datas = self.datas
+        last = first + len(datas) - 1
+        digits = len(b"%d" % first)
+        template = None
+        if digits == len(b"%d" % last):
+            template = self._templates.get(digits)
+            if template is None:
+                parts = [data.template(digits) for data in datas]
+                if None not in parts:
+                    template = b"".join(parts)  # type: ignore[arg-type]
+                    if not self.open:
+                        self._templates[digits] = template
+        if template is not None:
+            joined = template % tuple(range(first, last + 1))
+        elif len(datas) == 1:
             joined = datas[0].sequenced(first)
         else:
             joined = b"".join([data.sequenced(first + i) for i, data in enumerate(datas)])
@@ -238,11 +254,20 @@ class ReliableSession:
             The sequence id of the first of them, or 0 when this session cannot share them: it
             is ended, has a ``replica``, or has no room for them (:meth:`push` them instead).
         """
-        if self._run is not None:
-            self._settle()
+        run = self._run
+        entries = self._entries
+        if run is not None:  # _settle, inline: this runs per member and flush period
+            self._run = None
+            run.open = False
+            datas = run.datas
+            self._next = self._run_first + len(datas)
+            if entries is None:
+                entries = self._entries = datas.copy()
+            else:
+                entries += datas
+            self._size += run.size
         if self.state is _ENDED or self.replica is not None:
             return 0
-        entries = self._entries
         room = self._max_messages - (len(entries) if entries is not None else 0)
         byte_room = self._max_bytes - self._size
         if room < len(frames.datas) or byte_room < frames.size:
