@@ -200,6 +200,9 @@ class ReliableSession:
         """The unacked messages in sequence order; the last is number ``_next - 1``. Allocated
         on the first push."""
         self._size = 0
+        """At least the bytes kept: acks do not lower it (but to 0 when nothing is left), so they
+        do not visit what they drop; :meth:`_recount` makes it exact, before any limit check
+        it would fail."""
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._next = 1
@@ -241,7 +244,9 @@ class ReliableSession:
             entries = self._entries = []
         entries.append(data)
         self._size += data.size
-        if len(entries) > self._max_messages or self._size > self._max_bytes:
+        if len(entries) > self._max_messages or (
+            self._size > self._max_bytes and self._recount() > self._max_bytes
+        ):
             self.overflowed = True
         if self.replica is not None:
             self.replica(sequence_id, frame)
@@ -270,6 +275,8 @@ class ReliableSession:
             return 0
         room = self._max_messages - (len(entries) if entries is not None else 0)
         byte_room = self._max_bytes - self._size
+        if byte_room < self._max_bytes >> 2:  # maybe less in fact: room for longer runs
+            byte_room = self._max_bytes - self._recount()
         if room < len(frames.datas) or byte_room < frames.size:
             return 0
         if room < frames.room:
@@ -315,9 +322,14 @@ class ReliableSession:
             entries.clear()
             self._size = 0
             return count
-        self._size -= sum(map(_SIZE, entries[:dropped]))
         del entries[:dropped]
         return dropped
+
+    def _recount(self) -> int:
+        """Make ``_size`` exact; returns it."""
+        entries = self._entries
+        self._size = size = sum(map(_SIZE, entries)) if entries else 0
+        return size
 
     # -- transitions --------------------------------------------------------------------------
 
@@ -391,7 +403,7 @@ class ReliableSession:
         """Bytes kept, as counted against the byte limit (see ``EncodedData.size``)."""
         if self._run is not None:
             self._settle()
-        return self._size
+        return self._recount()
 
     def snapshot(self) -> ReliableSnapshot:
         """The whole session as plain data; :meth:`restore` makes an equal session of it."""
