@@ -7,11 +7,13 @@ import pytest
 
 from hubbub.limits import ACK_CACHE_SIZE, MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
 from hubbub.protocol.acks import AckIds
-from hubbub.protocol.codec import EncodedData
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, EncodedData
 from hubbub.protocol.frames import OP_TEXT
+from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import (
     ReliableSession,
     ReliableSnapshot,
+    SequencedFrames,
     SessionState,
     SessionStateError,
 )
@@ -25,6 +27,9 @@ class Numbered(EncodedData):
 
     def sequenced(self, sequence_id: int) -> bytes:
         return b"%s#%d" % (self.prefix, sequence_id)
+
+    def template(self, digits: int) -> None:
+        return None
 
 
 def send(session: ReliableSession, body: bytes = b"f") -> tuple[int, bool]:
@@ -217,3 +222,123 @@ def test_ack_ids_default_size() -> None:
     for ack_id in range(ACK_CACHE_SIZE + 1):
         acks.remember(ack_id)
     assert len(acks) == ACK_CACHE_SIZE and not acks.seen(0) and acks.seen(ACK_CACHE_SIZE)
+
+
+# -- messages shared by many sessions (a group fan-out) -----------------------------------------
+
+
+def _run(*bodies: bytes) -> SequencedFrames:
+    frames = SequencedFrames(codec_for(JSON_RELIABLE_SUBPROTOCOL), Numbered(bodies[0]))
+    for body in bodies[1:]:
+        assert frames.add(Numbered(body))
+    return frames
+
+
+def test_shared_frames_are_numbered_by_each_session() -> None:
+    """Every session numbers the shared messages from its own next id, in order after what it
+    was sent alone, and keeps them as if they had been pushed one by one."""
+    ahead, fresh = ReliableSession(), ReliableSession()
+    send(ahead, b"own")
+    frames = SequencedFrames(codec_for(JSON_RELIABLE_SUBPROTOCOL), Numbered(b"a"))
+    assert (ahead.share(frames), fresh.share(frames)) == (2, 1)
+    assert frames.add(Numbered(b"b"))
+    frames.open = False  # as the first writer does
+    assert frames.joined(2) == b"a#2b#3" and frames.joined(1) == b"a#1b#2"
+    assert send(ahead, b"next")[0] == 4  # after the shared ones
+    assert ahead.attach() == [b"own#1", b"a#2", b"b#3", b"next#4"]
+    assert (len(fresh), fresh.next_sequence_id) == (2, 3)
+    assert fresh.snapshot().unacked == ((1, b"a#1"), (2, b"b#2"))
+
+
+def test_a_session_taking_its_messages_in_closes_them_for_everybody() -> None:
+    """Once a session numbered the shared messages, nothing may be added to them."""
+    one, two = ReliableSession(), ReliableSession()
+    frames = _run(b"a")
+    one.share(frames)
+    two.share(frames)
+    send(one, b"alone")
+    assert not frames.open
+    assert two.next_sequence_id == 2 and len(two) == 1
+
+
+def test_acks_below_the_shared_messages_leave_them_open() -> None:
+    session = ReliableSession()
+    send(session, b"1")
+    frames = _run(b"2")
+    session.share(frames)
+    assert session.ack(1) == 1 and frames.open  # another member's fan-out goes on
+    assert session.ack(2) == 1 and not frames.open
+    assert len(session) == 0
+
+
+def test_shared_frames_stay_within_every_sessions_limits() -> None:
+    """A message that would take a sharing session over a limit is refused (then pushed to
+    each session, and the one over its limit overflows at once)."""
+    session = ReliableSession(max_messages=3)
+    send(session, b"1")
+    frames = _run(b"2")
+    assert session.share(frames) == 2
+    assert frames.add(Numbered(b"3"))
+    assert not frames.add(Numbered(b"4")) and not frames.open
+    assert not session.overflowed and len(session) == 3
+    assert session.share(_run(b"4")) == 0  # no room: push it
+    send(session, b"4")
+    assert session.overflowed
+
+    small = ReliableSession(max_bytes=5)
+    frames = _run(b"12")
+    assert small.share(frames) == 1
+    assert frames.add(Numbered(b"345"))
+    assert not frames.add(Numbered(b"6"))
+    assert not small.overflowed and small.size == 5
+
+
+def test_ended_sessions_and_sessions_with_a_replica_do_not_share() -> None:
+    ended = ReliableSession()
+    ended.end()
+    assert ended.share(_run(b"a")) == 0
+    replicated = ReliableSession()
+    replicated.replica = lambda sequence_id, frame: None
+    assert replicated.share(_run(b"a")) == 0
+
+
+def test_the_replica_gets_every_frame_as_the_client_does() -> None:
+    session = ReliableSession()
+    got: list[tuple[int, bytes]] = []
+    session.replica = lambda sequence_id, frame: got.append((sequence_id, frame))
+    frames = [session.push(Numbered(b"m")) for _ in range(2)]
+    assert got == [(1, b"m#1"), (2, b"m#2")] and frames == [b"m#1", b"m#2"]
+
+
+def test_the_byte_limit_counts_what_is_kept_after_acks() -> None:
+    """Acks lower the count lazily; the limit still sees exactly what is kept."""
+    session = ReliableSession(max_bytes=10)
+    send(session, b"x" * 6)
+    send(session, b"y" * 4)
+    session.ack(1)
+    assert send(session, b"z" * 6)[1] is True  # 4 + 6 kept: at the limit, not over
+    assert session.size == 10
+    assert send(session, b"!")[1] is False
+
+
+def test_restore_keeps_the_places_of_missing_frames() -> None:
+    """A replica that missed frames: the ones it has are resent under their ids, the missing
+    ones are skipped, and acks count the places as the client does."""
+    snapshot = ReliableSnapshot(
+        SessionState.DETACHED, 7, ((3, b"f3"), (5, b"f5")), False, 10.0, 1000, 1 << 20
+    )
+    session = ReliableSession.restore(snapshot)
+    assert session.recoverable and session.next_sequence_id == 7 and len(session) == 4
+    assert session.snapshot().unacked == ((3, b"f3"), (5, b"f5"))
+    assert session.ack(4) == 2
+    assert session.attach() == [b"f5"]
+    assert send(session, b"next")[0] == 7
+
+
+def test_restore_with_more_missing_frames_than_a_session_holds_is_not_recoverable() -> None:
+    snapshot = ReliableSnapshot(
+        SessionState.DETACHED, 5000, ((1, b"f1"), (4000, b"f")), False, 10.0, 1000, 1 << 20
+    )
+    session = ReliableSession.restore(snapshot)
+    assert not session.recoverable and len(session) == 0
+    assert session.next_sequence_id == 5000
