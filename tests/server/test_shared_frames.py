@@ -17,10 +17,15 @@ from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW
 from hubbub.core.fanout import deliver, deliver_to_group
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, Hub
-from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
+from hubbub.protocol.codec import (
+    JSON_RELIABLE_SUBPROTOCOL,
+    JSON_SUBPROTOCOL,
+    PROTOBUF_RELIABLE_SUBPROTOCOL,
+)
 from hubbub.protocol.messages import DataMessage, DataType, Payload
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import ReliableSession
+from hubbub.protocol.webpubsub_pb2 import DownstreamMessage
 from hubbub.server.writer import CorkedOutlet, Flusher
 from hubbub.types import ConnectionId, GroupName, HubName
 
@@ -363,3 +368,24 @@ def test_reliable_members_keep_one_copy_of_a_message_between_them(node: Node) ->
         tracemalloc.stop()
     assert all(len(node.connection(f"m{i}").session or ()) == 101 for i in range(200))
     assert kept / (200 * 100) < 24  # about 11 (a list slot, the message shared); was 293
+
+
+def test_protobuf_reliable_members_share_fan_outs_with_their_own_ids(node: Node) -> None:
+    for name in ("a", "b"):
+        node.connect(name, G, subprotocol=PROTOBUF_RELIABLE_SUBPROTOCOL)
+    deliver([node.connection("b")], message("alone", None))
+    node.flush()
+    for text in ("1", "2"):
+        deliver_to_group(node.hub, G, message(text))
+    node.flush()
+    for name, first in (("a", 1), ("b", 2)):
+        (write,) = node.transports[name].writes[-1:]
+        got = []
+        while write:
+            assert write[0] == 0x82 and write[1] < 126
+            downstream = DownstreamMessage.FromString(write[2 : 2 + write[1]])
+            got.append(
+                (downstream.data_message.sequence_id, downstream.data_message.data.text_data)
+            )
+            write = write[2 + write[1] :]
+        assert got == [(first, "1"), (first + 1, "2")]
