@@ -389,3 +389,31 @@ def test_protobuf_reliable_members_share_fan_outs_with_their_own_ids(node: Node)
             )
             write = write[2 + write[1] :]
         assert got == [(first, "1"), (first + 1, "2")]
+
+
+def test_reliable_frames_built_from_templates_keep_percent_signs_and_cross_digit_counts(
+    node: Node,
+) -> None:
+    """Members whose ids differ get frames formatted from one template of the run: payload
+    bytes that look like formats stay as they are, and a run whose ids pass 9 or 99 is right."""
+    reliable(node, "a", G)
+    reliable(node, "b", G)
+    for _ in range(7):
+        deliver([node.connection("a")], message("-", None))
+    node.flush()
+    texts = ("%d", "%%", "%s")
+    for text in texts:
+        deliver_to_group(node.hub, G, message(text))
+    node.flush()
+    assert node.transports["a"].writes[-1] == b"".join(
+        reliable_frame(t, i) for i, t in enumerate(texts, 8)
+    )
+    assert node.transports["b"].writes[-1] == b"".join(
+        reliable_frame(t, i) for i, t in enumerate(texts, 1)
+    )
+    for text in texts:
+        deliver_to_group(node.hub, G, message(text))
+    node.flush()
+    assert node.transports["a"].writes[-1] == b"".join(
+        reliable_frame(t, i) for i, t in enumerate(texts, 11)
+    )
