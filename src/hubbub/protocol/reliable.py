@@ -90,6 +90,8 @@ _GAP = _Kept(b"")
 """The place of a sequence id that a restored snapshot had no frame for: never resent."""
 _SIZE = attrgetter("size")
 _UNLIMITED = 1 << 62
+_LOWEST = (0, *(10 ** (digits - 1) for digits in range(1, 22)))
+"""The lowest number of each digit count (uint64 ids have at most 20)."""
 
 
 class SequencedFrames:
@@ -145,13 +147,14 @@ class SequencedFrames:
         and got the same messages since) share it, as members on the plain subprotocols do.
         Others format one template of all the frames (``EncodedData.template``) with their ids.
         """
-        if first == self._first and self._joined:
+        if first == self._first:
             return self._joined
         datas = self.datas
-        last = first + len(datas) - 1
-        digits = len(b"%d" % first)
-        template = None
-        if digits == len(b"%d" % last):
+        count = len(datas)
+        last = first + count - 1
+        digits = len(b"%d" % last)
+        joined: bytes | None = None
+        if first >= _LOWEST[digits]:  # every id of the run has as many digits
             template = self._templates.get(digits)
             if template is None:
                 parts = [data.template(digits) for data in datas]
@@ -159,11 +162,9 @@ class SequencedFrames:
                     template = b"".join(parts)  # type: ignore[arg-type]
                     if not self.open:
                         self._templates[digits] = template
-        if template is not None:
-            joined = template % tuple(range(first, last + 1))
-        elif len(datas) == 1:
-            joined = datas[0].sequenced(first)
-        else:
+            if template is not None:
+                joined = template % (first if count == 1 else tuple(range(first, last + 1)))
+        if joined is None:
             joined = b"".join([data.sequenced(first + i) for i, data in enumerate(datas)])
         if not self.open:  # complete: nothing is added any more
             self._first = first
