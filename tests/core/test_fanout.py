@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hubbub.core.fanout import deliver, deliver_to_group
-from hubbub.core.outlet import SequencedShare, SharedFrames
+from hubbub.core.outlet import SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, Hub
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL, EncodedData
@@ -55,14 +55,19 @@ class Outlet:
     def __init__(self, shares: bool) -> None:
         self.shares = shares
         self.frames: list[bytes] = []
-        self.shared: list[SharedFrames | SequencedShare] = []
+        self.shared: list[SharedFrames | tuple[SequencedFrames, int]] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
 
-    def share(self, shared: SharedFrames | SequencedShare) -> bool:
+    def share(self, shared: SharedFrames) -> bool:
         if self.shares:
             self.shared.append(shared)
+        return self.shares
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        if self.shares:
+            self.shared.append((frames, first))
         return self.shares
 
     def close(self, code: int, reason: str) -> None:

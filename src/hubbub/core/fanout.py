@@ -106,7 +106,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
             sequence_id = session.share(shared)
             if not sequence_id:
                 others.append(connection)
-            elif not connection.outlet.share((shared, sequence_id)):
+            elif not connection.outlet.share_sequenced(shared, sequence_id):
                 session.unshare()
                 others.append(connection)
     if others:

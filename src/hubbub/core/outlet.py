@@ -1,7 +1,7 @@
 """Where a connection's frames go: the :class:`Outlet` a transport gives each connection, and
 the :class:`SharedFrames` that the outlets of a group's members hold in common (on the reliable
-subprotocols :class:`~hubbub.protocol.reliable.SequencedFrames`, with the member's first
-sequence id: a :data:`SequencedShare`).
+subprotocols :class:`~hubbub.protocol.reliable.SequencedFrames`, with each member's first
+sequence id).
 
 Delivery (:mod:`hubbub.core.fanout`) writes to outlets; the transport's corked writer
 (:mod:`hubbub.server.writer`) implements them. Both sides meet here, and nowhere else.
@@ -14,7 +14,7 @@ from typing import Protocol
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.reliable import SequencedFrames
 
-__all__ = ["Outlet", "SequencedFrames", "SequencedShare", "SharedFrames"]
+__all__ = ["Outlet", "SequencedFrames", "SharedFrames"]
 
 
 class SharedFrames:
@@ -50,11 +50,6 @@ class SharedFrames:
         return joined
 
 
-SequencedShare = tuple[SequencedFrames, int]
-"""Messages shared by a group's reliable members, and the sequence id this member's first of
-them takes (:meth:`~hubbub.protocol.reliable.ReliableSession.share`)."""
-
-
 class Outlet(Protocol):
     """Where a connection's outbound frames go: the transport's corked writer."""
 
@@ -62,12 +57,13 @@ class Outlet(Protocol):
         """Queue one complete frame; never blocks, never raises."""
         ...
 
-    def share(self, shared: SharedFrames | SequencedShare) -> bool:
-        """Queue ``shared``, and every frame appended to it while it is open; False: cannot.
+    def share(self, shared: SharedFrames) -> bool:
+        """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
+        ...
 
-        Sequenced frames are written as :meth:`SequencedFrames.joined` gives them for the
-        member's first sequence id.
-        """
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        """Queue ``frames`` (and what is added while open) numbered from ``first`` on, as
+        :meth:`~hubbub.protocol.reliable.SequencedFrames.joined` builds them; False: cannot."""
         ...
 
     def close(self, code: int, reason: str) -> None:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
-from hubbub.core.outlet import SequencedFrames, SequencedShare, SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
@@ -36,8 +36,9 @@ SLOW_CLIENT_GRACE_SECONDS = 2.0
 """How long a slow client's close frame may take before its socket is aborted."""
 
 
-_Pending = bytes | SharedFrames | SequencedShare
-"""One queued item: a frame of this connection's, or frames shared with a group's members."""
+_Pending = bytes | SharedFrames | tuple[SequencedFrames, int]
+"""One queued item: a frame of this connection's, or frames shared with a group's members
+(sequenced ones with this member's first sequence id)."""
 
 
 class Flusher:
@@ -142,13 +143,13 @@ class CorkedOutlet:
         if self._size > self._limit and self._transport.get_write_buffer_size():
             self._overflow()
 
-    def share(self, shared: SharedFrames | SequencedShare) -> bool:
+    def share(self, shared: SharedFrames) -> bool:
         """Queue frames shared with the other members of a group (see ``deliver_to_group``)."""
         if self._closed:
             return True  # nothing reaches a closed outlet, shared or not
         if self._shared is not None:
             self._shared.open = False
-        self._shared = shared if type(shared) is SharedFrames else shared[0]  # type: ignore[index]
+        self._shared = shared
         pending = self._pending
         if pending is None:
             self._pending = shared
@@ -157,6 +158,24 @@ class CorkedOutlet:
             pending.append(shared)
         else:
             self._pending = [pending, shared]  # type: ignore[list-item]
+        return True
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        """Queue a reliable group's shared frames, numbered for this member from ``first``."""
+        if self._closed:
+            return True  # the session keeps them all the same
+        if self._shared is not None:
+            self._shared.open = False
+        self._shared = frames
+        item = (frames, first)
+        pending = self._pending
+        if pending is None:
+            self._pending = item
+            self._flusher.schedule(self)
+        elif type(pending) is list:
+            pending.append(item)
+        else:
+            self._pending = [pending, item]  # type: ignore[list-item]
         return True
 
     def flush(self) -> None:
@@ -177,15 +196,16 @@ class CorkedOutlet:
         elif type(pending) is tuple:
             transport.write(pending[0].joined(pending[1]))
         elif type(pending) is list:
-            parts: list[bytes] = []
-            for p in pending:
-                if type(p) is bytes:
-                    parts.append(p)
-                elif type(p) is tuple:
-                    parts.append(p[0].joined(p[1]))
-                else:
-                    parts.append(p.joined())  # type: ignore[union-attr]
-            transport.writelines(parts)
+            transport.writelines(
+                [
+                    p.joined()
+                    if isinstance(p, SharedFrames)
+                    else p[0].joined(p[1])
+                    if type(p) is tuple
+                    else p  # type: ignore[misc]
+                    for p in pending
+                ]
+            )
         else:
             transport.write(pending)  # type: ignore[arg-type]
         if transport.get_write_buffer_size() > self._limit:
