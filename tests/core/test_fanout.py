@@ -17,7 +17,7 @@ from hubbub.protocol.messages import (
     ServiceMessage,
 )
 from hubbub.protocol.registry import codec_for
-from hubbub.protocol.reliable import SequencedFrames
+from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames
 from hubbub.types import ConnectionId, GroupName, HubName
 
 G = GroupName("g")
@@ -138,3 +138,12 @@ def test_deliver_encodes_once_per_codec() -> None:
     hub, _ = group((json, False), (reliable, False), (json, False), (reliable, False))
     assert deliver(hub.members(G), MESSAGE) == 4
     assert (json.encoded, reliable.encoded) == (1, 1)
+
+
+def test_a_reliable_message_over_a_runs_bytes_is_pushed_to_each_member() -> None:
+    reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, True), (reliable, True))
+    big = DataMessage(Payload(DataType.TEXT, b"x" * RUN_BYTES), G, None)
+    assert deliver_to_group(hub, G, big) == 2
+    assert reliable.encoded == 1
+    assert all(o.shared == [] and o.frames[0].endswith(b'"sequenceId":1}') for o in outlets)

@@ -11,6 +11,8 @@ from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, EncodedData
 from hubbub.protocol.frames import OP_TEXT
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import (
+    RUN_BYTES,
+    RUN_MESSAGES,
     ReliableSession,
     ReliableSnapshot,
     SequencedFrames,
@@ -272,25 +274,32 @@ def test_acks_below_the_shared_messages_leave_them_open() -> None:
 
 
 def test_shared_frames_stay_within_every_sessions_limits() -> None:
-    """A message that would take a sharing session over a limit is refused (then pushed to
-    each session, and the one over its limit overflows at once)."""
-    session = ReliableSession(max_messages=3)
-    send(session, b"1")
-    frames = _run(b"2")
-    assert session.share(frames) == 2
-    assert frames.add(Numbered(b"3"))
-    assert not frames.add(Numbered(b"4")) and not frames.open
-    assert not session.overflowed and len(session) == 3
-    assert session.share(_run(b"4")) == 0  # no room: push it
-    send(session, b"4")
-    assert session.overflowed
+    """A run takes at most RUN_MESSAGES messages and RUN_BYTES bytes, and only a session with
+    room for a whole run below its limits shares it; one nearer is pushed its messages one by
+    one (and overflows at once when one passes a limit)."""
+    frames = _run(b"0")
+    for i in range(1, RUN_MESSAGES):
+        assert frames.add(Numbered(b"%d" % i))
+    assert not frames.add(Numbered(b"one more")) and not frames.open
+    big = _run(b"x" * (RUN_BYTES - 1))
+    assert big.add(Numbered(b"y")) and not big.add(Numbered(b"z")) and not big.open
 
-    small = ReliableSession(max_bytes=5)
-    frames = _run(b"12")
-    assert small.share(frames) == 1
-    assert frames.add(Numbered(b"345"))
-    assert not frames.add(Numbered(b"6"))
-    assert not small.overflowed and small.size == 5
+    roomy = ReliableSession(max_messages=RUN_MESSAGES + 1)
+    send(roomy)
+    assert roomy.share(_run(b"a")) == 2  # one kept + a whole run: at the limit
+    near = ReliableSession(max_messages=RUN_MESSAGES + 1)
+    send(near)
+    send(near)
+    assert near.share(_run(b"a")) == 0
+    assert not near.overflowed and near.next_sequence_id == 3
+
+    bytes_near = ReliableSession(max_bytes=RUN_BYTES + 10)
+    send(bytes_near, b"x" * 10)
+    assert bytes_near.share(_run(b"a")) == 2
+    send(bytes_near, b"y")  # takes the run in: 12 bytes kept
+    assert bytes_near.share(_run(b"a")) == 0
+    bytes_near.ack(3)
+    assert bytes_near.share(_run(b"a")) == 4  # the count is made exact again
 
 
 def test_ended_sessions_and_sessions_with_a_replica_do_not_share() -> None:

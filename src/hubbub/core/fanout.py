@@ -24,7 +24,7 @@ from hubbub.core.state import Connection, Hub, HubRegistry
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import DataMessage, ServiceMessage
-from hubbub.protocol.reliable import SequencedFrames
+from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames
 from hubbub.types import ConnectionId, GroupName, UserId
 
 __all__ = [
@@ -96,6 +96,8 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
         for connection in connections:
             if connection.codec is not codec or not connection.outlet.share(shared):
                 others.append(connection)
+    elif data.size > RUN_BYTES:  # one big message: pushed to each session, nothing to share
+        return _fan_out(members.values(), message, {codec: data})
     else:
         shared = SequencedFrames(codec, data)
         for connection in members.values():

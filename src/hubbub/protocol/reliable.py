@@ -37,6 +37,8 @@ from hubbub.limits import MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
 from hubbub.protocol.codec import Codec, EncodedData
 
 __all__ = [
+    "RUN_BYTES",
+    "RUN_MESSAGES",
     "ReliableSession",
     "ReliableSnapshot",
     "SequencedFrames",
@@ -89,7 +91,10 @@ class _Kept(EncodedData):
 _GAP = _Kept(b"")
 """The place of a sequence id that a restored snapshot had no frame for: never resent."""
 _SIZE = attrgetter("size")
-_UNLIMITED = 1 << 62
+RUN_MESSAGES = 64
+"""The most messages one :class:`SequencedFrames` takes (then the next fan-out starts another)."""
+RUN_BYTES = 1 << 20
+"""The most bytes one :class:`SequencedFrames` takes; a bigger message is pushed one by one."""
 _LOWEST = (0, *(10 ** (digits - 1) for digits in range(1, 22)))
 """The lowest number of each digit count (uint64 ids have at most 20)."""
 
@@ -98,11 +103,11 @@ class SequencedFrames:
     """Consecutive data messages of a group fan-out, kept once for all the members' sessions.
 
     Each session that shares it (:meth:`ReliableSession.share`) numbers the messages from its
-    own next sequence id; while ``open``, later fan-outs only :meth:`add` to it. It stays
-    within every sharing session's limits (``room``, ``byte_room``): a message that would pass
-    one of them is refused, so that the fan-out visits the sessions one by one and the one over
-    its limit is
-    closed at once. The members' writers build their bytes with :meth:`joined`.
+    own next sequence id; while ``open``, later fan-outs only :meth:`add` to it, up to
+    :data:`RUN_MESSAGES` messages and :data:`RUN_BYTES` bytes. Only a session with room for that
+    much below its limits shares it: one near a limit is sent its messages one by one, and
+    closed at once when one passes the limit. The members' writers build their bytes with
+    :meth:`joined`.
     """
 
     __slots__ = (
@@ -110,11 +115,9 @@ class SequencedFrames:
         "_first",
         "_joined",
         "_templates",
-        "byte_room",
         "codec",
         "datas",
         "open",
-        "room",
         "size",
     )
 
@@ -122,18 +125,16 @@ class SequencedFrames:
         self.codec = codec
         self.datas = [data]
         self.size = data.size
-        self.open = True
-        self.room = _UNLIMITED
-        """How many messages every sharing session can still take."""
-        self.byte_room = _UNLIMITED
+        self.open = data.size <= RUN_BYTES
+        """Taking more messages (fan-outs share no message over :data:`RUN_BYTES`)."""
         self._first = 0
         self._joined = b""
         self._templates: dict[int, bytes] = {}
 
     def add(self, data: EncodedData) -> bool:
-        """Append the next message; False (and closed) when a sharing session has no room."""
+        """Append the next message; False (and closed) when this is full."""
         size = self.size + data.size
-        if len(self.datas) >= self.room or size > self.byte_room:
+        if len(self.datas) >= RUN_MESSAGES or size > RUN_BYTES:
             self.open = False
             return False
         self.datas.append(data)
@@ -181,16 +182,19 @@ class ReliableSession:
     """
 
     __slots__ = (
+        "_alone",
         "_entries",
         "_max_bytes",
         "_max_messages",
         "_next",
+        "_replica",
         "_run",
         "_run_first",
+        "_share_bytes",
+        "_share_count",
         "_size",
         "expires_at",
         "overflowed",
-        "replica",
         "state",
     )
 
@@ -206,6 +210,11 @@ class ReliableSession:
         it would fail."""
         self._max_messages = max_messages
         self._max_bytes = max_bytes
+        self._share_count = max_messages - RUN_MESSAGES
+        self._share_bytes = max_bytes - RUN_BYTES
+        """A session shares a run only with room for a whole one below its limits."""
+        self._alone = False
+        """Never shares: ended, or with a replica."""
         self._next = 1
         self._run: SequencedFrames | None = None
         """Shared messages this session numbers from ``_run_first`` on, not yet in ``_entries``
@@ -216,7 +225,19 @@ class ReliableSession:
         self.state = SessionState.ATTACHED
         self.expires_at: float | None = None
         """When a detached session expires; None while attached or ended."""
-        self.replica: Callable[[int, bytes], None] | None = None
+        self._replica: Callable[[int, bytes], None] | None = None
+
+    @property
+    def replica(self) -> Callable[[int, bytes], None] | None:
+        """Called with every sequence id taken and its frame, when set."""
+        return self._replica
+
+    @replica.setter
+    def replica(self, replica: Callable[[int, bytes], None] | None) -> None:
+        if self._run is not None:
+            self._settle()  # what was shared before is the caller's to copy
+        self._replica = replica
+        self._alone = replica is not None or self.state is _ENDED
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -249,8 +270,8 @@ class ReliableSession:
             self._size > self._max_bytes and self._recount() > self._max_bytes
         ):
             self.overflowed = True
-        if self.replica is not None:
-            self.replica(sequence_id, frame)
+        if self._replica is not None:
+            self._replica(sequence_id, frame)
         return frame
 
     def share(self, frames: SequencedFrames) -> int:
@@ -272,18 +293,10 @@ class ReliableSession:
             else:
                 entries += datas
             self._size += run.size
-        if self.state is _ENDED or self.replica is not None:
+        if self._alone or (len(entries) if entries is not None else 0) > self._share_count:
             return 0
-        room = self._max_messages - (len(entries) if entries is not None else 0)
-        byte_room = self._max_bytes - self._size
-        if byte_room < self._max_bytes >> 2:  # maybe less in fact: room for longer runs
-            byte_room = self._max_bytes - self._recount()
-        if room < len(frames.datas) or byte_room < frames.size:
+        if self._size > self._share_bytes and self._recount() > self._share_bytes:
             return 0
-        if room < frames.room:
-            frames.room = room
-        if byte_room < frames.byte_room:
-            frames.byte_room = byte_room
         self._run = frames
         self._run_first = first = self._next
         return first
@@ -374,6 +387,7 @@ class ReliableSession:
         if self._run is not None:
             self._settle()  # the sequence ids given stay taken
         self.state = SessionState.ENDED
+        self._alone = True
         self.expires_at = None
         self._entries = None
         self._size = 0
@@ -428,6 +442,7 @@ class ReliableSession:
         """
         session = cls(snapshot.max_messages, snapshot.max_bytes)
         session.state = snapshot.state
+        session._alone = snapshot.state is _ENDED
         session.overflowed = snapshot.overflowed
         session.expires_at = snapshot.expires_at
         next_id = snapshot.next_sequence_id
