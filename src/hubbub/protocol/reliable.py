@@ -95,6 +95,8 @@ RUN_MESSAGES = 64
 """The most messages one :class:`SequencedFrames` takes (then the next fan-out starts another)."""
 RUN_BYTES = 1 << 20
 """The most bytes one :class:`SequencedFrames` takes; a bigger message is pushed one by one."""
+_SHARE_COUNT = MAX_UNACKED_MESSAGES - RUN_MESSAGES
+_SHARE_BYTES = MAX_UNACKED_BYTES - RUN_BYTES
 _LOWEST = (0, *(10 ** (digits - 1) for digits in range(1, 22)))
 """The lowest number of each digit count (uint64 ids have at most 20)."""
 
@@ -210,9 +212,14 @@ class ReliableSession:
         it would fail."""
         self._max_messages = max_messages
         self._max_bytes = max_bytes
-        self._share_count = max_messages - RUN_MESSAGES
-        self._share_bytes = max_bytes - RUN_BYTES
-        """A session shares a run only with room for a whole one below its limits."""
+        # A session shares a run only with room for a whole one below its limits (the
+        # service's limits share their int objects: memory per reliable connection).
+        self._share_count = (
+            _SHARE_COUNT if max_messages == MAX_UNACKED_MESSAGES else max_messages - RUN_MESSAGES
+        )
+        self._share_bytes = (
+            _SHARE_BYTES if max_bytes == MAX_UNACKED_BYTES else max_bytes - RUN_BYTES
+        )
         self._alone = False
         """Never shares: ended, or with a replica."""
         self._next = 1
