@@ -216,7 +216,7 @@ def test_written_frames_are_not_kept(node: Node) -> None:
     for name in ("a", "b"):
         node.connect(name, G)
     deliver_to_group(node.hub, G, message("big" * 1000))
-    ref = node.hub.shared[G]
+    ref = node.hub.shared[G][0]
     assert ref() is not None
     node.flush()
     assert ref() is None
@@ -344,6 +344,23 @@ def test_a_reliable_member_over_its_limit_is_closed_and_the_others_go_on(node: N
     # The fourth message passed the limit: it is the last one the member gets.
     assert transport.received == b"".join(reliable_frame(t, int(t)) for t in "1234")
     assert node.transports["a"].received == b"".join(reliable_frame(t, int(t)) for t in "12345")
+    assert node.transports["a"].writes == [node.transports["a"].received]
+
+
+def test_members_that_cannot_share_do_not_stop_the_others(node: Node) -> None:
+    """A json member among reliable ones (or one near its limits) is sent each message alone;
+    the others keep adding to the frames they share, in one write each."""
+    for name in ("r1", "r2"):
+        reliable(node, name, G)
+    node.connect("json", G)
+    for text in ("1", "2", "3"):
+        deliver_to_group(node.hub, G, message(text))
+    shared = node.hub.shared[G][0]()
+    assert shared is not None and len(shared.datas) == 3  # type: ignore[union-attr]
+    node.flush()
+    for name in ("r1", "r2"):
+        assert node.transports[name].writes == [b"".join(reliable_frame(t, int(t)) for t in "123")]
+    assert node.transports["json"].received == frame("1") + frame("2") + frame("3")
 
 
 def test_reliable_members_keep_one_copy_of_a_message_between_them(node: Node) -> None:

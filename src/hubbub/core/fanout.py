@@ -68,20 +68,27 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
     (:class:`~hubbub.core.outlet.SharedFrames`, or on a reliable subprotocol
     :class:`~hubbub.protocol.reliable.SequencedFrames` that every member's session numbers
     itself), the new message is only appended there: the cost does not grow with the group.
-    Otherwise every member is visited once and, when all of them use one codec, they start
-    sharing again.
+    Otherwise every member is visited once and, when the first one's codec has frames to share,
+    the members on it start sharing again. The members that cannot share (another codec, a
+    reliable session near its limits, a dropped socket) are noted and sent each message of the
+    period one by one, so that a few of them do not make the group visit everybody again.
     """
     members = hub.groups.get(name)
     if not members:
         return 0
-    ref = hub.shared.get(name)
-    shared = ref() if ref is not None else None
+    entry = hub.shared.get(name)
     data: EncodedData | None = None
-    if shared is not None and shared.open:
-        data = shared.codec.encode_data(message)
-        if shared.add(data):
-            return len(members)
-        # A member's session has no room for one more (SequencedFrames): visit them all.
+    shared: SharedFrames | SequencedFrames | None = None
+    if entry is not None:
+        shared = entry[0]()
+        if shared is not None and shared.open:
+            codec = shared.codec
+            data = codec.encode_data(message)
+            if shared.add(data):
+                if entry[1]:
+                    _fan_out(entry[1], message, {codec: data})
+                return len(members)
+            # Full (SequencedFrames): visit them all.
     connections = iter(members.values())
     first = next(connections)
     codec = first.codec
@@ -97,6 +104,7 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
             if connection.codec is not codec or not connection.outlet.share(shared):
                 others.append(connection)
     elif data.size > RUN_BYTES:  # one big message: pushed to each session, nothing to share
+        hub.shared.pop(name, None)
         return _fan_out(members.values(), message, {codec: data})
     else:
         shared = SequencedFrames(codec, data)
@@ -111,13 +119,9 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
             elif not connection.outlet.share_sequenced(shared, sequence_id):
                 session.unshare()
                 others.append(connection)
+    hub.shared[name] = (weakref.ref(shared), others)
     if others:
-        # Not every member can take the shared frames: this fan-out is not shared further.
-        shared.open = False
-        hub.shared.pop(name, None)
         _fan_out(others, message, {codec: data})
-    else:
-        hub.shared[name] = weakref.ref(shared)
     return len(members)
 
 
