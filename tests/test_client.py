@@ -8,7 +8,7 @@ import pytest
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config
 from hubbub.core.commands import Publication, Target
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.state import Connection
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
@@ -36,6 +36,9 @@ class JsonOutlet:
         self.messages.append(orjson.loads(frame[2:] if frame[1] < 126 else frame[4:]))
 
     def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 
     def close(self, code: int, reason: str) -> None:

@@ -14,7 +14,7 @@ from hubbub.broker.base import Interest
 from hubbub.broker.memory import MemoryBroker, MemoryPresence
 from hubbub.config import Config
 from hubbub.core.commands import Target
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.node import Node
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
@@ -80,6 +80,9 @@ class LogOutlet:
             self.log.append(("ack",))
 
     def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 
     def close(self, code: int, reason: str) -> None:

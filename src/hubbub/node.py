@@ -37,7 +37,7 @@ from hubbub.core.apply import apply_command, apply_query
 from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
 from hubbub.core.expiring import attach_live, deliver_expiring
 from hubbub.core.fanout import deliver_publication, send_message
-from hubbub.core.outlet import Outlet, SharedFrames
+from hubbub.core.outlet import Outlet, SequencedFrames, SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
@@ -349,6 +349,9 @@ class _Detached:
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        return False  # kept by the session alone (pushed), resent when it is recovered
 
     def close(self, code: int, reason: str) -> None:
         # Deferred: this may be called from inside a fan-out over the session's groups.

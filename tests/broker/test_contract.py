@@ -29,7 +29,7 @@ from hubbub.core.commands import (
     RemoveFromGroup,
     Target,
 )
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.node import Node
@@ -130,6 +130,9 @@ class ListOutlet:
         self.frames.append(frame)
 
     def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 
     def close(self, code: int, reason: str) -> None:

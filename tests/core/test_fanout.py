@@ -17,6 +17,7 @@ from hubbub.protocol.messages import (
     ServiceMessage,
 )
 from hubbub.protocol.registry import codec_for
+from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames
 from hubbub.types import ConnectionId, GroupName, HubName
 
 G = GroupName("g")
@@ -55,6 +56,7 @@ class Outlet:
         self.shares = shares
         self.frames: list[bytes] = []
         self.shared: list[SharedFrames] = []
+        self.sequenced: list[tuple[SequencedFrames, int]] = []
 
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -62,6 +64,11 @@ class Outlet:
     def share(self, shared: SharedFrames) -> bool:
         if self.shares:
             self.shared.append(shared)
+        return self.shares
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        if self.shares:
+            self.sequenced.append((frames, first))
         return self.shares
 
     def close(self, code: int, reason: str) -> None:
@@ -81,12 +88,34 @@ def group(*members: tuple[CountingCodec, bool]) -> tuple[Hub, list[Outlet]]:
 
 
 def test_a_reliable_group_is_encoded_once() -> None:
-    """Members whose frames differ (sequence ids) still share one encoding of the message."""
+    """Members whose frames differ (sequence ids) still share one encoding of the message, and
+    the next fan-outs only add to it."""
     reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
     hub, outlets = group((reliable, True), (reliable, True), (reliable, True))
     assert deliver_to_group(hub, G, MESSAGE) == 3
-    assert reliable.encoded == 1
-    assert all(b'"sequenceId":1}' in o.frames[0] for o in outlets)
+    assert deliver_to_group(hub, G, MESSAGE) == 3
+    assert reliable.encoded == 2
+    assert all(o.frames == [] and o.shared == [] and len(o.sequenced) == 1 for o in outlets)
+    shares = [o.sequenced[0] for o in outlets]
+    assert all(s[0] is shares[0][0] and s[1] == 1 for s in shares)
+    frames, first = shares[0]
+    assert len(frames.datas) == 2
+    joined = frames.joined(first)
+    assert b'"sequenceId":1}' in joined and b'"sequenceId":2}' in joined
+
+
+def test_reliable_members_that_cannot_share_get_their_frames_one_by_one() -> None:
+    """... and do not stop the others from sharing."""
+    reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, False), (reliable, True))
+    deliver_to_group(hub, G, MESSAGE)
+    deliver_to_group(hub, G, MESSAGE)
+    assert reliable.encoded == 2
+    assert b'"sequenceId":1}' in outlets[0].frames[0]
+    assert b'"sequenceId":2}' in outlets[0].frames[1]
+    # The other goes on sharing: the second message was only added to its frames.
+    ((frames, first),) = outlets[1].sequenced
+    assert first == 1 and len(frames.datas) == 2
 
 
 def test_a_group_with_a_reliable_member_is_encoded_once_per_codec() -> None:
@@ -112,3 +141,12 @@ def test_deliver_encodes_once_per_codec() -> None:
     hub, _ = group((json, False), (reliable, False), (json, False), (reliable, False))
     assert deliver(hub.members(G), MESSAGE) == 4
     assert (json.encoded, reliable.encoded) == (1, 1)
+
+
+def test_a_reliable_message_over_a_runs_bytes_is_pushed_to_each_member() -> None:
+    reliable = CountingCodec(JSON_RELIABLE_SUBPROTOCOL)
+    hub, outlets = group((reliable, True), (reliable, True))
+    big = DataMessage(Payload(DataType.TEXT, b"x" * RUN_BYTES), G, None)
+    assert deliver_to_group(hub, G, big) == 2
+    assert reliable.encoded == 1
+    assert all(o.sequenced == [] and o.frames[0].endswith(b'"sequenceId":1}') for o in outlets)

@@ -7,7 +7,7 @@ import orjson
 
 from hubbub.core.commands import Publication, Target
 from hubbub.core.fanout import deliver_publication
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, JSON_SUBPROTOCOL
@@ -27,6 +27,9 @@ class Outlet:
         self.frames.append(frame)
 
     def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 
     def close(self, code: int, reason: str) -> None:

@@ -20,7 +20,7 @@ from hubbub.core.commands import (
     RevokePermission,
     Target,
 )
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection, ConnectionSnapshot
 from hubbub.node import Node
@@ -45,6 +45,9 @@ class ListOutlet:
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # frames arrive one by one through send
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        return False
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

@@ -7,23 +7,44 @@ import pytest
 
 from hubbub.limits import ACK_CACHE_SIZE, MAX_UNACKED_BYTES, MAX_UNACKED_MESSAGES
 from hubbub.protocol.acks import AckIds
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, EncodedData
+from hubbub.protocol.frames import OP_TEXT
+from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import (
+    RUN_BYTES,
+    RUN_MESSAGES,
     ReliableSession,
     ReliableSnapshot,
+    SequencedFrames,
     SessionState,
     SessionStateError,
 )
 
 
-def send(session: ReliableSession, frame: bytes = b"f") -> tuple[int, bool]:
-    sequence_id = session.sequence()
-    return sequence_id, session.push(sequence_id, frame)
+class Numbered(EncodedData):
+    """A message whose frame is its body and its sequence id, so tests can read both."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(OP_TEXT, prefix=body)
+
+    def sequenced(self, sequence_id: int) -> bytes:
+        return b"%s#%d" % (self.prefix, sequence_id)
+
+    def template(self, digits: int) -> None:
+        return None
+
+
+def send(session: ReliableSession, body: bytes = b"f") -> tuple[int, bool]:
+    """Push one message; its sequence id and whether the session is still within its limits."""
+    frame = session.push(Numbered(body))
+    return int(frame.rsplit(b"#", 1)[1]), not session.overflowed
 
 
 def test_sequence_ids_count_from_one() -> None:
-    """Each data message takes the next sequenceId."""
+    """Each data message takes the next sequenceId, spliced into its frame."""
     session = ReliableSession()
-    assert [session.sequence() for _ in range(3)] == [1, 2, 3]
+    assert session.next_sequence_id == 1
+    assert [session.push(Numbered(b"m")) for _ in range(3)] == [b"m#1", b"m#2", b"m#3"]
     assert session.next_sequence_id == 4
 
 
@@ -57,7 +78,7 @@ def test_detach_then_attach_resends_the_unacked_frames_in_order() -> None:
     session.detach(now=100.0, timeout=30.0)
     assert (session.state, session.expires_at) == (SessionState.DETACHED, 130.0)
     send(session, b"3")
-    assert session.attach() == [b"2", b"3"]
+    assert session.attach() == [b"2#2", b"3#3"]
     assert session.state is SessionState.ATTACHED and session.expires_at is None
     assert len(session) == 2  # resent frames stay until acknowledged
 
@@ -66,7 +87,7 @@ def test_attach_while_attached_replaces_the_socket() -> None:
     """A recovery that meets a live session moves it (the old socket is replaced)."""
     session = ReliableSession()
     send(session, b"1")
-    assert session.attach() == [b"1"]
+    assert session.attach() == [b"1#1"]
     assert session.state is SessionState.ATTACHED
 
 
@@ -167,16 +188,15 @@ def test_snapshot_round_trips(state: str) -> None:
     assert _roundtrip(snapshot) == snapshot
     restored = ReliableSession.restore(_roundtrip(snapshot))
     assert restored.snapshot() == snapshot
-    assert (restored.state, len(restored), restored.size) == (
-        session.state,
-        len(session),
-        session.size,
-    )
+    assert (restored.state, len(restored)) == (session.state, len(session))
+    # A live session counts its messages as encoded once, a restored one the frames it got.
+    assert restored.size == sum(len(frame) for _, frame in snapshot.unacked)
     assert restored.recoverable == session.recoverable
-    assert restored.sequence() == session.sequence()
+    assert restored.next_sequence_id == session.next_sequence_id
+    assert send(restored)[0] == send(session)[0]
     if state == "detached":
         assert restored.expired(80.0) and not restored.expired(79.0)
-        assert restored.attach() == [b"bb", b"ccc"]
+        assert restored.attach() == [b"bb#2", b"ccc#3", b"f#4"]
 
 
 def test_a_restored_session_keeps_its_limits() -> None:
@@ -204,3 +224,130 @@ def test_ack_ids_default_size() -> None:
     for ack_id in range(ACK_CACHE_SIZE + 1):
         acks.remember(ack_id)
     assert len(acks) == ACK_CACHE_SIZE and not acks.seen(0) and acks.seen(ACK_CACHE_SIZE)
+
+
+# -- messages shared by many sessions (a group fan-out) -----------------------------------------
+
+
+def _run(*bodies: bytes) -> SequencedFrames:
+    frames = SequencedFrames(codec_for(JSON_RELIABLE_SUBPROTOCOL), Numbered(bodies[0]))
+    for body in bodies[1:]:
+        assert frames.add(Numbered(body))
+    return frames
+
+
+def test_shared_frames_are_numbered_by_each_session() -> None:
+    """Every session numbers the shared messages from its own next id, in order after what it
+    was sent alone, and keeps them as if they had been pushed one by one."""
+    ahead, fresh = ReliableSession(), ReliableSession()
+    send(ahead, b"own")
+    frames = SequencedFrames(codec_for(JSON_RELIABLE_SUBPROTOCOL), Numbered(b"a"))
+    assert (ahead.share(frames), fresh.share(frames)) == (2, 1)
+    assert frames.add(Numbered(b"b"))
+    frames.open = False  # as the first writer does
+    assert frames.joined(2) == b"a#2b#3" and frames.joined(1) == b"a#1b#2"
+    assert send(ahead, b"next")[0] == 4  # after the shared ones
+    assert ahead.attach() == [b"own#1", b"a#2", b"b#3", b"next#4"]
+    assert (len(fresh), fresh.next_sequence_id) == (2, 3)
+    assert fresh.snapshot().unacked == ((1, b"a#1"), (2, b"b#2"))
+
+
+def test_a_session_taking_its_messages_in_closes_them_for_everybody() -> None:
+    """Once a session numbered the shared messages, nothing may be added to them."""
+    one, two = ReliableSession(), ReliableSession()
+    frames = _run(b"a")
+    one.share(frames)
+    two.share(frames)
+    send(one, b"alone")
+    assert not frames.open
+    assert two.next_sequence_id == 2 and len(two) == 1
+
+
+def test_acks_below_the_shared_messages_leave_them_open() -> None:
+    session = ReliableSession()
+    send(session, b"1")
+    frames = _run(b"2")
+    session.share(frames)
+    assert session.ack(1) == 1 and frames.open  # another member's fan-out goes on
+    assert session.ack(2) == 1 and not frames.open
+    assert len(session) == 0
+
+
+def test_shared_frames_stay_within_every_sessions_limits() -> None:
+    """A run takes at most RUN_MESSAGES messages and RUN_BYTES bytes, and only a session with
+    room for a whole run below its limits shares it; one nearer is pushed its messages one by
+    one (and overflows at once when one passes a limit)."""
+    frames = _run(b"0")
+    for i in range(1, RUN_MESSAGES):
+        assert frames.add(Numbered(b"%d" % i))
+    assert not frames.add(Numbered(b"one more")) and not frames.open
+    big = _run(b"x" * (RUN_BYTES - 1))
+    assert big.add(Numbered(b"y")) and not big.add(Numbered(b"z")) and not big.open
+
+    roomy = ReliableSession(max_messages=RUN_MESSAGES + 1)
+    send(roomy)
+    assert roomy.share(_run(b"a")) == 2  # one kept + a whole run: at the limit
+    near = ReliableSession(max_messages=RUN_MESSAGES + 1)
+    send(near)
+    send(near)
+    assert near.share(_run(b"a")) == 0
+    assert not near.overflowed and near.next_sequence_id == 3
+
+    bytes_near = ReliableSession(max_bytes=RUN_BYTES + 10)
+    send(bytes_near, b"x" * 10)
+    assert bytes_near.share(_run(b"a")) == 2
+    send(bytes_near, b"y")  # takes the run in: 12 bytes kept
+    assert bytes_near.share(_run(b"a")) == 0
+    bytes_near.ack(3)
+    assert bytes_near.share(_run(b"a")) == 4  # the count is made exact again
+
+
+def test_ended_sessions_and_sessions_with_a_replica_do_not_share() -> None:
+    ended = ReliableSession()
+    ended.end()
+    assert ended.share(_run(b"a")) == 0
+    replicated = ReliableSession()
+    replicated.replica = lambda sequence_id, frame: None
+    assert replicated.share(_run(b"a")) == 0
+
+
+def test_the_replica_gets_every_frame_as_the_client_does() -> None:
+    session = ReliableSession()
+    got: list[tuple[int, bytes]] = []
+    session.replica = lambda sequence_id, frame: got.append((sequence_id, frame))
+    frames = [session.push(Numbered(b"m")) for _ in range(2)]
+    assert got == [(1, b"m#1"), (2, b"m#2")] and frames == [b"m#1", b"m#2"]
+
+
+def test_the_byte_limit_counts_what_is_kept_after_acks() -> None:
+    """Acks lower the count lazily; the limit still sees exactly what is kept."""
+    session = ReliableSession(max_bytes=10)
+    send(session, b"x" * 6)
+    send(session, b"y" * 4)
+    session.ack(1)
+    assert send(session, b"z" * 6)[1] is True  # 4 + 6 kept: at the limit, not over
+    assert session.size == 10
+    assert send(session, b"!")[1] is False
+
+
+def test_restore_keeps_the_places_of_missing_frames() -> None:
+    """A replica that missed frames: the ones it has are resent under their ids, the missing
+    ones are skipped, and acks count the places as the client does."""
+    snapshot = ReliableSnapshot(
+        SessionState.DETACHED, 7, ((3, b"f3"), (5, b"f5")), False, 10.0, 1000, 1 << 20
+    )
+    session = ReliableSession.restore(snapshot)
+    assert session.recoverable and session.next_sequence_id == 7 and len(session) == 4
+    assert session.snapshot().unacked == ((3, b"f3"), (5, b"f5"))
+    assert session.ack(4) == 2
+    assert session.attach() == [b"f5"]
+    assert send(session, b"next")[0] == 7
+
+
+def test_restore_with_more_missing_frames_than_a_session_holds_is_not_recoverable() -> None:
+    snapshot = ReliableSnapshot(
+        SessionState.DETACHED, 5000, ((1, b"f1"), (4000, b"f")), False, 10.0, 1000, 1 << 20
+    )
+    session = ReliableSession.restore(snapshot)
+    assert not session.recoverable and len(session) == 0
+    assert session.next_sequence_id == 5000

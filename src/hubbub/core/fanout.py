@@ -3,10 +3,13 @@
 The hot path of the service (ARCHITECTURE.md "The hot path"). A publication becomes one
 :class:`~hubbub.protocol.messages.DataMessage`, encoded once per codec among its targets;
 unsequenced codecs give one complete frame for everybody, the reliable ones a prefix into which
-each connection's ``sequenceId`` is spliced (:func:`send_sequenced`). Consecutive fan-outs to
+each connection's ``sequenceId`` is spliced when its frame is written. Consecutive fan-outs to
 one group share their frames across the members' outlets
-(:class:`~hubbub.core.outlet.SharedFrames`). Nothing here allocates per delivery what can be
-made per publication.
+(:class:`~hubbub.core.outlet.SharedFrames`; on the reliable subprotocols the members' sessions
+share the encoded messages too, :class:`~hubbub.protocol.reliable.SequencedFrames`, each
+numbering them from its own next ``sequenceId``). Other deliveries to reliable connections go
+through :func:`send_sequenced`. Nothing here allocates per delivery what can be made per
+publication.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hubbub.core.state import Connection, Hub, HubRegistry
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import DataMessage, ServiceMessage
+from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames
 from hubbub.types import ConnectionId, GroupName, UserId
 
 __all__ = [
@@ -61,41 +65,63 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
     """A fan-out to every member of a group; returns how many members it reached.
 
     When the members' outlets still share the frames of the previous fan-out to this group
-    (:class:`~hubbub.core.outlet.SharedFrames`), the new frame is only appended there: the cost
-    does not grow with the group. Otherwise every member is visited once and, when all of them
-    use one codec whose frames are the same for everybody, they start sharing again.
+    (:class:`~hubbub.core.outlet.SharedFrames`, or on a reliable subprotocol
+    :class:`~hubbub.protocol.reliable.SequencedFrames` that every member's session numbers
+    itself), the new message is only appended there: the cost does not grow with the group.
+    Otherwise every member is visited once and, when the first one's codec has frames to share,
+    the members on it start sharing again. The members that cannot share (another codec, a
+    reliable session near its limits, a dropped socket) are noted and sent each message of the
+    period one by one, so that a few of them do not make the group visit everybody again.
     """
     members = hub.groups.get(name)
     if not members:
         return 0
-    ref = hub.shared.get(name)
-    shared = ref() if ref is not None else None
-    if shared is not None and shared.open:
-        frame = shared.codec.encode_data(message).frame
-        assert frame is not None  # codecs whose frames differ per member are never shared
-        shared.append(frame)
-        return len(members)
+    entry = hub.shared.get(name)
+    data: EncodedData | None = None
+    shared: SharedFrames | SequencedFrames | None = None
+    if entry is not None:
+        shared = entry[0]()
+        if shared is not None and shared.open:
+            codec = shared.codec
+            data = codec.encode_data(message)
+            if shared.add(data):
+                if entry[1]:
+                    _fan_out(entry[1], message, {codec: data})
+                return len(members)
+            # Full (SequencedFrames): visit them all.
     connections = iter(members.values())
     first = next(connections)
     codec = first.codec
-    data = codec.encode_data(message)
+    if data is None or shared is None or shared.codec is not codec:
+        data = codec.encode_data(message)
     frame = data.frame
-    if frame is None:
-        return _fan_out(members.values(), message, {codec: data})
-    shared = SharedFrames(codec, frame)
     others: list[Connection] = []
-    if not first.outlet.share(shared):
-        others.append(first)
-    for connection in connections:
-        if connection.codec is not codec or not connection.outlet.share(shared):
-            others.append(connection)
-    if others:
-        # Not every member can take the shared frames: this fan-out is not shared further.
-        shared.open = False
+    if frame is not None:
+        shared = SharedFrames(codec, frame)
+        if not first.outlet.share(shared):
+            others.append(first)
+        for connection in connections:
+            if connection.codec is not codec or not connection.outlet.share(shared):
+                others.append(connection)
+    elif data.size > RUN_BYTES:  # one big message: pushed to each session, nothing to share
         hub.shared.pop(name, None)
-        _fan_out(others, message, {codec: data})
+        return _fan_out(members.values(), message, {codec: data})
     else:
-        hub.shared[name] = weakref.ref(shared)
+        shared = SequencedFrames(codec, data)
+        for connection in members.values():
+            session = connection.session
+            if connection.codec is not codec or session is None:
+                others.append(connection)
+                continue
+            sequence_id = session.share(shared)
+            if not sequence_id:
+                others.append(connection)
+            elif not connection.outlet.share_sequenced(shared, sequence_id):
+                session.unshare()
+                others.append(connection)
+    hub.shared[name] = (weakref.ref(shared), others)
+    if others:
+        _fan_out(others, message, {codec: data})
     return len(members)
 
 
@@ -150,11 +176,8 @@ def send_sequenced(connection: Connection, data: EncodedData) -> None:
     acknowledged; a session past its limits is closed, unrecoverable (§4)."""
     session = connection.session
     assert session is not None  # sequenced codecs are the reliable ones
-    sequence_id = session.next_sequence_id  # ReliableSession.sequence(), without the call
-    session.next_sequence_id = sequence_id + 1
-    frame = data.sequenced(sequence_id)
-    connection.outlet.send(frame)
-    if not session.push(sequence_id, frame) and connection.close_reason is None:
+    connection.outlet.send(session.push(data))
+    if session.overflowed and connection.close_reason is None:
         connection.close_reason = REASON_UNACKED_OVERFLOW
         connection.outlet.close(CLOSE_POLICY_VIOLATION, REASON_UNACKED_OVERFLOW)
 

@@ -1,5 +1,7 @@
 """Where a connection's frames go: the :class:`Outlet` a transport gives each connection, and
-the :class:`SharedFrames` that the outlets of a group's members hold in common.
+the :class:`SharedFrames` that the outlets of a group's members hold in common (on the reliable
+subprotocols :class:`~hubbub.protocol.reliable.SequencedFrames`, with each member's first
+sequence id).
 
 Delivery (:mod:`hubbub.core.fanout`) writes to outlets; the transport's corked writer
 (:mod:`hubbub.server.writer`) implements them. Both sides meet here, and nowhere else.
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from hubbub.protocol.codec import Codec
+from hubbub.protocol.codec import Codec, EncodedData
+from hubbub.protocol.reliable import SequencedFrames
 
-__all__ = ["Outlet", "SharedFrames"]
+__all__ = ["Outlet", "SequencedFrames", "SharedFrames"]
 
 
 class SharedFrames:
@@ -31,9 +34,12 @@ class SharedFrames:
         self.open = True
         self._joined: bytes | None = None
 
-    def append(self, frame: bytes) -> None:
-        self.frames.append(frame)
+    def add(self, data: EncodedData) -> bool:
+        """Append the next fan-out's frame (complete: this codec's frames are alike)."""
+        assert data.frame is not None
+        self.frames.append(data.frame)
         self._joined = None
+        return True
 
     def joined(self) -> bytes:
         """All the frames as one buffer, built once for every outlet that writes them."""
@@ -53,6 +59,11 @@ class Outlet(Protocol):
 
     def share(self, shared: SharedFrames) -> bool:
         """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
+        ...
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        """Queue ``frames`` (and what is added while open) numbered from ``first`` on, as
+        :meth:`~hubbub.protocol.reliable.SequencedFrames.joined` builds them; False: cannot."""
         ...
 
     def close(self, code: int, reason: str) -> None:

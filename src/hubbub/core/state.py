@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import msgspec
 
-from hubbub.core.outlet import Outlet, SharedFrames
+from hubbub.core.outlet import Outlet, SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission, RoleSet
 from hubbub.protocol.acks import AckIds
 from hubbub.protocol.codec import Codec
@@ -206,9 +206,13 @@ class Hub:
         self.connections: dict[ConnectionId, Connection] = {}
         self.groups: dict[GroupName, dict[ConnectionId, Connection]] = {}
         self.users: dict[UserId, dict[ConnectionId, Connection]] = {}
-        self.shared: dict[GroupName, weakref.ref[SharedFrames]] = {}
-        """Per group, the frames its members' outlets share in this flush period. Weak: once
-        every member has written them, nothing keeps them (a group's last message may be big)."""
+        self.shared: dict[
+            GroupName,
+            tuple[weakref.ref[SharedFrames | SequencedFrames], list[Connection]],
+        ] = {}
+        """Per group, the frames its members' outlets share in this flush period, and the
+        members that do not share them (sent each message one by one). Weak: once every member
+        has written them, nothing keeps them (a group's last message may be big)."""
 
     def add(self, connection: Connection) -> None:
         """Register a connection that completed its handshake."""

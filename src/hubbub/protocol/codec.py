@@ -45,26 +45,44 @@ KNOWN_SUBPROTOCOLS = (
 )
 
 
+_SEQUENCE_SUFFIX = b',"sequenceId":%d}'
+_SEQUENCE_SUFFIX_BYTES = len(_SEQUENCE_SUFFIX) - 2
+"""The suffix's bytes without its digits."""
+
+
 class EncodedData:
     """A data message encoded for one codec, ready to be written to many connections.
 
     Unsequenced codecs keep one complete frame (``frame``). Sequenced codecs keep the payload
     up to the sequence id (``prefix``) and build the frame per connection in
     :meth:`sequenced`, the only per-delivery work the reliable subprotocols need.
+    ``size`` is what a reliable session counts against its byte limit for it: the frame, or
+    the prefix (the per-connection header and sequence id aside, a few bytes).
     """
 
-    __slots__ = ("frame", "opcode", "prefix")
+    __slots__ = ("frame", "opcode", "prefix", "size")
 
     def __init__(self, opcode: int, frame: bytes | None = None, prefix: bytes = b"") -> None:
         self.opcode = opcode
         self.frame = frame
         self.prefix = prefix
+        self.size = len(frame) if frame is not None else len(prefix)
 
     def sequenced(self, sequence_id: int) -> bytes:
         """Return the frame carrying ``sequence_id`` (JSON: ``,"sequenceId":N}`` closes it)."""
-        suffix = b',"sequenceId":%d}' % sequence_id
+        suffix = _SEQUENCE_SUFFIX % sequence_id
         prefix = self.prefix
-        return frame_header(self.opcode, len(prefix) + len(suffix)) + prefix + suffix
+        return b"".join((frame_header(self.opcode, len(prefix) + len(suffix)), prefix, suffix))
+
+    def template(self, digits: int) -> bytes | None:
+        """The frame as a bytes %-format of its sequence id, for ids of ``digits`` digits.
+
+        ``template(len(b"%d" % n)) % n == sequenced(n)``; many frames are built with one
+        format of their templates joined. None when the codec splices otherwise (protobuf).
+        """
+        prefix = self.prefix
+        header = frame_header(self.opcode, len(prefix) + _SEQUENCE_SUFFIX_BYTES + digits)
+        return b"".join((header, prefix.replace(b"%", b"%%"), _SEQUENCE_SUFFIX))
 
 
 class Codec(Protocol):

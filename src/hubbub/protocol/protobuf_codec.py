@@ -137,6 +137,10 @@ class _ProtobufSequenced(EncodedData):
         head = self.member_tag + _varint(size)
         return b"".join((frame_header(OP_BINARY, len(head) + size), head, body, tail))
 
+    def template(self, digits: int) -> None:
+        """None: a varint has no %-format; frames are built one by one."""
+        return None
+
 
 def _invalid(reason: str) -> ProtocolError:
     return ProtocolError(reason, CLOSE_INVALID_DATA)

@@ -6,6 +6,9 @@ connection holds a single ``bytes`` while one frame is pending and a list only f
 frame on, so a fan-out allocates nothing per delivery. Consecutive fan-outs to one group share
 their frames: every member's outlet holds the same :class:`~hubbub.core.outlet.SharedFrames`,
 the later sends only append to it, and every member's write sends the one buffer it joins once.
+Members on a reliable subprotocol hold the same
+:class:`~hubbub.protocol.reliable.SequencedFrames` with their own first sequence id, and write
+the buffer it builds for that id (once for all the members whose ids agree).
 Each outlet is bounded in bytes (its pending frames plus the transport's unsent buffer); one
 over the bound is closed as a slow client, its buffers dropped, and nobody else waits for it.
 """
@@ -17,7 +20,7 @@ import logging
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
-from hubbub.core.outlet import SharedFrames
+from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
@@ -31,6 +34,11 @@ MAX_COALESCE_SECONDS = 0.004
 """The longest a frame waits for a flush because of coalescing."""
 SLOW_CLIENT_GRACE_SECONDS = 2.0
 """How long a slow client's close frame may take before its socket is aborted."""
+
+
+_Pending = bytes | SharedFrames | tuple[SequencedFrames, int]
+"""One queued item: a frame of this connection's, or frames shared with a group's members
+(sequenced ones with this member's first sequence id)."""
 
 
 class Flusher:
@@ -104,8 +112,8 @@ class CorkedOutlet:
         self._flusher = flusher
         self._limit = limit
         self._closer = closer
-        self._pending: bytes | SharedFrames | list[bytes | SharedFrames] | None = None
-        self._shared: SharedFrames | None = None
+        self._pending: _Pending | list[_Pending] | None = None
+        self._shared: SharedFrames | SequencedFrames | None = None
         """The shared frames still open for appends, last in ``_pending``."""
         self._size = 0
         self._closed = False
@@ -152,6 +160,24 @@ class CorkedOutlet:
             self._pending = [pending, shared]  # type: ignore[list-item]
         return True
 
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        """Queue a reliable group's shared frames, numbered for this member from ``first``."""
+        if self._closed:
+            return True  # the session keeps them all the same
+        if self._shared is not None:
+            self._shared.open = False
+        self._shared = frames
+        item = (frames, first)
+        pending = self._pending
+        if pending is None:
+            self._pending = item
+            self._flusher.schedule(self)
+        elif type(pending) is list:
+            pending.append(item)
+        else:
+            self._pending = [pending, item]  # type: ignore[list-item]
+        return True
+
     def flush(self) -> None:
         """Write what is pending in one call; close the connection if it is over its bound."""
         pending = self._pending
@@ -167,9 +193,18 @@ class CorkedOutlet:
             return
         if type(pending) is SharedFrames:
             transport.write(pending.joined())
+        elif type(pending) is tuple:
+            transport.write(pending[0].joined(pending[1]))
         elif type(pending) is list:
             transport.writelines(
-                [p.joined() if isinstance(p, SharedFrames) else p for p in pending]
+                [
+                    p.joined()
+                    if isinstance(p, SharedFrames)
+                    else p[0].joined(p[1])
+                    if type(p) is tuple
+                    else p  # type: ignore[misc]
+                    for p in pending
+                ]
             )
         else:
             transport.write(pending)  # type: ignore[arg-type]
