@@ -99,6 +99,11 @@ class Policy:
     def limits(self) -> Limits:
         return self._limits
 
+    @property
+    def needs_address(self) -> bool:
+        """Some network rule judges by address (else the client's address need not be read)."""
+        return not self._acl.allows_everything
+
     # --- every request ------------------------------------------------------------------------
 
     def address(
@@ -112,23 +117,29 @@ class Policy:
             trusted_proxies=self._proxies,
         )
 
-    def check_network(self, kind: TrafficKind, address: Address | None) -> Refusal | None:
-        """403 when the network rules do not allow ``kind`` from ``address``."""
+    def check_network(
+        self, kind: TrafficKind, address: Address | None, *, count: bool = True
+    ) -> Refusal | None:
+        """403 when the network rules do not allow ``kind`` from ``address`` (counted in the
+        metrics unless ``count`` is false: a reader that hands the request on to another)."""
         if self._acl.allows_everything or self._acl.allows(kind, address):
             return None
-        metrics.NETWORK_DENIALS.inc()
+        if count:
+            metrics.NETWORK_DENIALS.inc()
         return Refusal(403, NETWORK_DENIED)
 
     # --- REST ---------------------------------------------------------------------------------
 
-    def check_rest_rate(self, hub: str) -> Refusal | None:
-        """429 with Retry-After when the hub's REST calls are over ``rest_requests_per_second``."""
+    def check_rest_rate(self, hub: str, *, count: bool = True) -> Refusal | None:
+        """429 with Retry-After when the hub's REST calls are over ``rest_requests_per_second``
+        (counted unless ``count`` is false, as :meth:`check_network`)."""
         if self._rest is None:
             return None
         wait = self._rest.take(hub.lower(), self._clock())
         if not wait:
             return None
-        metrics.REST_THROTTLED.inc()
+        if count:
+            metrics.REST_THROTTLED.inc()
         return Refusal(
             429, "too many requests: over the REST request rate", retry_after_headers(wait)
         )

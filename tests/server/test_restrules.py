@@ -15,6 +15,7 @@ from hubbub.server.errors import error_response
 from hubbub.server.restrules import (
     CONTENT_TYPES,
     Operation,
+    Refusal,
     RestRules,
     Route,
     data_type,
@@ -74,12 +75,14 @@ def test_refusals_in_the_order_aiohttp_answers_them() -> None:
     target = "/api/hubs/h/:send?api-version=1"
     good = f"Bearer {token(target)}"
     assert RULES.refusal(target, good, "1") is None
-    assert RULES.refusal("/api/\udcff", good, "1") == (400, "the request target is not UTF-8")
-    assert RULES.refusal(target, "", "1") == (401, "a bearer token is required")
-    assert RULES.refusal(target, "Basic x", "1") == (401, "a bearer token is required")
+    assert RULES.refusal("/api/\udcff", good, "1") == Refusal(
+        400, "the request target is not UTF-8"
+    )
+    assert RULES.refusal(target, "", "1") == Refusal(401, "a bearer token is required")
+    assert RULES.refusal(target, "Basic x", "1") == Refusal(401, "a bearer token is required")
     assert RULES.refusal(target, f"Bearer {token(target, 'k' * 40)}", "1") is not None
     assert RULES.refusal("/api/hubs/h/users/u/:send", good, "1") is not None  # other audience
-    assert RULES.refusal(target, good, None) == (
+    assert RULES.refusal(target, good, None) == Refusal(
         400,
         "the api-version query parameter is required",
     )

@@ -21,19 +21,22 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config, url_host
+from hubbub.core.acl import TrafficKind
+from hubbub.entrakeys import EntraKeys
 from hubbub.errors import ConfigError
 from hubbub.metrics import render
 from hubbub.node import Node
-from hubbub.server.errors import count_errors
+from hubbub.policy import Policy
+from hubbub.server.errors import count_errors, error_response
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES, Runner
-from hubbub.server.port import REQUEST_HEADS, RequestHeads, listen, request_heads
+from hubbub.server.port import EVERY_KIND, REQUEST_HEADS, Port, RequestHeads, listen, request_heads
 from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
 from hubbub.server.restrules import RestRules
 from hubbub.server.socket import Sockets
@@ -41,9 +44,15 @@ from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
 
-__all__ = ["NODE", "Listening", "Parts", "build", "build_app", "serve"]
+__all__ = ["NODE", "POLICY", "Listening", "Parts", "build", "build_app", "serve"]
 
 NODE = web.AppKey("node", Node)
+POLICY = web.AppKey("policy", Policy)
+KEY_REFRESH = web.AppKey("entra_key_refresh", asyncio.Task[None])
+CLIENT_KINDS = frozenset((TrafficKind.CLIENT,))
+"""What the client listener serves when REST has its own (``network.rest_port``)."""
+REST_KINDS = frozenset((TrafficKind.REST, TrafficKind.TRACE))
+"""What the REST listener serves: REST, metrics (and the live trace, once it exists)."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,15 @@ class Listening:
     config: Config
     addresses: list[str]
     """``http://host:port`` of every address it listens on."""
+    rest_addresses: list[str] = field(default_factory=list)
+    """The REST listener's addresses, when REST has one of its own (``network.rest_port``)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (on the REST listener when REST has one of its own)."""
+    port = request.transport
+    if isinstance(port, Port) and not port.serves(TrafficKind.REST):
+        return error_response(404, "metrics are served on the REST port (network.rest_port)")
     return web.Response(body=render(), content_type="text/plain", charset="utf-8")
 
 
@@ -84,11 +98,12 @@ def build(config: Config) -> Parts:
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
     node = Node(config, broker, upstream)
     service = Service(config, broker, node.presence)
-    rules = RestRules(config.access_keys, config.http_keep_alive_seconds)
+    policy = Policy(config)
+    rules = RestRules(config.access_keys, config.http_keep_alive_seconds, policy)
     lane = FastLane(service, rules) if config.fast_lane else None
     heads = RequestHeads(config.request_head_timeout_seconds)
     sockets = Sockets(config.max_outbound_bytes)
-    endpoint = ClientEndpoint(node, sockets)
+    endpoint = ClientEndpoint(node, sockets, policy)
     app = web.Application(
         middlewares=[request_heads, api_middleware], client_max_size=MAX_BODY_BYTES
     )
@@ -96,6 +111,7 @@ def build(config: Config) -> Parts:
     app[SERVICE] = service
     app[RULES] = rules
     app[REQUEST_HEADS] = heads
+    app[POLICY] = policy
     app.add_routes(
         [
             web.get("/client/hubs/{hub}", endpoint.handle, allow_head=False),
@@ -123,6 +139,18 @@ def build_app(config: Config) -> web.Application:
 
 async def _start(parts: Parts) -> None:
     await parts.broker.start(parts.node)
+    entra = parts.app[POLICY].entra
+    if entra is not None and entra.validator.settings.verify_signatures:
+        await entra.load()  # a failure is logged; tokens then read the keys again
+        if entra.jwks_url:
+            parts.app[KEY_REFRESH] = asyncio.get_running_loop().create_task(_refresh_keys(entra))
+
+
+async def _refresh_keys(entra: EntraKeys) -> None:
+    """Read a JWKS URL again every ``refresh_seconds`` (Entra rolls its keys)."""
+    while True:
+        await asyncio.sleep(entra.refresh_seconds)
+        await entra.load()
 
 
 async def _close_connections(parts: Parts) -> None:
@@ -132,6 +160,9 @@ async def _close_connections(parts: Parts) -> None:
 
 
 async def _stop(parts: Parts) -> None:
+    refresh = parts.app.get(KEY_REFRESH)
+    if refresh is not None:
+        refresh.cancel()
     parts.heads.close()
     parts.sockets.close_all()
     await parts.sockets.close()
@@ -168,31 +199,61 @@ async def serve(
         keepalive_timeout=parts.rules.keep_alive_seconds,
     )
     await runner.setup()
+    rest_port = config.network.rest_port
     try:
-        listener = await _listen(runner, config, parts.lane)
+        listener = await _listen(
+            runner,
+            config,
+            parts.lane if rest_port is None else None,
+            kinds=EVERY_KIND if rest_port is None else CLIENT_KINDS,
+        )
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
             f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}"
         ) from exc
     bound = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
+    rest_listener = None
+    if rest_port is not None:
+        rest_host = config.network.rest_host or config.host
+        try:
+            rest_listener = await listen(runner, rest_host, rest_port, parts.lane, kinds=REST_KINDS)
+        except OSError as exc:
+            listener.close()
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {url_host(rest_host)}:{rest_port} (network.rest_port): "
+                f"{exc.strerror or exc}"
+            ) from exc
     if started is not None:
         addresses = dict.fromkeys(
             f"http://{url_host(sock.getsockname()[0])}:{bound.port}" for sock in listener.sockets
         )
-        started(Listening(bound, list(addresses)))
+        rest_addresses = dict.fromkeys(
+            f"http://{url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}"
+            for sock in (rest_listener.sockets if rest_listener is not None else ())
+        )
+        started(Listening(bound, list(addresses), list(rest_addresses)))
     await stop.wait()
+    if rest_listener is not None:
+        rest_listener.close()
     listener.close()
     await runner.cleanup()
 
 
-async def _listen(runner: web.AppRunner, config: Config, lane: FastLane | None) -> asyncio.Server:
+async def _listen(
+    runner: web.AppRunner,
+    config: Config,
+    lane: FastLane | None,
+    *,
+    kinds: frozenset[TrafficKind] = EVERY_KIND,
+) -> asyncio.Server:
     """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane)
+    listener = await listen(runner, config.host, config.port, lane, kinds=kinds)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane)
+        listener = await listen(runner, config.host, port, lane, kinds=kinds)
     return listener

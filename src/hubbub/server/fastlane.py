@@ -80,6 +80,7 @@ _WANTED = frozenset(
         b"expect",
     )
 )
+_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for"))
 _NO_OPTIONS = SendOptions()
 
 
@@ -96,9 +97,12 @@ class FastLane:
 
     # -- the connections the lane serves --------------------------------------------------------
 
-    def sniffer(self, write: Callable[[bytes], None], close: Callable[[], None]) -> Sniffer:
-        """A sniffer for a new connection, watched for idleness until :meth:`forget`."""
-        sniffer = Sniffer(self, write, close)
+    def sniffer(
+        self, write: Callable[[bytes], None], close: Callable[[], None], peer: str | None = None
+    ) -> Sniffer:
+        """A sniffer for a new connection from ``peer``, watched for idleness until
+        :meth:`forget`."""
+        sniffer = Sniffer(self, write, close, peer)
         self._sniffers.add(sniffer)
         if self._sweeper is None:
             self._schedule_sweep()
@@ -132,7 +136,13 @@ class FastLane:
 
     # -- one send -------------------------------------------------------------------------------
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Admitted | None:
+    def admit(
+        self,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        peer: str | None = None,
+        forwarding: list[tuple[bytes, bytes]] | None = None,
+    ) -> Admitted | None:
         """Route, token and content type of a send, judged on its head; None: aiohttp answers.
 
         The rules are the rulebook's; a send is plain when its query is ``api-version`` alone
@@ -148,8 +158,21 @@ class FastLane:
                 return None
         target, path, api_version, hub, kind, name = send
         authorization = headers.get(b"authorization")
+        policy = self._rules.policy
+        address = None
+        if policy is not None and policy.needs_address:
+            lines = forwarding or []
+            address = policy.address(
+                peer,
+                [v.decode("latin-1") for k, v in lines if k == b"forwarded"],
+                [v.decode("latin-1") for k, v in lines if k == b"x-forwarded-for"],
+            )
         refusal = self._rules.refusal(
-            target, "" if authorization is None else authorization.decode("latin-1"), api_version
+            target,
+            "" if authorization is None else authorization.decode("latin-1"),
+            api_version,
+            address=address,
+            count=False,
         )
         if refusal is not None:
             return None  # aiohttp refuses it: the same rule, with the service's answer
@@ -233,11 +256,13 @@ class _Sends(dict[bytes, _Send]):
 class _Head:
     """httptools callbacks: the URL and the few headers the lane looks at."""
 
-    __slots__ = ("complete", "headers", "url")
+    __slots__ = ("complete", "forwarding", "headers", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
+        self.forwarding: list[tuple[bytes, bytes]] | None = None
+        """Every ``Forwarded`` and ``X-Forwarded-For`` line, in order (None: none)."""
         self.complete = False
 
     def on_url(self, url: bytes) -> None:
@@ -247,6 +272,10 @@ class _Head:
         key = name.lower()
         if key in _WANTED:
             self.headers[key] = value
+        elif key in _FORWARDING:
+            if self.forwarding is None:
+                self.forwarding = []
+            self.forwarding.append((key, value))
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -275,12 +304,19 @@ class Sniffer:
         "_write",
         "active",
         "close",
+        "peer",
     )
 
     def __init__(
-        self, lane: FastLane, write: Callable[[bytes], None], close: Callable[[], None]
+        self,
+        lane: FastLane,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        peer: str | None = None,
     ) -> None:
         self._lane = lane
+        self.peer = peer
+        """The connection's peer address (the network rules judge by it)."""
         self._write = write
         self.close = close
         self._buffer = bytearray()
@@ -382,7 +418,7 @@ class Sniffer:
         length_text = headers.get(b"content-length", b"")
         if not length_text.isdigit() or not body_allowed(int(length_text)):
             return None
-        admitted = self._lane.admit(fields.url, headers)
+        admitted = self._lane.admit(fields.url, headers, self.peer, fields.forwarding)
         return None if admitted is None else (admitted, int(length_text))
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from hubbub.core.acl import TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
@@ -23,8 +24,10 @@ from hubbub.errors import BadRequestError, OperationError
 from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.server.errors import error_response
+from hubbub.server.port import Port, request_address
 from hubbub.server.restrules import (
     API_VERSION,
+    DEFER,
     HEALTH_PATH,
     INTERNAL_ERROR,
     SENDS,
@@ -54,12 +57,26 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Authenticate ``/api`` calls, require ``api-version``, map errors to the service's body."""
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
-    refusal = request.app[RULES].refusal(
+    health = request.path == HEALTH_PATH
+    port = request.transport
+    if not health and isinstance(port, Port) and not port.serves(TrafficKind.REST):
+        return error_response(404, "the REST API is served on its own port (network.rest_port)")
+    rules = request.app[RULES]
+    address = request_address(request, rules.policy)
+    authorization = request.headers.get("Authorization", "")
+    api_version = request.query.get(API_VERSION)
+    refusal = rules.refusal(
         request.raw_path,
-        request.headers.get("Authorization", ""),
-        request.query.get(API_VERSION),
-        health=request.path == HEALTH_PATH,
+        authorization,
+        api_version,
+        health=health,
+        method=request.method,
+        address=address,
     )
+    if refusal is DEFER:
+        refusal = await rules.refusal_after_keys(
+            request.raw_path, authorization, api_version, method=request.method, address=address
+        )
     if refusal is not None:
         return error_response(*refusal)
     try:

@@ -30,28 +30,42 @@ import time
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 from aiohttp.http import SERVER_SOFTWARE
 
+from hubbub.core.acl import Address, TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.limits import MAX_REST_BODY_BYTES
+from hubbub.protocol.entra import (
+    DATA_ACTIONS,
+    EntraForbiddenError,
+    EntraTokenError,
+    EntraValidator,
+    UnknownKeyError,
+    is_entra_token,
+)
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_body, error_code
 from hubbub.types import HubName
+
+if TYPE_CHECKING:
+    from hubbub.policy import Policy
 
 __all__ = [
     "API_VERSION",
     "CACHED_URLS",
     "CACHED_URL_BYTES",
     "CONTENT_TYPES",
+    "DEFER",
     "HEALTH_PATH",
     "INTERNAL_ERROR",
+    "OPERATION_ACTIONS",
     "SENDS",
     "Operation",
     "Refusal",
@@ -84,10 +98,18 @@ CACHED_URL_BYTES = 256
 
 
 class Refusal(NamedTuple):
-    """A request refused before its operation runs: the status and the error message."""
+    """A request refused before its operation runs: the status, the error message and any
+    headers to answer with (``Retry-After`` of a 429, ``WWW-Authenticate`` of an Entra 401)."""
 
     status: int
     message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+DEFER = Refusal(0, "the Entra signing keys are to be read first")
+"""What :meth:`RestRules.refusal` answers for an Entra token whose signing key is not known yet:
+a reader that can wait calls :meth:`RestRules.refusal_after_keys`; the fast lane hands the
+request to aiohttp, which can."""
 
 
 # -- answers written as bytes -------------------------------------------------------------------
@@ -128,11 +150,21 @@ def raw_answer(
     return b"\r\n".join(lines) + body
 
 
-def raw_error(status: int, message: str, *, close: bool = False) -> bytes:
+def raw_error(
+    status: int,
+    message: str,
+    *,
+    close: bool = False,
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
     """The service's error answer as bytes: what :func:`~hubbub.server.errors.error_response`
     answers through aiohttp."""
-    headers = [("Content-Type", "application/json"), ("x-ms-error-code", error_code(status))]
-    return raw_answer(status, error_body(status, message), headers, close=close)
+    fields = [
+        ("Content-Type", "application/json"),
+        ("x-ms-error-code", error_code(status)),
+        *headers,
+    ]
+    return raw_answer(status, error_body(status, message), fields, close=close)
 
 
 _accepted_second = -1
@@ -171,40 +203,143 @@ class RestRules:
         access_keys: the keys a bearer token may be signed with.
         keep_alive_seconds: how long an HTTP connection may stay idle before it is closed
             (aiohttp's ``keepalive_timeout`` and the fast lane's idle sweep both use it).
+        policy: the node's network rules, throttles and Entra ID (:mod:`hubbub.policy`);
+            None: none of them (every address allowed, no rate, access keys only).
     """
 
-    __slots__ = ("access_keys", "keep_alive_seconds")
+    __slots__ = ("access_keys", "keep_alive_seconds", "policy")
 
-    def __init__(self, access_keys: tuple[str, ...], keep_alive_seconds: float) -> None:
+    def __init__(
+        self,
+        access_keys: tuple[str, ...],
+        keep_alive_seconds: float,
+        policy: Policy | None = None,
+    ) -> None:
         self.access_keys = access_keys
         self.keep_alive_seconds = keep_alive_seconds
+        self.policy = policy
 
     def refusal(
-        self, target: str, authorization: str, api_version: str | None, *, health: bool = False
+        self,
+        target: str,
+        authorization: str,
+        api_version: str | None,
+        *,
+        health: bool = False,
+        method: str = "POST",
+        address: Address | None = None,
+        count: bool = True,
     ) -> Refusal | None:
         """Why a request to ``/api/...`` is refused before its operation runs, or None.
+
+        In order: the target must be UTF-8 (400); the network rules must allow REST from
+        ``address`` (403); a bearer token is required, an access-key one signed for this URL
+        or, with ``[auth.entra]``, a Microsoft Entra ID one whose caller holds the operation's
+        data action on the hub (401, 403); ``api-version`` is required (400); the hub's REST
+        calls must be within ``limits.rest_requests_per_second`` (429 with ``Retry-After``).
+        :data:`DEFER`: an Entra token names a signing key not read yet
+        (:meth:`refusal_after_keys` reads the keys and decides).
 
         Args:
             target: the request target as sent (path and query, not decoded).
             authorization: the ``Authorization`` header ("" when missing).
             api_version: the ``api-version`` query parameter (None when missing).
-            health: the request is for :data:`HEALTH_PATH` (no token, no api-version).
+            health: the request is for :data:`HEALTH_PATH` (no token, no api-version, and
+                answered whatever the network rules: it tells nothing but that the node runs).
+            method: the request method (an Entra caller's data action depends on it).
+            address: the client's address (:meth:`hubbub.policy.Policy.address`).
+            count: count a network denial or a throttled call in the metrics (false for the
+                fast lane, which hands a refused request to aiohttp to answer and count).
         """
         if not target.isascii() and not sent_as_text(target):
             return Refusal(400, "the request target is not UTF-8")
         if health:
             return None
+        policy = self.policy
+        if policy is not None:
+            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            if denied is not None:
+                return Refusal(denied.status, denied.message)
         scheme, _, token = authorization.partition(" ")  # RFC 6750 §2.1
         token = token.strip()
         if not token or scheme.lower() != "bearer":
             return Refusal(401, "a bearer token is required")
-        try:
-            verify_rest_token(token, self.access_keys, target)
-        except TokenError as exc:
-            return Refusal(401, str(exc))
+        entra = policy.entra if policy is not None else None
+        if entra is not None and is_entra_token(token):
+            refused = _entra_refusal(entra.validator, token, method, target)
+            if refused is not None:
+                return refused
+        else:
+            try:
+                verify_rest_token(token, self.access_keys, target)
+            except TokenError as exc:
+                return Refusal(401, str(exc))
         if not api_version:
             return Refusal(400, "the api-version query parameter is required")
+        if policy is not None:
+            throttled = policy.check_rest_rate(_hub_of(target), count=count)
+            if throttled is not None:
+                return Refusal(429, throttled.message, tuple(throttled.headers.items()))
         return None
+
+    async def refusal_after_keys(
+        self,
+        target: str,
+        authorization: str,
+        api_version: str | None,
+        *,
+        method: str = "POST",
+        address: Address | None = None,
+    ) -> Refusal | None:
+        """:meth:`refusal` for a request it :data:`DEFER`-red: the Entra signing keys are read
+        again (at most once per refresh interval), then the request is judged."""
+        assert self.policy is not None and self.policy.entra is not None
+        token = authorization.partition(" ")[2].strip()
+        try:
+            await self.policy.entra.authenticate(token)
+        except EntraTokenError as exc:
+            return _unauthorized(str(exc))
+        refused = self.refusal(target, authorization, api_version, method=method, address=address)
+        if refused is DEFER:
+            return _unauthorized("invalid token: the signing key is not known")
+        return refused
+
+
+def _unauthorized(message: str) -> Refusal:
+    """An Entra token that does not verify: 401 with an RFC 6750 challenge, as bearer-token
+    resources answer (the service's exact header is unconfirmed)."""
+    return Refusal(401, message, (("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+
+
+def _entra_refusal(
+    validator: EntraValidator, token: str, method: str, target: str
+) -> Refusal | None:
+    """401 for an Entra token that does not verify, 403 for a caller without the operation's
+    data action on the hub; :data:`DEFER` for a key not read yet. A path that names no
+    operation is left to the handler (404) once the token verifies."""
+    try:
+        identity = validator.authenticate(token)
+    except UnknownKeyError:
+        return DEFER
+    except EntraTokenError as exc:
+        return _unauthorized(str(exc))
+    try:
+        found = route(method, target)
+    except BadRequestError:
+        return None  # the handler answers 400
+    if found is None:
+        return None
+    try:
+        validator.authorize(identity, found.hub, OPERATION_ACTIONS[found.operation])
+    except EntraForbiddenError as exc:
+        return Refusal(403, str(exc))
+    return None
+
+
+def _hub_of(target: str) -> str:
+    """The hub a request target names, lower case, for the REST rate ("" for none)."""
+    parts = _sent_path(target).split("/", 4)
+    return parts[3].lower() if len(parts) > 3 and parts[2] == "hubs" else ""
 
 
 # -- routing ------------------------------------------------------------------------------------
@@ -267,6 +402,10 @@ _ROUTES: dict[tuple[str, str], Operation] = {
     ("DELETE", "users/*/groups/*"): Operation.REMOVE_USER_FROM_GROUP,
     ("PUT", "users/*/groups/*"): Operation.ADD_USER_TO_GROUP,
 }
+OPERATION_ACTIONS: dict[Operation, str] = {
+    operation: DATA_ACTIONS[key] for key, operation in _ROUTES.items()
+}
+"""The data action an Entra caller needs for each operation (:data:`DATA_ACTIONS`)."""
 _NAMES = {
     "connections": "connectionId",
     "groups": "group",
