@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -40,6 +41,7 @@ from hubbub.server.port import EVERY_KIND, REQUEST_HEADS, Port, RequestHeads, li
 from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
 from hubbub.server.restrules import RestRules
 from hubbub.server.socket import Sockets
+from hubbub.server.tls import server_context
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
@@ -191,6 +193,7 @@ async def serve(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    tls = _tls_context(config)
     parts = build(config)
     runner = Runner(
         parts.app,
@@ -205,6 +208,7 @@ async def serve(
             runner,
             config,
             parts.lane if rest_port is None else None,
+            tls,
             kinds=EVERY_KIND if rest_port is None else CLIENT_KINDS,
         )
     except OSError as exc:
@@ -217,7 +221,9 @@ async def serve(
     if rest_port is not None:
         rest_host = config.network.rest_host or config.host
         try:
-            rest_listener = await listen(runner, rest_host, rest_port, parts.lane, kinds=REST_KINDS)
+            rest_listener = await listen(
+                runner, rest_host, rest_port, parts.lane, tls, kinds=REST_KINDS
+            )
         except OSError as exc:
             listener.close()
             await runner.cleanup()
@@ -226,11 +232,13 @@ async def serve(
                 f"{exc.strerror or exc}"
             ) from exc
     if started is not None:
+        scheme = "https" if tls is not None else "http"
         addresses = dict.fromkeys(
-            f"http://{url_host(sock.getsockname()[0])}:{bound.port}" for sock in listener.sockets
+            f"{scheme}://{url_host(sock.getsockname()[0])}:{bound.port}"
+            for sock in listener.sockets
         )
         rest_addresses = dict.fromkeys(
-            f"http://{url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}"
+            f"{scheme}://{url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}"
             for sock in (rest_listener.sockets if rest_listener is not None else ())
         )
         started(Listening(bound, list(addresses), list(rest_addresses)))
@@ -241,19 +249,39 @@ async def serve(
     await runner.cleanup()
 
 
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The listeners' TLS context, or None for plain http.
+
+    Raises:
+        ConfigError: the certificate, key or client CA does not load.
+    """
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    try:
+        return server_context(
+            config.tls_cert_file,
+            config.tls_key_file,
+            client_auth=config.tls_client_auth,
+            client_ca_file=config.tls_client_ca_file,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"server.tls_cert_file: cannot serve TLS: {exc}") from exc
+
+
 async def _listen(
     runner: web.AppRunner,
     config: Config,
     lane: FastLane | None,
+    tls: ssl.SSLContext | None = None,
     *,
     kinds: frozenset[TrafficKind] = EVERY_KIND,
 ) -> asyncio.Server:
     """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane, kinds=kinds)
+    listener = await listen(runner, config.host, config.port, lane, tls, kinds=kinds)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane, kinds=kinds)
+        listener = await listen(runner, config.host, port, lane, tls, kinds=kinds)
     return listener
