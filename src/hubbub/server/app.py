@@ -37,7 +37,15 @@ from hubbub.policy import Policy
 from hubbub.server.errors import count_errors, error_response
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES, Runner
-from hubbub.server.port import EVERY_KIND, REQUEST_HEADS, Port, RequestHeads, listen, request_heads
+from hubbub.server.port import (
+    EVERY_KIND,
+    REQUEST_HEADS,
+    Port,
+    RequestHeads,
+    listen,
+    request_address,
+    request_heads,
+)
 from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
 from hubbub.server.restrules import RestRules
 from hubbub.server.socket import Sockets
@@ -87,10 +95,16 @@ class Listening:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition (on the REST listener when REST has one of its own)."""
+    """Prometheus text exposition: on the REST listener when REST has one of its own, and to
+    the addresses the network rules allow REST from."""
     port = request.transport
     if isinstance(port, Port) and not port.serves(TrafficKind.REST):
         return error_response(404, "metrics are served on the REST port (network.rest_port)")
+    policy = request.app[POLICY]
+    if policy.needs_address:
+        denied = policy.check_network(TrafficKind.REST, request_address(request, policy))
+        if denied is not None:
+            return error_response(denied.status, denied.message)
     return web.Response(body=render(), content_type="text/plain", charset="utf-8")
 
 
