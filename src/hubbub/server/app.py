@@ -2,18 +2,22 @@
 them until a signal stops it.
 
 The parts, inside out: the engine (in-memory broker and presence), the event handlers' client
-(upstream), the node, the service, the REST rulebook, the fast lane (unless
-``server.fast_lane`` is off), the upgraded sockets and the Web PubSub endpoint over them, the
+(upstream), the node, the service, the policy (network rules, limits, Entra ID:
+:mod:`hubbub.policy`), the REST rulebook, the fast lane (unless ``server.fast_lane`` is off),
+the upgraded sockets and the Web PubSub endpoint over them, the
 aiohttp application with the REST routes, health and metrics, the runner that bounds request
 sizes (:class:`~hubbub.server.limits.Runner`), the request heads' deadline, and the listener
-with a :class:`~hubbub.server.port.Port` per connection. Stopping closes them in the opposite
-order: the lane's connections and every client (close frames, a grace period for the
+with a :class:`~hubbub.server.port.Port` per connection (with ``network.rest_port``, two
+listeners: client connections on one, REST and metrics on the other, each answering 404 for
+the other's traffic). Stopping closes them in the opposite order: the lane's connections and every client (close frames, a grace period for the
 answers), then the timers, the upstream client and the engine.
 
 What is still to come attaches here: an admin API and dashboard are more routes on the same
 application (:func:`build`), Socket.IO and MQTT more handshake modules on the same
-:class:`~hubbub.server.socket.Sockets` (:func:`build`), TLS an ``ssl`` context for the listener
-(:func:`_listen`, passed on to :func:`~hubbub.server.port.listen`).
+:class:`~hubbub.server.socket.Sockets` (:func:`build`).
+
+With a certificate and key configured the listeners serve TLS (``https`` and ``wss``;
+:mod:`hubbub.server.tls`).
 """
 
 from __future__ import annotations

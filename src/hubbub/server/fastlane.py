@@ -7,13 +7,16 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 parses its head, and a send that is plain all through is published and answered ``202`` right
 here. Plain means: ``api-version`` the only query parameter, an ASCII path without
 percent-escapes, a ``Content-Length`` body within the limit in a known content type that
-validates, a valid bearer token, HTTP/1.1 keep-alive, no ``Expect``.
+validates, a bearer token that passes (an access-key one, or an Entra one whose keys are read),
+an address the network rules allow (the peer, or what a trusted proxy forwarded), the hub within
+its REST rate, HTTP/1.1 keep-alive, no ``Expect``.
 
 Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
 answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
 aiohttp's handlers (:mod:`hubbub.server.rest`) follow too. Everything that is not plain, and
 every request that would be refused, goes to aiohttp byte for byte, which answers it (errors
-included): this module only skips the objects for the case where all rules pass. Once a
+included, and counts the refusal in the metrics): this module only skips the objects for the
+case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as

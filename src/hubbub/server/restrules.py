@@ -6,8 +6,13 @@ this module, so a rule is written once and the two cannot drift apart:
 
 - routing: method and path shape to an :class:`Operation` (:func:`route`), and what each
   ``:send`` sends to (:data:`SENDS`, :func:`send_target`);
-- the request target must be UTF-8, a bearer token signed for this URL, ``api-version`` given
-  (:meth:`RestRules.refusal`);
+- what every request must pass, in order (:meth:`RestRules.refusal`): a UTF-8 request
+  target, the network rules (``[network]``, 403), a bearer token — an access-key one signed for
+  this URL, or a Microsoft Entra ID one whose principal holds the operation's data action on
+  the hub (``[auth.entra]``, 401/403; :data:`OPERATION_ACTIONS`) — ``api-version``, and the
+  hub's REST rate (``[limits]``, 429 with ``Retry-After``). The answers come from the node's
+  :class:`~hubbub.policy.Policy`; an Entra token whose signing key is not read yet is
+  :data:`DEFER`-red to the reader that can wait for the keys (aiohttp);
 - content types to :class:`~hubbub.protocol.messages.DataType` (:func:`data_type`), and what a
   message body must be (:func:`payload_of`);
 - the body limit (:func:`body_allowed`), which requests leave their connection open
@@ -17,9 +22,9 @@ this module, so a rule is written once and the two cannot drift apart:
   service's error answer (:func:`raw_error`, with the body of :mod:`hubbub.server.errors`) and
   the status line and ``Date``/``Server`` headers aiohttp writes (:func:`raw_answer`).
 
-Nothing here touches a socket or an aiohttp object. Admin API throttling, a per-client rate
-limit or another rule that every REST request must pass goes here, into
-:meth:`RestRules.refusal`, and both readers apply it.
+Nothing here touches a socket or an aiohttp object. Another rule that every REST request must
+pass (admin API throttling, say) goes here, into :meth:`RestRules.refusal`, and both readers
+apply it.
 """
 
 from __future__ import annotations
