@@ -9,8 +9,9 @@ aiohttp application with the REST routes, health and metrics, the runner that bo
 sizes (:class:`~hubbub.server.limits.Runner`), the request heads' deadline, and the listener
 with a :class:`~hubbub.server.port.Port` per connection (with ``network.rest_port``, two
 listeners: client connections on one, REST and metrics on the other, each answering 404 for
-the other's traffic). Stopping closes them in the opposite order: the lane's connections and every client (close frames, a grace period for the
-answers), then the timers, the upstream client and the engine.
+the other's traffic). Stopping closes them in the opposite order: the lane's connections and
+every client (close frames, a grace period for the answers), then the timers, the upstream
+client and the engine.
 
 What is still to come attaches here: an admin API and dashboard are more routes on the same
 application (:func:`build`), Socket.IO and MQTT more handshake modules on the same

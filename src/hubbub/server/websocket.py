@@ -5,10 +5,11 @@ Everything is decided before the upgrade (the network rules, hub, token, the con
 limits, subprotocol, the ``connect`` event, or the session a reconnecting client recovers), so a
 refusal is a plain HTTP answer with the service's status (403 from a denied address — the
 service's status for an upgrade is unconfirmed — and 429 over a connection limit, with no
-``connect`` event). A connection with inbound limits is closed when a message breaks one. Then the upgraded-socket layer (:mod:`hubbub.server.socket`) takes the
+``connect`` event). Then the upgraded-socket layer (:mod:`hubbub.server.socket`) takes the
 connection over from aiohttp, and this module binds the socket to the node: each message is
-decoded with the connection's codec and handed to the node, whose answers go out through the
-socket's outlet.
+checked against the connection's inbound limits (one that breaks them closes it), decoded with
+the connection's codec and handed to the node, whose answers go out through the socket's
+outlet.
 """
 
 from __future__ import annotations
