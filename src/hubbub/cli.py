@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="the node's access key; the first one given signs the token (env HUBBUB_ACCESS_KEY)",
     )
+    _tls_arguments(token)
     token.add_argument("--hub", required=True, help="hub the client connects to (case-insensitive)")
     token.add_argument("--user", help="user id of the client (the token's sub claim); default none")
     token.add_argument(
