@@ -24,7 +24,13 @@ JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
 
 
 def write(
-    path: Path, pki: Pki, key: str, *, fast_lane: bool = True, anonymous: bool = False
+    path: Path,
+    pki: Pki,
+    key: str,
+    *,
+    fast_lane: bool = True,
+    anonymous: bool = False,
+    head_timeout: float = 15.0,
 ) -> None:
     cert, cert_key = path.parent / "cert.pem", path.parent / "key.pem"
     if not cert.exists():
@@ -33,6 +39,7 @@ def write(
     path.write_text(
         f'[server]\ntls_cert_file = "{cert}"\ntls_key_file = "{cert_key}"\n'
         f"fast_lane = {str(fast_lane).lower()}\n"
+        f"request_head_timeout_seconds = {head_timeout}\n"
         f'[auth]\naccess_keys = ["{key}"]\n'
         f"[hubs.chat]\nanonymous_connect = {str(anonymous).lower()}\n"
     )
@@ -70,9 +77,9 @@ Starter = Callable[..., Awaitable[Node]]
 async def start(tmp_path: Path, pki: Pki) -> AsyncIterator[Starter]:
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def starting(fast_lane: bool = True) -> Node:
+    async def starting(fast_lane: bool = True, head_timeout: float = 15.0) -> Node:
         path = tmp_path / "hubbub.toml"
-        write(path, pki, KEY_A, fast_lane=fast_lane)
+        write(path, pki, KEY_A, fast_lane=fast_lane, head_timeout=head_timeout)
         config = load_config(str(path), env={}, overrides={"port": 0})
         got: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
@@ -122,6 +129,16 @@ async def test_rest_and_a_socket_over_the_loops_tls_transport(
             assert await node.send(session, big, KEY_A) == 202
             assert (await ws.receive_json(timeout=5))["data"] == "hello"
             assert (await ws.receive_json(timeout=5))["data"] == big
+        # :generateToken over https: its audience is the https endpoint the client then uses
+        token_url = f"{node.base}/api/hubs/chat/:generateToken?api-version=2024-12-01&userId=g"
+        headers = {"Authorization": f"Bearer {node.rest_token(token_url, KEY_A)}"}
+        async with session.post(token_url, headers=headers, ssl=node.context) as r:
+            token = (await r.json())["token"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert claims["aud"] == f"{node.base}/client/hubs/chat"
+        url = f"{node.base}/client/hubs/chat?access_token={token}"
+        async with session.ws_connect(url, protocols=[JSON_SUBPROTOCOL], ssl=node.context) as ws:
+            assert (await ws.receive_json(timeout=5))["userId"] == "g"
 
 
 async def test_a_renewed_certificate_is_loaded_when_its_files_change(
@@ -173,3 +190,14 @@ async def test_the_reload_api_takes_a_new_key_and_hub_settings(start: Starter, p
             assert node.listening.reload() is False  # refused: the running one stays
             assert await node.send(session, "kept", KEY_B) == 202
             assert (await ws.receive_json(timeout=5))["data"] == "kept"
+
+
+async def test_a_tls_handshake_has_the_time_a_request_head_has(start: Starter) -> None:
+    """A connection that never starts its handshake is dropped after
+    ``request_head_timeout_seconds``, as a request head that never ends would be."""
+    node = await start(head_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.listening.config.port)
+    began = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert asyncio.get_running_loop().time() - began < 3
+    writer.close()

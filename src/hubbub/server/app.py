@@ -260,12 +260,16 @@ async def _listen(
     lane: FastLane | None,
     tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
-    """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane, tls)
+    """Listen on the configured address; port 0 becomes one free port on every address.
+
+    A TLS handshake has the time a request head has (``request_head_timeout_seconds``).
+    """
+    timeout = config.request_head_timeout_seconds
+    listener = await listen(runner, config.host, config.port, lane, tls, timeout)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane, tls)
+        listener = await listen(runner, config.host, port, lane, tls, timeout)
     return listener

@@ -491,12 +491,14 @@ async def listen(
     port: int,
     lane: FastLane | None = None,
     tls: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
     With ``tls`` every connection is TLS: the port sees it once the handshake is done, over
     the loop's TLS transport (the lane, aiohttp and the upgraded sockets write to it as to a
-    plain one). The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if
+    plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
+    loop's 60) is dropped. The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if
     it has one.
     """
     server = runner.server
@@ -510,4 +512,5 @@ async def listen(
         reuse_address=True,
         backlog=LISTEN_BACKLOG,
         ssl=tls,
+        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
     )
