@@ -498,8 +498,8 @@ async def listen(
     With ``tls`` every connection is TLS: the port sees it once the handshake is done, over
     the loop's TLS transport (the lane, aiohttp and the upgraded sockets write to it as to a
     plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
-    loop's 60) is dropped. The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if
-    it has one.
+    loop's 60) is dropped. The request heads' deadlines are the application's
+    :data:`REQUEST_HEADS`, if it has one.
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
