@@ -5,6 +5,7 @@ reload API taking a new key, a handler and anonymous connect while a socket stay
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -201,3 +202,29 @@ async def test_a_tls_handshake_has_the_time_a_request_head_has(start: Starter) -
     assert await asyncio.wait_for(reader.read(), 5) == b""
     assert asyncio.get_running_loop().time() - began < 3
     writer.close()
+
+
+async def test_a_reliable_session_recovers_across_a_key_rotation(start: Starter, pki: Pki) -> None:
+    """The key that signed a reconnection token removed, the session it names still recovers:
+    the client dropped while the keys rotated gets its message on the new socket."""
+    from websockets.asyncio.client import connect
+
+    node = await start()
+    reliable = "json.reliable.webpubsub.azure.v1"
+    base = f"wss://localhost:{node.listening.config.port}/client/hubs/chat"
+    url = f"{base}?access_token={node.client_token(KEY_A, 'r')}"
+    ws = await connect(url, subprotocols=[reliable], ssl=node.context)  # type: ignore[list-item]
+    connected = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    ws.transport.abort()  # dropped, not closed: the session waits for the client
+    await ws.wait_closed()
+    write(node.path, pki, KEY_B)
+    assert node.listening.reload()
+    async with aiohttp.ClientSession() as session:
+        assert await node.send(session, "while away", KEY_B) == 202
+    query = (
+        f"?awps_connection_id={connected['connectionId']}"
+        f"&awps_reconnection_token={connected['reconnectionToken']}"
+    )
+    async with connect(base + query, subprotocols=[reliable], ssl=node.context) as again:  # type: ignore[list-item]
+        message = json.loads(await asyncio.wait_for(again.recv(), 5))
+        assert message["data"] == "while away"
