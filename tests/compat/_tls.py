@@ -138,10 +138,13 @@ def start_tls_server(
 
 @dataclass
 class Recorder:
-    """An event handler on its own thread: ``connect`` bodies, by handler name."""
+    """An event handler on its own thread: ``connect`` bodies by handler name, and the other
+    events; every event is answered 204."""
 
     port: int = field(default_factory=free_port)
     connects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    events: list[tuple[str, str, bytes]] = field(default_factory=list)
+    """Every other event: handler name, event name, body."""
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     _server: TestServer | None = None
     _thread: threading.Thread | None = None
@@ -169,7 +172,9 @@ class Recorder:
         if request.method == "OPTIONS":
             return web.Response(headers={"WebHook-Allowed-Origin": "*"})
         body = await request.read()
-        if request.match_info["event"] == "connect":
-            name = request.match_info["name"]
+        name, event = request.match_info["name"], request.match_info["event"]
+        if event == "connect":
             self.connects.setdefault(name, []).append(json.loads(body))
+        else:
+            self.events.append((name, event, body))
         return web.Response(status=204)

@@ -68,6 +68,7 @@ def config_toml(
             "[[hubs.certs.event_handlers]]",
             f'url_template = "{handler}"',
             'system_events = ["connect"]',
+            'user_event_pattern = "*"',
             "[[hubs.anon.event_handlers]]",
             f'url_template = "{handler}"',
             'system_events = ["connect"]',
@@ -365,6 +366,11 @@ def test_sighup_rotates_keys_handlers_and_the_certificate_while_clients_stay(
         wait_for(lambda: len(recorder.connects.get("b", [])) == 1, "connect event at b")
         assert len(recorder.connects["a"]) == 1
         late.close()
+        early.client.send_event("after", "to the new handler", WebPubSubDataType.TEXT)
+        wait_for(
+            lambda: ("b", "after", b"to the new handler") in recorder.events, "user event at b"
+        )
+        assert [e for e in recorder.events if e[0] == "a"] == []
 
         server.reload("[server\n", expect="configuration not reloaded")
         assert "keeping the running one" in server.output()
