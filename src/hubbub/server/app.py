@@ -18,7 +18,9 @@ application (:func:`build`), Socket.IO and MQTT more handshake modules on the sa
 :class:`~hubbub.server.socket.Sockets` (:func:`build`).
 
 With a certificate and key configured the listeners serve TLS (``https`` and ``wss``;
-:mod:`hubbub.server.tls`).
+:mod:`hubbub.server.tls`). A node given a way to load its configuration again
+re-reads it on SIGHUP and when the file changes, and applies what may change live
+(:mod:`hubbub.server.live`); the certificate is reloaded when its files change.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ from hubbub.errors import ConfigError
 from hubbub.metrics import render
 from hubbub.node import Node
 from hubbub.policy import Policy
+from hubbub.reloader import ConfigReloader
 from hubbub.server.errors import count_errors, error_response
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES, Runner
+from hubbub.server.live import LiveNode
 from hubbub.server.port import (
     EVERY_KIND,
     REQUEST_HEADS,
@@ -94,7 +98,12 @@ class Listening:
 
     config: Config
     addresses: list[str]
-    """``http://host:port`` of every address it listens on."""
+    """``http(s)://host:port`` of every address it listens on."""
+    reload: Callable[[], bool] = field(default=lambda: False, compare=False)
+    """Load the configuration again now and apply what may change live (as SIGHUP does);
+    False when it is refused or changes nothing."""
+    live: LiveNode | None = field(default=None, compare=False)
+    """The running node's live settings (its configuration now, the certificate's reload)."""
     rest_addresses: list[str] = field(default_factory=list)
     """The REST listener's addresses, when REST has one of its own (``network.rest_port``)."""
 
@@ -196,17 +205,27 @@ async def serve(
     *,
     started: Callable[[Listening], None] | None = None,
     stop: asyncio.Event | None = None,
+    load: Callable[[], Config] | None = None,
+    watch: str | None = None,
+    poll_seconds: float = 2.0,
 ) -> None:
     """Run one node until ``stop`` is set (by default: until SIGINT or SIGTERM).
 
     Args:
         config: the node's configuration; port 0 takes any free port.
         started: called once the node listens.
-        stop: set it to stop the node.
+        stop: set it to stop the node; without it, SIGINT and SIGTERM stop the node and
+            SIGHUP reloads its configuration and certificate.
+        load: loads the configuration again from the same sources (file, environment, flags),
+            for a reload; without it a reload only looks at the certificate's files.
+        watch: the configuration file, reloaded when it changes.
+        poll_seconds: how often the configuration and certificate files are looked at.
 
     Raises:
-        ConfigError: the node cannot listen on the configured address.
+        ConfigError: the node cannot listen on the configured address, or its certificate
+            does not load.
     """
+    signals = stop is None
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -241,7 +260,13 @@ async def serve(
         rest_host = config.network.rest_host or config.host
         try:
             rest_listener = await listen(
-                runner, rest_host, rest_port, parts.lane, tls, kinds=REST_KINDS
+                runner,
+                rest_host,
+                rest_port,
+                parts.lane,
+                tls,
+                config.request_head_timeout_seconds,
+                kinds=REST_KINDS,
             )
         except OSError as exc:
             listener.close()
@@ -250,6 +275,16 @@ async def serve(
                 f"cannot listen on {url_host(rest_host)}:{rest_port} (network.rest_port): "
                 f"{exc.strerror or exc}"
             ) from exc
+    live = LiveNode(replace(parts, config=bound), tls)
+    reloader = ConfigReloader(
+        bound,
+        _same_port(load, config.port, bound.port) if load is not None else lambda: live.config,
+        live.apply,
+        path=watch,
+        poll_seconds=poll_seconds,
+        certificates=live.check_certificate if tls is not None else None,
+    )
+    reloader.start(signals=signals)
     if started is not None:
         scheme = "https" if tls is not None else "http"
         addresses = dict.fromkeys(
@@ -260,12 +295,25 @@ async def serve(
             f"{scheme}://{url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}"
             for sock in (rest_listener.sockets if rest_listener is not None else ())
         )
-        started(Listening(bound, list(addresses), list(rest_addresses)))
-    await stop.wait()
-    if rest_listener is not None:
-        rest_listener.close()
-    listener.close()
-    await runner.cleanup()
+        started(Listening(bound, list(addresses), reloader.reload, live, list(rest_addresses)))
+    try:
+        await stop.wait()
+    finally:
+        await reloader.stop()
+        if rest_listener is not None:
+            rest_listener.close()
+        listener.close()
+        await runner.cleanup()
+
+
+def _same_port(load: Callable[[], Config], asked: int, bound: int) -> Callable[[], Config]:
+    """``load``, with the port a node asked for (0: any) read as the one it got."""
+
+    def loaded() -> Config:
+        config = load()
+        return replace(config, port=bound) if config.port == asked else config
+
+    return loaded
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
@@ -295,12 +343,16 @@ async def _listen(
     *,
     kinds: frozenset[TrafficKind] = EVERY_KIND,
 ) -> asyncio.Server:
-    """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane, tls, kinds=kinds)
+    """Listen on the configured address; port 0 becomes one free port on every address.
+
+    A TLS handshake has the time a request head has (``request_head_timeout_seconds``).
+    """
+    timeout = config.request_head_timeout_seconds
+    listener = await listen(runner, config.host, config.port, lane, tls, timeout, kinds=kinds)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane, tls, kinds=kinds)
+        listener = await listen(runner, config.host, port, lane, tls, timeout, kinds=kinds)
     return listener

@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from ssl import SSLContext
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
@@ -529,15 +529,19 @@ async def listen(
     host: str,
     port: int,
     lane: FastLane | None = None,
-    tls: SSLContext | None = None,
+    tls: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
     *,
     kinds: frozenset[TrafficKind] = EVERY_KIND,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
-    The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if it has one.
-    ``kinds`` are the kinds of traffic the listener serves (the others are answered 404);
-    ``tls`` makes it serve https and wss.
+    With ``tls`` every connection is TLS: the port sees it once the handshake is done, over
+    the loop's TLS transport (the lane, aiohttp and the upgraded sockets write to it as to a
+    plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
+    loop's 60) is dropped. The request heads' deadlines are the application's
+    :data:`REQUEST_HEADS`, if it has one. ``kinds`` are the kinds of traffic the listener
+    serves (the others are answered 404).
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
@@ -550,4 +554,5 @@ async def listen(
         reuse_address=True,
         backlog=LISTEN_BACKLOG,
         ssl=tls,
+        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
     )
