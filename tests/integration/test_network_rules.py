@@ -9,7 +9,9 @@ upgrade is 403 before the upgrade.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -233,3 +235,36 @@ async def test_rest_on_a_listener_of_its_own(
             pytest.fail("a client connection on the REST port")
     except aiohttp.WSServerHandshakeError as exc:
         assert exc.status == 404
+
+
+async def test_rules_and_limits_reload_live(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Rules and limits written into the running file apply on SIGHUP; the connected client
+    stays (it keeps answering pings) while REST from its address is now refused."""
+    srv = start_server(tmp_path, config_toml=CONFIG_TOML)
+    try:
+        token = mint_client_token(srv, "chat")
+        async with http.ws_connect(
+            f"{srv.ws_endpoint}/client/hubs/chat?access_token={token}",
+            protocols=["json.webpubsub.azure.v1"],
+        ) as ws:
+            assert json.loads((await ws.receive(timeout=5)).data)["event"] == "connected"
+            assert (await call(http, srv, "POST", SEND))[0] == 202
+            (tmp_path / "hubbub.toml").write_text(
+                CONFIG_TOML + '\n[network]\ndefault_action = "deny"\n'
+                '[[network.rules]]\naction = "allow"\naddresses = ["127.0.0.1"]\n'
+                'kinds = ["client"]\n'
+            )
+            srv.process.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                if (await call(http, srv, "POST", SEND))[0] == 403:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the reloaded rules were not applied")
+            await ws.send_str('{"type":"ping"}')
+            while (reply := json.loads((await ws.receive(timeout=5)).data))["type"] == "message":
+                assert reply["data"] == "hi"  # the send before the reload
+            assert reply == {"type": "pong"}
+            assert await upgrade(srv) == 101
+    finally:
+        stop_server(srv)
