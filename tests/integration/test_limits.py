@@ -18,9 +18,11 @@ from typing import Any
 import aiohttp
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.messaging.webpubsubclient.aio import WebPubSubClient as AioWebPubSubClient
+from azure.messaging.webpubsubclient.models import WebPubSubDataType
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
-from tests.compat._clients import rest_token
+from tests.compat._clients import AioSdkClient, rest_token, sdk_options
 from tests.compat._node import NODE_DIR
 from tests.conftest import CONFIG_TOML, Server, start_server, stop_server
 from tests.integration._wire import mint_client_token
@@ -236,3 +238,26 @@ async def test_the_js_sdk_sees_the_429(limited: Server, hub: str) -> None:
     first, second, third = json.loads(out.decode().splitlines()[-1])
     assert first["ok"] and second["ok"]
     assert third["ok"] is False and third["status"] == 429 and third["code"] == "TooManyRequests"
+
+
+async def test_the_python_client_sdk_over_its_rate_is_disconnected(
+    limited: Server, hub: str, http: aiohttp.ClientSession
+) -> None:
+    """The async client SDK (reliable JSON, its default) sending faster than the rate: the
+    service closes it, the SDK does not recover the session and reports it disconnected."""
+    token = mint_client_token(limited, hub, user="sdk", roles=["webpubsub.sendToGroup"])
+    url = f"{limited.ws_endpoint}/client/hubs/{hub}?access_token={token}"
+    client = AioSdkClient(AioWebPubSubClient(url, auto_reconnect=False, **sdk_options()))
+    before = await counter(http, limited, "hubbub_throttle_closes")
+    await client.start()
+    try:
+        for number in range(10):
+            await client.client.send_to_group(
+                "room", f"m{number}", WebPubSubDataType.TEXT, ack=False
+            )
+        gone = await client.disconnected.wait_for()
+        assert gone.connection_id is not None
+        assert not client.client.is_connected()
+        assert await counter(http, limited, "hubbub_throttle_closes") == before + 1
+    finally:
+        await client.client.close()
