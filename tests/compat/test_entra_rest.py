@@ -10,9 +10,11 @@ a reader that sends) reaches the caller with the service's status and error body
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import ssl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from tests._entra import (
     AsyncTestCredential,
     TestCredential,
     TestKey,
+    jwks,
 )
 from tests._pki import Pki
 from tests.compat._node import NODE_DIR
@@ -310,3 +313,52 @@ async def test_js_sdk_with_a_token_credential(
     )
     assert stranger["ok"] is False and stranger["status"] == 403
     assert stranger["code"] == "Forbidden"
+
+
+@pytest.fixture
+def jwks_url(entra_key: TestKey) -> Iterator[str]:
+    """The test key's JWKS served over http on loopback (in a thread: the node reads it while
+    the test waits for the node to start)."""
+    document = json.dumps(jwks(entra_key)).encode()
+
+    class Keys(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(document)))
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keys)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/common/discovery/v2.0/keys"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+async def test_signing_keys_from_a_jwks_url(
+    tmp_path: Path, pki: Pki, entra_key: TestKey, jwks_url: str
+) -> None:
+    """jwks_url: the node reads the keys at start; the SDK's tokens verify against them."""
+    config = (
+        f'[server]\ntls_cert_file = "{pki.server.cert_file}"\n'
+        f'tls_key_file = "{pki.server.key_file}"\n'
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_url = "{jwks_url}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ "*" = "owner" }}\n'
+    )
+    srv = start_server(tmp_path, config_toml=config, ca_file=pki.ca_file)
+    try:
+        async with service(srv, pki, "chat", key=entra_key) as svc:
+            await svc.send_to_all("hi", content_type="text/plain")
+            assert (await svc.get_client_access_token())["url"].startswith("wss://")
+    finally:
+        stop_server(srv)
+    assert (
+        f"Entra signing keys from {jwks_url}: {entra_key.kid}"
+        in (tmp_path / "server.log").read_text()
+    )

@@ -36,7 +36,6 @@ from aiohttp import web
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Config, url_host
 from hubbub.core.acl import TrafficKind
-from hubbub.entrakeys import EntraKeys
 from hubbub.errors import ConfigError
 from hubbub.metrics import render
 from hubbub.node import Node
@@ -68,6 +67,8 @@ __all__ = ["NODE", "POLICY", "Listening", "Parts", "build", "build_app", "serve"
 NODE = web.AppKey("node", Node)
 POLICY = web.AppKey("policy", Policy)
 KEY_REFRESH = web.AppKey("entra_key_refresh", asyncio.Task[None])
+KEY_REFRESH_SECONDS = 86400.0
+"""How often the Entra signing keys of a JWKS URL are read again (besides unknown key ids)."""
 CLIENT_KINDS = frozenset((TrafficKind.CLIENT,))
 """What the client listener serves when REST has its own (``network.rest_port``)."""
 REST_KINDS = frozenset((TrafficKind.REST, TrafficKind.TRACE))
@@ -169,18 +170,21 @@ def build_app(config: Config) -> web.Application:
 
 async def _start(parts: Parts) -> None:
     await parts.broker.start(parts.node)
-    entra = parts.app[POLICY].entra
+    policy = parts.app[POLICY]
+    entra = policy.entra
     if entra is not None and entra.validator.settings.verify_signatures:
         await entra.load()  # a failure is logged; tokens then read the keys again
-        if entra.jwks_url:
-            parts.app[KEY_REFRESH] = asyncio.get_running_loop().create_task(_refresh_keys(entra))
+    parts.app[KEY_REFRESH] = asyncio.get_running_loop().create_task(_refresh_keys(policy))
 
 
-async def _refresh_keys(entra: EntraKeys) -> None:
-    """Read a JWKS URL again every ``refresh_seconds`` (Entra rolls its keys)."""
+async def _refresh_keys(policy: Policy, seconds: float = KEY_REFRESH_SECONDS) -> None:
+    """Read the Entra keys of a JWKS URL again every ``seconds`` (Entra rolls its keys): the
+    keys of whatever ``[auth.entra]`` says now, a reload may have changed it."""
     while True:
-        await asyncio.sleep(entra.refresh_seconds)
-        await entra.load()
+        await asyncio.sleep(seconds)
+        entra = policy.entra
+        if entra is not None and entra.jwks_url and entra.validator.settings.verify_signatures:
+            await entra.load()
 
 
 async def _close_connections(parts: Parts) -> None:
