@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from hubbub.config import Config, load_config
+from hubbub.metrics import SLOW_CLIENT_CLOSES
 from hubbub.server.app import Listening, serve
 from tests._pki import Pki
 
@@ -32,6 +33,7 @@ def write(
     fast_lane: bool = True,
     anonymous: bool = False,
     head_timeout: float = 15.0,
+    outbound: int = 4 * 1024 * 1024,
 ) -> None:
     cert, cert_key = path.parent / "cert.pem", path.parent / "key.pem"
     if not cert.exists():
@@ -41,6 +43,7 @@ def write(
         f'[server]\ntls_cert_file = "{cert}"\ntls_key_file = "{cert_key}"\n'
         f"fast_lane = {str(fast_lane).lower()}\n"
         f"request_head_timeout_seconds = {head_timeout}\n"
+        f"max_outbound_bytes = {outbound}\n"
         f'[auth]\naccess_keys = ["{key}"]\n'
         f"[hubs.chat]\nanonymous_connect = {str(anonymous).lower()}\n"
     )
@@ -78,9 +81,11 @@ Starter = Callable[..., Awaitable[Node]]
 async def start(tmp_path: Path, pki: Pki) -> AsyncIterator[Starter]:
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def starting(fast_lane: bool = True, head_timeout: float = 15.0) -> Node:
+    async def starting(
+        fast_lane: bool = True, head_timeout: float = 15.0, outbound: int = 4 * 1024 * 1024
+    ) -> Node:
         path = tmp_path / "hubbub.toml"
-        write(path, pki, KEY_A, fast_lane=fast_lane, head_timeout=head_timeout)
+        write(path, pki, KEY_A, fast_lane=fast_lane, head_timeout=head_timeout, outbound=outbound)
         config = load_config(str(path), env={}, overrides={"port": 0})
         got: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
         stop = asyncio.Event()
@@ -228,3 +233,36 @@ async def test_a_reliable_session_recovers_across_a_key_rotation(start: Starter,
     async with connect(base + query, subprotocols=[reliable], ssl=node.context) as again:  # type: ignore[list-item]
         message = json.loads(await asyncio.wait_for(again.recv(), 5))
         assert message["data"] == "while away"
+
+
+async def test_a_client_that_stops_reading_over_tls_is_closed_as_slow(start: Starter) -> None:
+    """The bound of unsent bytes holds over TLS (the TLS transport's buffer counts): a client
+    that stops reading is cut off, one that reads gets every message."""
+    from websockets.asyncio.client import connect
+
+    node = await start(outbound=64 * 1024)
+    url = f"wss://localhost:{node.listening.config.port}/client/hubs/chat"
+    stalled = await connect(
+        f"{url}?access_token={node.client_token(KEY_A, 's')}", ssl=node.context, max_queue=1
+    )
+    stalled.transport.pause_reading()
+    before = SLOW_CLIENT_CLOSES.value
+    message, count = "x" * 32 * 1024, 200  # 6.4 MiB offered to each
+    async with aiohttp.ClientSession() as session:
+        healthy_url = f"{url}?access_token={node.client_token(KEY_A, 'h')}"
+        async with session.ws_connect(healthy_url, ssl=node.context) as healthy:
+
+            async def read_all() -> int:
+                received = 0
+                while received < count:
+                    got = await healthy.receive(timeout=10)
+                    assert got.type is aiohttp.WSMsgType.TEXT
+                    received += 1
+                return received
+
+            reader = asyncio.create_task(read_all())
+            for _ in range(count):
+                assert await node.send(session, message, KEY_A) == 202
+            assert await asyncio.wait_for(reader, 30) == count
+    assert SLOW_CLIENT_CLOSES.value == before + 1
+    stalled.transport.abort()
