@@ -73,6 +73,11 @@ class Policy:
             burst = limits.rest_burst if limits.rest_burst is not None else rate
             self._rest = BucketMap(rate, max(1.0, burst or 1.0)) if rate else None
         self._limits = limits
+        self.needs_address = not self._acl.allows_everything
+        """Some network rule judges by address (else the address need not be read, nor
+        :meth:`check_network` asked)."""
+        self.rest_limited = self._rest is not None
+        """A REST rate is set (else :meth:`check_rest_rate` need not be asked)."""
         self._update_entra(config)
 
     def _update_entra(self, config: Config) -> None:
@@ -99,10 +104,6 @@ class Policy:
     def limits(self) -> Limits:
         return self._limits
 
-    @property
-    def needs_address(self) -> bool:
-        """Some network rule judges by address (else the client's address need not be read)."""
-        return not self._acl.allows_everything
 
     # --- every request ------------------------------------------------------------------------
 

@@ -261,7 +261,7 @@ class RestRules:
         if health:
             return None
         policy = self.policy
-        if policy is not None:
+        if policy is not None and policy.needs_address:
             denied = policy.check_network(TrafficKind.REST, address, count=count)
             if denied is not None:
                 return Refusal(denied.status, denied.message)
@@ -281,7 +281,7 @@ class RestRules:
                 return Refusal(401, str(exc))
         if not api_version:
             return Refusal(400, "the api-version query parameter is required")
-        if policy is not None:
+        if policy is not None and policy.rest_limited:
             throttled = policy.check_rest_rate(_hub_of(target), count=count)
             if throttled is not None:
                 return Refusal(429, throttled.message, tuple(throttled.headers.items()))
