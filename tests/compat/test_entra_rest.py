@@ -128,6 +128,19 @@ async def test_python_sdk_sends_and_mints_client_urls_with_entra(
             await session.close()
     assert [m["data"] for m in got] == ["hello", "to the room"]
     assert set(credential.scopes) == {(SCOPE,)}
+    assert await fast_sends(entra_server, pki) >= 2
+
+
+async def fast_sends(server: Server, pki: Pki) -> float:
+    """hubbub_rest_fast_sends_total: the plain sends the fast lane answered."""
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{server.endpoint}/metrics", ssl=context) as resp,
+    ):
+        text = await resp.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("hubbub_rest_fast_sends_total ")]
+    return float(line.split()[1])
 
 
 def test_sync_python_sdk_with_entra(entra_server: Server, pki: Pki, entra_key: TestKey) -> None:
