@@ -104,7 +104,6 @@ class Policy:
     def limits(self) -> Limits:
         return self._limits
 
-
     # --- every request ------------------------------------------------------------------------
 
     def address(
