@@ -121,6 +121,10 @@ class Service:
         self._broker = broker
         self._presence = presence
 
+    def update(self, config: Config) -> None:
+        """Take a reloaded configuration: tokens from now on are signed with its primary key."""
+        self._config = config
+
     # -- sends (202, fire-and-forget) ---------------------------------------------------------
 
     async def send(

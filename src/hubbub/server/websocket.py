@@ -29,6 +29,7 @@ from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.socket import Sockets, UpgradedSocket, port_of
+from hubbub.server.tls import client_certificates
 from hubbub.server.writer import CorkedOutlet
 from hubbub.types import GroupName, HubName, UserId
 
@@ -61,10 +62,13 @@ def _offered(request: web.Request) -> list[str]:
 def _connect_request(
     request: web.Request, claims: ClientClaims, offered: list[str]
 ) -> ConnectRequest:
-    """The handshake as the ``connect`` event shows it: no token, no Authorization header."""
+    """The handshake as the ``connect`` event shows it: no token, no Authorization header; the
+    TLS client certificate, when the client sent one."""
     query = [(k, v) for k, v in request.query.items() if k != "access_token"]
     headers = [(str(k), v) for k, v in request.headers.items() if k.lower() != "authorization"]
-    return ConnectRequest(claims, query, headers, offered)
+    transport = request.transport
+    certificates = client_certificates(transport.get_extra_info("ssl_object")) if transport else []
+    return ConnectRequest(claims, query, headers, offered, certificates)
 
 
 def _token(request: web.Request) -> str | None:
