@@ -34,6 +34,7 @@ def write(
     anonymous: bool = False,
     head_timeout: float = 15.0,
     outbound: int = 4 * 1024 * 1024,
+    client_auth: str = "off",
 ) -> None:
     cert, cert_key = path.parent / "cert.pem", path.parent / "key.pem"
     if not cert.exists():
@@ -44,6 +45,7 @@ def write(
         f"fast_lane = {str(fast_lane).lower()}\n"
         f"request_head_timeout_seconds = {head_timeout}\n"
         f"max_outbound_bytes = {outbound}\n"
+        f'tls_client_auth = "{client_auth}"\ntls_client_ca_file = "{pki.ca_file}"\n'
         f'[auth]\naccess_keys = ["{key}"]\n'
         f"[hubs.chat]\nanonymous_connect = {str(anonymous).lower()}\n"
     )
@@ -266,3 +268,29 @@ async def test_a_client_that_stops_reading_over_tls_is_closed_as_slow(start: Sta
             assert await asyncio.wait_for(reader, 30) == count
     assert SLOW_CLIENT_CLOSES.value == before + 1
     stalled.transport.abort()
+
+
+async def test_the_client_certificate_mode_changes_live(start: Starter, pki: Pki) -> None:
+    """With a client CA configured at start, a reload turns ``required`` on and off again for
+    the handshakes that follow."""
+    node = await start()
+
+    async def health(cert: bool) -> int | None:
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        if cert:
+            context.load_cert_chain(pki.client.cert_file, pki.client.key_file)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{node.base}/api/health", ssl=context) as r:
+                    return r.status
+        except (aiohttp.ClientError, ssl.SSLError, ConnectionError):
+            return None
+
+    assert await health(cert=False) == 200
+    write(node.path, pki, KEY_A, client_auth="required")
+    assert node.listening.reload()
+    assert await health(cert=False) is None
+    assert await health(cert=True) == 200
+    write(node.path, pki, KEY_A, client_auth="off")
+    assert node.listening.reload()
+    assert await health(cert=False) == 200
