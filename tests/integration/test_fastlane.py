@@ -166,7 +166,7 @@ async def test_a_send_split_across_many_writes(server: ServerLike, hub: str) -> 
     ("case", "status", "code"),
     [
         ("bad-token", 401, "Unauthorized"),
-        ("no-api-version", 400, "BadRequest"),
+        ("no-api-version", 400, "ApiVersionUnspecified"),
         ("content-type", 415, "UnsupportedMediaType"),
         ("bad-json", 400, "BadRequest"),
         ("bad-group", 400, "BadRequest"),
