@@ -323,6 +323,10 @@ class Sniffer:
         try:
             while True:
                 if self._admitted is None:
+                    if not _may_be_post(buffer, start):
+                        # Not a send (another method, or bytes a short Content-Length left
+                        # behind): aiohttp answers it now (a 400 and a close for the bytes).
+                        return self._hand_on(buffer, start)
                     end = buffer.find(
                         b"\r\n\r\n", start + max(self._scanned - 3, 0), start + MAX_HEAD_BYTES
                     )
@@ -392,6 +396,17 @@ class Sniffer:
             return None
         admitted = self._lane.admit(fields.url, headers)
         return None if admitted is None else (admitted, int(length_text))
+
+
+_POST = b"POST "
+
+
+def _may_be_post(buffer: bytes | bytearray, start: int) -> bool:
+    """The bytes from ``start`` on begin a ``POST`` request, or may once more of it arrives."""
+    if buffer.startswith(_POST, start):
+        return True
+    head = buffer[start : start + len(_POST)]
+    return len(head) < len(_POST) and _POST.startswith(head)
 
 
 def _slice(buffer: bytes | bytearray, start: int, stop: int) -> bytes:
