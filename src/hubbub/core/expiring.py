@@ -63,7 +63,8 @@ def deliver_expiring(hubs: HubRegistry, publication: Publication) -> int:
     count = 0
     for connection in list(targets(hub, publication.target, publication.name)):
         if connection.id in excluded or (
-            flt is not None and not flt.matches(connection.id, connection.user_id, connection.groups)
+            flt is not None
+            and not flt.matches(connection.id, connection.user_id, connection.groups)
         ):
             continue
         codec = connection.codec
