@@ -402,6 +402,8 @@ def test_group_presence_events(tmp_path: Path) -> None:
             event("joined", "other"),
             event("left", "room"),
             event("joined", "by-rest"),
+            event("joined", "by-rest-too"),
+            event("left", "by-rest-too"),
         ],
         "closing": ["disconnected", "left by-rest", "left other"],
     }
