@@ -6,9 +6,9 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 :class:`~hubbub.server.port.Port` first offers a request to the :class:`Sniffer`: httptools
 parses its head, and a send that is plain all through is published and answered ``202`` right
 here. Plain means: ``api-version`` the only query parameter and one the service answers (every
-``:send`` takes each), an ASCII path without
-percent-escapes, a ``Content-Length`` body within the limit in a known content type that
-validates, a valid bearer token, HTTP/1.1 keep-alive, no ``Expect``, no message metadata.
+``:send`` takes each), an ASCII path without percent-escapes, a ``Content-Length`` body within
+the limit in a known content type that validates, a valid bearer token, HTTP/1.1 keep-alive, no
+``Expect``, no message metadata.
 
 Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
 answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
@@ -20,7 +20,9 @@ connection has gone to aiohttp it stays there, so answers keep the order of the 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
 the head is complete: a request with a bad or missing token goes to aiohttp before its body is
 read (aiohttp refuses it with 401 there and then), so an unauthenticated body is never kept. The
-bytes of a request are gathered once, in one buffer, and its head is parsed once.
+bytes of a request are gathered once, in one buffer, and its head is parsed once. Bytes that
+cannot begin a ``POST`` (another method, or what a body longer than its ``Content-Length``
+leaves behind) go to aiohttp at once, not after a head's worth of waiting.
 
 aiohttp does not see a connection until its first request for aiohttp: the lane closes the ones
 it alone serves once they have been idle for the keep-alive time, as aiohttp does its own.
