@@ -364,6 +364,9 @@ class _Detached:
     def send(self, frame: bytes) -> None:
         pass  # data frames are kept by the session; other frames are not replayed
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        pass  # kept by the session, its deadline by the connection (``expiring``)
+
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)
 

@@ -82,19 +82,13 @@ def test_a_name_that_is_not_utf8_is_a_bad_request() -> None:
 def test_refusals_in_the_order_aiohttp_answers_them() -> None:
     target = "/api/hubs/h/:send?api-version=1"
     good = f"Bearer {token(target)}"
-    assert RULES.refusal(target, good, "1") is None
-    assert RULES.refusal("/api/\udcff", good, "1") == Refusal(
-        400, "the request target is not UTF-8"
-    )
-    assert RULES.refusal(target, "", "1") == Refusal(401, "a bearer token is required")
-    assert RULES.refusal(target, "Basic x", "1") == Refusal(401, "a bearer token is required")
-    assert RULES.refusal(target, f"Bearer {token(target, 'k' * 40)}", "1") is not None
-    assert RULES.refusal("/api/hubs/h/users/u/:send", good, "1") is not None  # other audience
-    assert RULES.refusal(target, good, None) == Refusal(
-        400,
-        "the api-version query parameter is required",
-    )
-    assert RULES.refusal("/api/health", "", None, health=True) is None
+    assert RULES.refusal(target, good) is None
+    assert RULES.refusal("/api/\udcff", good) == Refusal(400, "the request target is not UTF-8")
+    assert RULES.refusal(target, "") == Refusal(401, "a bearer token is required")
+    assert RULES.refusal(target, "Basic x") == Refusal(401, "a bearer token is required")
+    assert RULES.refusal(target, f"Bearer {token(target, 'k' * 40)}") is not None
+    assert RULES.refusal("/api/hubs/h/users/u/:send", good) is not None  # other audience
+    assert RULES.refusal("/api/health", "", health=True) is None
 
 
 @pytest.mark.parametrize(
@@ -157,21 +151,21 @@ def test_entra_tokens_by_the_rulebook(tmp_path: Path, entra_key: TestKey, jwks_f
     )
     bearer = f"Bearer {entra_token(entra_key)}"
     send = "/api/hubs/chat/:send?api-version=1"
-    assert rules.refusal(send, bearer, "1") is DEFER
+    assert rules.refusal(send, bearer) is DEFER
     assert rules.policy is not None and rules.policy.entra is not None
     rules.policy.entra.validator.replace_keys(KeySet.from_json(jwks_file.read_bytes()))
-    assert rules.refusal(send, bearer, "1") is None
-    forbidden = rules.refusal("/api/hubs/news/:send?api-version=1", bearer, "1")
+    assert rules.refusal(send, bearer) is None
+    forbidden = rules.refusal("/api/hubs/news/:send?api-version=1", bearer)
     assert forbidden is not None and forbidden.status == 403
     assert forbidden.message.startswith("Microsoft.SignalRService/WebPubSub/hub/send/action ")
-    generate = rules.refusal("/api/hubs/news/:generateToken", bearer, "1")
+    generate = rules.refusal("/api/hubs/news/:generateToken", bearer)
     assert generate is not None and "clientConnection/generateToken/action" in generate.message
-    assert rules.refusal("/api/hubs/chat/nothing/here", bearer, "1") is None
+    assert rules.refusal("/api/hubs/chat/nothing/here", bearer) is None
     expired = f"Bearer {entra_token(entra_key, lifetime=-600, not_before=-4000)}"
-    refused = rules.refusal(send, expired, "1")
+    refused = rules.refusal(send, expired)
     assert refused is not None and refused.status == 401
     assert refused.headers == (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
-    assert rules.refusal(send, f"Bearer {token(send)}", "1") is None  # access keys still work
+    assert rules.refusal(send, f"Bearer {token(send)}") is None  # access keys still work
 
 
 async def test_refusal_after_keys_reads_them(
@@ -183,8 +177,8 @@ async def test_refusal_after_keys_reads_them(
         f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ "*" = "owner" }}\n',
     )
     send = "/api/hubs/chat/:send?api-version=1"
-    assert await rules.refusal_after_keys(send, f"Bearer {entra_token(entra_key)}", "1") is None
-    unknown = await rules.refusal_after_keys(send, f"Bearer {entra_token(TestKey())}", "1")
+    assert await rules.refusal_after_keys(send, f"Bearer {entra_token(entra_key)}") is None
+    unknown = await rules.refusal_after_keys(send, f"Bearer {entra_token(TestKey())}")
     assert unknown is not None and unknown.status == 401
 
 
@@ -200,15 +194,15 @@ def test_network_and_rate_by_the_rulebook(tmp_path: Path) -> None:
     send = "/api/hubs/chat/:send?api-version=1"
     good = f"Bearer {token(send)}"
     inside, outside = ipaddress.ip_address("10.1.1.1"), ipaddress.ip_address("192.0.2.1")
-    assert rules.refusal(send, good, "1", address=outside) == Refusal(
+    assert rules.refusal(send, good, address=outside) == Refusal(
         403, "the network rules do not allow this address"
     )
-    assert rules.refusal("/api/health", "", None, health=True, address=outside) is None
-    assert rules.refusal(send, good, "1", address=inside) is None
+    assert rules.refusal("/api/health", "", health=True, address=outside) is None
+    assert rules.refusal(send, good, address=inside) is None
     before = metrics.REST_THROTTLED.value
-    throttled = rules.refusal(send, good, "1", address=inside, count=False)
+    throttled = rules.refusal(send, good, address=inside, count=False)
     assert throttled is not None and throttled.status == 429
     assert dict(throttled.headers)["Retry-After"] == "1"
     assert metrics.REST_THROTTLED.value == before
-    assert rules.refusal(send, good, "1", address=inside) is not None
+    assert rules.refusal(send, good, address=inside) is not None
     assert metrics.REST_THROTTLED.value == before + 1
