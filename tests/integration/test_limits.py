@@ -31,6 +31,7 @@ LIMITS = """
 [limits]
 max_connections_per_hub = 3
 max_connections_per_user = 1
+max_connections_per_token = 2
 messages_per_second = 5
 message_burst = 5
 max_message_bytes = 2048
@@ -126,6 +127,28 @@ async def test_connections_per_user_and_per_hub(
         assert not isinstance(ws, int)
         await ws.close()
     assert await counter(http, limited, "hubbub_connection_limit_refusals") >= before + 3
+
+
+async def test_connections_per_token(
+    limited: Server, http: aiohttp.ClientSession, hub: str
+) -> None:
+    """A token without a user: two connections with it, the third is 429 per token; another
+    token of the same claims has its own count."""
+    token = mint_client_token(limited, hub)
+    url = f"{limited.ws_endpoint}/client/hubs/{hub}?access_token={token}"
+    first, second = [
+        await http.ws_connect(url, protocols=["json.webpubsub.azure.v1"]) for _ in range(2)
+    ]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await http.ws_connect(url, protocols=["json.webpubsub.azure.v1"])
+    assert caught.value.status == 429
+    other = mint_client_token(limited, hub, lifetime=1800)
+    third = await http.ws_connect(
+        f"{limited.ws_endpoint}/client/hubs/{hub}?access_token={other}",
+        protocols=["json.webpubsub.azure.v1"],
+    )
+    for ws in (first, second, third):
+        await ws.close()
 
 
 async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
