@@ -296,6 +296,8 @@ def _started(listening: Listening) -> None:
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
     print(f"hubbub {__version__} listening on {', '.join(listening.addresses)}")
+    if listening.rest_addresses:
+        print(f"REST API and metrics on {', '.join(listening.rest_addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
 
 

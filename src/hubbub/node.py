@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -73,6 +73,8 @@ class Node:
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
         self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
+        self.on_ended: list[Callable[[Connection], None]] = []
+        """Called with each connection once it is over (its place in the limits is given back)."""
         self._recovery_keys = config.access_keys
         """Keys a reconnection token may be signed with: every key this process signed with."""
 
@@ -295,6 +297,8 @@ class Node:
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
         self.unregister(connection)
+        for ended in self.on_ended:
+            ended(connection)
         log.debug("disconnected %s hub=%s", connection.id, connection.hub)
 
     # -- client messages ----------------------------------------------------------------------

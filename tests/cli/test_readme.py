@@ -325,3 +325,28 @@ def test_production_examples_are_valid(tmp_path: Path, pki: Pki) -> None:
     printed = result.stdout.replace(str(tmp_path / "etc" / "hubbub.toml"), running_name)
     assert printed.splitlines() == shown
     assert "rotate a key" in text and "SIGHUP" in text
+
+
+PRODUCTION = "Production"
+ACCESS_SECTIONS = ("[auth.entra]", "[network]", "[limits]")
+
+
+def test_production_access_examples_are_valid(tmp_path: Path) -> None:
+    """Each example of the Entra, network and limits subsections loads as a configuration; the
+    development mode with the loopback host it needs."""
+    examples = [
+        text
+        for language, text in blocks(PRODUCTION)
+        if language == "toml" and any(name in text for name in ACCESS_SECTIONS)
+    ]
+    assert len(examples) >= 4, examples
+    for number, text in enumerate(examples):
+        path = tmp_path / f"example{number}.toml"
+        path.write_text(text, encoding="utf-8")
+        config = load_config(str(path), env={})
+        if "[limits]" in text:
+            assert config.limits.max_connections_per_user == 5
+        if "rest_port" in text:
+            assert config.network.rest_port == 8081
+        if "[auth.entra]" in text and "verify_signatures = false" not in text:
+            assert config.entra is not None and len(config.entra.settings.principals) == 2

@@ -18,7 +18,7 @@ class Lane:
         self.heads: list[tuple[bytes, dict[bytes, bytes]]] = []
         self.seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Any:
+    def admit(self, url: bytes, headers: dict[bytes, bytes], *args: object) -> Any:
         self.heads.append((url, headers))
         return None if headers.get(b"authorization") == b"Bearer bad" else (url, headers)
 

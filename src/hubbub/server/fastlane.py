@@ -7,14 +7,17 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 parses its head, and a send that is plain all through is published and answered ``202`` right
 here. Plain means: ``api-version`` the only query parameter and one the service answers (every
 ``:send`` takes each), an ASCII path without percent-escapes, a ``Content-Length`` body within
-the limit in a known content type that validates, a valid bearer token, HTTP/1.1 keep-alive, no
+the limit in a known content type that validates, a bearer token that passes (an access-key
+one, or an Entra one whose keys are read), an address the network rules allow (the peer, or
+what a trusted proxy forwarded), the hub within its REST rate, HTTP/1.1 keep-alive, no
 ``Expect``, no message metadata.
 
 Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
 answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
 aiohttp's handlers (:mod:`hubbub.server.rest`) follow too. Everything that is not plain, and
 every request that would be refused, goes to aiohttp byte for byte, which answers it (errors
-included): this module only skips the objects for the case where all rules pass. Once a
+included, and counts the refusal in the metrics): this module only skips the objects for the
+case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
@@ -85,6 +88,7 @@ _WANTED = frozenset(
         b"expect",
     )
 )
+_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for"))
 _METADATA = HEADER_PREFIX.encode()
 _NO_OPTIONS = SendOptions()
 
@@ -102,9 +106,12 @@ class FastLane:
 
     # -- the connections the lane serves --------------------------------------------------------
 
-    def sniffer(self, write: Callable[[bytes], None], close: Callable[[], None]) -> Sniffer:
-        """A sniffer for a new connection, watched for idleness until :meth:`forget`."""
-        sniffer = Sniffer(self, write, close)
+    def sniffer(
+        self, write: Callable[[bytes], None], close: Callable[[], None], peer: str | None = None
+    ) -> Sniffer:
+        """A sniffer for a new connection from ``peer``, watched for idleness until
+        :meth:`forget`."""
+        sniffer = Sniffer(self, write, close, peer)
         self._sniffers.add(sniffer)
         if self._sweeper is None:
             self._schedule_sweep()
@@ -138,7 +145,13 @@ class FastLane:
 
     # -- one send -------------------------------------------------------------------------------
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Admitted | None:
+    def admit(
+        self,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        peer: str | None = None,
+        forwarding: list[tuple[bytes, bytes]] | None = None,
+    ) -> Admitted | None:
         """Route, token and content type of a send, judged on its head; None: aiohttp answers.
 
         The rules are the rulebook's; a send is plain when its query is ``api-version`` alone
@@ -154,8 +167,20 @@ class FastLane:
                 return None
         target, path, hub, kind, name = send
         authorization = headers.get(b"authorization")
+        policy = self._rules.policy
+        address = None
+        if policy is not None and policy.needs_address:
+            lines = forwarding or []
+            address = policy.address(
+                peer,
+                [v.decode("latin-1") for k, v in lines if k == b"forwarded"],
+                [v.decode("latin-1") for k, v in lines if k == b"x-forwarded-for"],
+            )
         refusal = self._rules.refusal(
-            target, "" if authorization is None else authorization.decode("latin-1")
+            target,
+            "" if authorization is None else authorization.decode("latin-1"),
+            address=address,
+            count=False,
         )
         if refusal is not None:
             return None  # aiohttp refuses it: the same rule, with the service's answer
@@ -238,11 +263,13 @@ class _Sends(dict[bytes, _Send]):
 class _Head:
     """httptools callbacks: the URL and the few headers the lane looks at."""
 
-    __slots__ = ("complete", "headers", "metadata", "url")
+    __slots__ = ("complete", "forwarding", "headers", "metadata", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
+        self.forwarding: list[tuple[bytes, bytes]] | None = None
+        """Every ``Forwarded`` and ``X-Forwarded-For`` line, in order (None: none)."""
         self.complete = False
         self.metadata = False
         """The request gives message metadata (``X-WebPubSub-Metadata-*``): aiohttp reads it."""
@@ -254,6 +281,10 @@ class _Head:
         key = name.lower()
         if key in _WANTED:
             self.headers[key] = value
+        elif key in _FORWARDING:
+            if self.forwarding is None:
+                self.forwarding = []
+            self.forwarding.append((key, value))
         elif key.startswith(_METADATA):
             self.metadata = True
 
@@ -284,12 +315,19 @@ class Sniffer:
         "_write",
         "active",
         "close",
+        "peer",
     )
 
     def __init__(
-        self, lane: FastLane, write: Callable[[bytes], None], close: Callable[[], None]
+        self,
+        lane: FastLane,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        peer: str | None = None,
     ) -> None:
         self._lane = lane
+        self.peer = peer
+        """The connection's peer address (the network rules judge by it)."""
         self._write = write
         self.close = close
         self._buffer = bytearray()
@@ -396,7 +434,7 @@ class Sniffer:
         length_text = headers.get(b"content-length", b"")
         if not length_text.isdigit() or not body_allowed(int(length_text)):
             return None
-        admitted = self._lane.admit(fields.url, headers)
+        admitted = self._lane.admit(fields.url, headers, self.peer, fields.forwarding)
         return None if admitted is None else (admitted, int(length_text))
 
 

@@ -4,8 +4,10 @@
 (the settings that need a restart already kept as they run) to each part that reads it: the
 node (client tokens, hub settings, anonymous connect, keep-alive of new connections, session
 timeouts), the service (``:generateToken`` signs with the new primary key), the REST rules and
-the fast lane (REST tokens), the event handlers' client (handlers, the signatures' keys, the CA
-bundle) and the upgraded sockets (the bound of unsent bytes, for new connections). Open
+the fast lane (REST tokens), the policy (network rules, limits and Entra ID, for the requests
+and connections that come next; open connections keep their places), the event handlers'
+client (handlers, the signatures' keys, the CA bundle) and the upgraded sockets (the bound of
+unsent bytes, for new connections). Open
 connections stay as they are; what they do next follows the new settings.
 
 The TLS context is the listener's, shared by every new handshake: a new certificate and key
@@ -68,6 +70,8 @@ class LiveNode:
         parts.node.update(config)
         parts.service.update(config)
         parts.rules.access_keys = config.access_keys
+        if parts.rules.policy is not None:
+            parts.rules.policy.update(config)  # network rules, limits, Entra ID
         parts.upstream.update(config)
         parts.upstream.set_timeout(config.upstream_timeout_seconds)
         parts.sockets.max_outbound_bytes = config.max_outbound_bytes

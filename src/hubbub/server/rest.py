@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from hubbub.core.acl import TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
@@ -25,9 +26,11 @@ from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.metadata import MetadataError, metadata_from_headers
 from hubbub.protocol.restanswers import RestAnswer, invalid_filter_answer
 from hubbub.server.errors import error_response
+from hubbub.server.port import Port, request_address
 from hubbub.server.restrules import (
     API_SUPPORTED_VERSIONS,
     API_VERSION,
+    DEFER,
     HEALTH_PATH,
     INTERNAL_ERROR,
     SENDS,
@@ -61,9 +64,23 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
     health = request.path == HEALTH_PATH
-    refusal = request.app[RULES].refusal(
-        request.raw_path, request.headers.get("Authorization", ""), health=health
+    port = request.transport
+    if not health and isinstance(port, Port) and not port.serves(TrafficKind.REST):
+        return error_response(404, "the REST API is served on its own port (network.rest_port)")
+    rules = request.app[RULES]
+    address = request_address(request, rules.policy)
+    authorization = request.headers.get("Authorization", "")
+    refusal = rules.refusal(
+        request.raw_path,
+        authorization,
+        health=health,
+        method=request.method,
+        address=address,
     )
+    if refusal is DEFER:
+        refusal = await rules.refusal_after_keys(
+            request.raw_path, authorization, method=request.method, address=address
+        )
     if refusal is not None:
         return error_response(*refusal)
     if health:
