@@ -32,7 +32,13 @@ from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.core.streams import bad_request
-from hubbub.errors import BadRequestError, ForbiddenError, OperationError, UpstreamError
+from hubbub.errors import (
+    BadRequestError,
+    ForbiddenError,
+    InvalidFragmentError,
+    OperationError,
+    UpstreamError,
+)
 from hubbub.events import EventDispatcher
 from hubbub.groupstates import AfterAck, GroupStateRequest, GroupStates
 from hubbub.metrics import PUBLICATIONS
@@ -107,7 +113,7 @@ class ClientHandler:
         """Decode one client frame and execute it.
 
         An invalid stream message is refused with ``streamClosed{BadRequest}``; the connection
-        stays open.
+        stays open. An invalid fragment also ends the stream it addresses.
 
         Raises:
             ProtocolError: the frame breaks the subprotocol (the caller closes the connection).
@@ -115,6 +121,9 @@ class ClientHandler:
         """
         try:
             message = connection.codec.decode_inbound(data, binary)
+        except InvalidFragmentError as exc:
+            await self.streams.invalid(connection, exc.stream_id, str(exc))
+            return
         except BadRequestError as exc:
             if exc.stream_id is None:
                 raise
