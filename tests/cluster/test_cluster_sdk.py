@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from azure.core.pipeline.policies import HeadersPolicy
+from azure.messaging.webpubsubclient.models import WebPubSubDataType
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from tests.cluster.conftest import Cluster
@@ -145,7 +146,7 @@ def test_permissions_of_connections_held_elsewhere(clients: ClusterClients) -> N
     svc.grant_permission("sendToGroup", cid, target_name="g")
     for _ in range(3):
         assert svc.has_permission("sendToGroup", cid, target_name="g")
-    target.client.send_to_group("g", "allowed", "text")  # the grant is in effect there
+    target.client.send_to_group("g", "allowed", WebPubSubDataType.TEXT)  # in effect there
     svc.revoke_permission("sendToGroup", cid, target_name="g")
     for _ in range(3):
         assert not svc.has_permission("sendToGroup", cid, target_name="g")
