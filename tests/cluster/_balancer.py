@@ -26,6 +26,7 @@ class Balancer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._links: dict[int, asyncio.Task[None]] = {}
 
     def __enter__(self) -> Balancer:
         self._thread.start()
@@ -62,6 +63,7 @@ class Balancer:
             if upstream is None:
                 return
             up_reader, up_writer = upstream
+            self._links[len(self.routed) - 1] = task
             pipes = [
                 asyncio.ensure_future(_pipe(reader, up_writer)),
                 asyncio.ensure_future(_pipe(up_reader, writer)),
@@ -73,9 +75,18 @@ class Balancer:
                     pipe.cancel()
                 await asyncio.gather(*pipes, return_exceptions=True)
                 up_writer.close()
+        except asyncio.CancelledError:
+            pass  # severed (or the balancer closes)
         finally:
             self._pipes.discard(task)
             writer.close()
+
+    def sever(self, index: int) -> None:
+        """Cut the ``index``-th routed connection at both ends, with no close frame (a
+        network failure, as both the client and the node see it)."""
+        task = self._links.get(index)
+        if task is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self.backends)):
