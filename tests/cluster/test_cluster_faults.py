@@ -54,7 +54,7 @@ def _send(cluster: Cluster, node: ClusterNode, hub: str, group: str, text: str) 
 
 def _metrics(node: ClusterNode) -> str:
     with urllib.request.urlopen(f"{node.endpoint}/metrics", timeout=5) as response:
-        return response.read().decode()
+        return str(response.read().decode())
 
 
 def _texts(client: SdkClient) -> list[str]:
