@@ -102,6 +102,7 @@ class Node:
         """Reliable sessions are copied to Redis as they change (restored if this node dies)."""
         if self.replicating:
             self.client.on_sequence_ack = self._replica_acked
+            self.client.on_ack_remembered = self._replica_ack_remembered
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -433,6 +434,7 @@ class Node:
             session.replica = None
             session.end()
         CONNECTIONS.dec()
+        CONNECTIONS_CLOSED.inc()  # closed here: opened again on the node that takes it
         self.client.streams.ended(connection)
         presence = self.presence
         if not tell:
@@ -471,6 +473,7 @@ class Node:
         if cid in self._hub_connections(hub):
             return self.find_session(hub, connection_id, token)  # recovered here meanwhile
         connection = self._adopt(snapshot)
+        await self.broker.sync()  # subscribed and registered before the client is resumed
         log.info("session %s %s", cid, how)
         return connection
 
@@ -488,6 +491,7 @@ class Node:
         for group in snapshot.groups:
             self.join(connection, group, announce=False)
         CONNECTIONS.inc()
+        CONNECTIONS_OPENED.inc()
         session = connection.session
         assert session is not None
         loop = asyncio.get_running_loop()
@@ -514,12 +518,14 @@ class Node:
         """Store what a restore needs besides the frames (id, user, roles, groups, grants)."""
         if self.cluster is None:
             return
-        snapshot = connection.snapshot()
-        reliable = snapshot.reliable
-        if reliable is not None:
-            reliable = msgspec.structs.replace(reliable, unacked=())
-        data = msgspec.msgpack.encode(msgspec.structs.replace(snapshot, reliable=reliable))
+        data = msgspec.msgpack.encode(connection.snapshot(frames=False))
         self.cluster.sessions.save(connection.hub, connection.id, data)
+
+    def _replica_ack_remembered(self, connection: Connection) -> None:
+        """A client message's ackId is remembered (a retry of it is a ``Duplicate``): so is
+        it in the replica."""
+        if connection.session is not None and not connection.ended:
+            self._save_replica(connection)
 
     def _replica_acked(self, connection: Connection, sequence_id: int) -> None:
         if self.cluster is not None and not connection.ended:
