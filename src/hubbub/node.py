@@ -27,6 +27,7 @@ from hubbub.broker.base import Broker, Interest, Presence
 from hubbub.broker.memory import MemoryPresence
 from hubbub.broker.redis_registry import Holding
 from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.broker.redis_types import EngineState
 from hubbub.client import ClientHandler
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
@@ -103,6 +104,8 @@ class Node:
         if self.replicating:
             self.client.on_sequence_ack = self._replica_acked
             self.client.on_ack_remembered = self._replica_ack_remembered
+        if cluster is not None:
+            cluster.on_state_change(self._engine_state)
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -520,6 +523,33 @@ class Node:
             return
         data = msgspec.msgpack.encode(connection.snapshot(frames=False))
         self.cluster.sessions.save(connection.hub, connection.id, data)
+
+    def _engine_state(self, state: EngineState) -> None:
+        """Back on Redis (after start-up or an outage): the replicas are written anew, since
+        what was queued while it was away was dropped (and a restarted Redis has none)."""
+        if state is EngineState.READY and self.replicating:
+            count = self._rewrite_replicas()
+            if count:
+                log.info("session replicas written again: %d", count)
+
+    def _rewrite_replicas(self) -> int:
+        assert self.cluster is not None
+        sessions = self.cluster.sessions
+        count = 0
+        for hub in self.hubs:
+            for connection in list(hub.connections.values()):
+                session = connection.session
+                if session is None or connection.ended:
+                    continue
+                sessions.drop(hub.name, connection.id)
+                self._save_replica(connection)
+                for sequence_id, frame in session.snapshot().unacked:
+                    sessions.push(hub.name, connection.id, sequence_id, frame)
+                if session.state is SessionState.DETACHED and session.expires_at is not None:
+                    left = session.expires_at - asyncio.get_running_loop().time()
+                    sessions.detached(hub.name, connection.id, max(1, int(left * 1000)))
+                count += 1
+        return count
 
     def _replica_ack_remembered(self, connection: Connection) -> None:
         """A client message's ackId is remembered (a retry of it is a ``Duplicate``): so is

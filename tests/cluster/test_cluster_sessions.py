@@ -13,8 +13,14 @@ import pytest
 from azure.core.pipeline.policies import HeadersPolicy
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.cluster.conftest import Cluster, ClusterNode
-from tests.compat._clients import Clients, SdkClient, data_of
+from tests.cluster._helpers import (
+    numbers as _numbers,
+    open_on_node as _open,
+    send_to_user as _send,
+    wait_numbers as _wait_numbers,
+)
+from tests.cluster.conftest import Cluster
+from tests.compat._clients import Clients, SdkClient
 
 pytestmark = [pytest.mark.redis, pytest.mark.compat, pytest.mark.timeout(60)]
 
@@ -27,47 +33,6 @@ def clients(cluster: Cluster, hub: str) -> Iterator[Clients]:
     )
     yield factory
     factory.close_all()
-
-
-def _open(cluster: Cluster, clients: Clients, user: str) -> tuple[SdkClient, int, ClusterNode]:
-    """A reliable SDK client that reconnects; its balancer link and its node."""
-    before = len(cluster.balancer.routed)
-    client = clients.sdk(user_id=user, reconnect=True)
-    index = len(cluster.balancer.routed) - 1
-    assert index >= before
-    port = cluster.balancer.routed[index]
-    (node,) = [n for n in cluster.nodes if n.port == port]
-    return client, index, node
-
-
-def _numbers(client: SdkClient) -> list[int]:
-    """The numbers received, as the SDK takes them: a frame resent under a sequence id seen
-    before is dropped by the SDK (a recovery resends what was not acked yet)."""
-    seen: set[int] = set()
-    frames = []
-    for frame in client.wire.snapshot():
-        sequence_id = frame.get("sequenceId")
-        if sequence_id is not None:
-            if sequence_id in seen:
-                continue
-            seen.add(sequence_id)
-        frames.append(frame)
-    return [int(d) for d in data_of(frames) if str(d).isdigit()]
-
-
-def _wait_numbers(client: SdkClient, last: int, seconds: float = 15.0) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = _numbers(client)
-        if got and got[-1] >= last:
-            return got
-        assert time.monotonic() < deadline, f"got {got[-5:]}, waiting for {last}"
-        time.sleep(0.02)
-
-
-def _send(svc: WebPubSubServiceClient, user: str, numbers: range) -> None:
-    for n in numbers:
-        svc.send_to_user(user, str(n), content_type="text/plain")
 
 
 def _connection_ids(client: SdkClient) -> set[str]:
