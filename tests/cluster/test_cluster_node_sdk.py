@@ -10,10 +10,12 @@ import pytest
 
 from tests.cluster.conftest import Cluster
 from tests.compat import test_node_sdk
-from tests.compat.test_node_sdk import *  # noqa: F403 - the suite's tests, collected here too
 from tests.compat.test_node_sdk import SCENARIOS, NodeRun
 
 pytestmark = [pytest.mark.node, pytest.mark.redis]
+
+# The suite's tests, collected here too (with this module's fixtures).
+globals().update({k: v for k, v in vars(test_node_sdk).items() if k.startswith("test_")})
 
 
 @pytest.fixture(scope="module")
