@@ -1,7 +1,9 @@
 """One node's server, assembled in one place: :func:`build` makes the parts, :func:`serve` runs
 them until a signal stops it.
 
-The parts, inside out: the engine (in-memory broker and presence), the event handlers' client
+The parts, inside out: the engine (in-memory broker and presence; the Redis engine of
+:mod:`hubbub.broker.redis` when ``engine.redis_url`` is set, started before the port listens
+and closed, deregistering the node, after its connections), the event handlers' client
 (upstream), the node, the service, the REST rulebook, the fast lane (unless
 ``server.fast_lane`` is off), the upgraded sockets and the Web PubSub endpoint over them, the
 aiohttp application with the REST routes, health and metrics, the runner that bounds request
