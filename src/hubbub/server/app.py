@@ -147,10 +147,17 @@ async def _start(parts: Parts) -> None:
     await parts.broker.start(parts.node)
 
 
+HAND_OVER_SECONDS = 5.0
+"""How long a stopping node of a cluster waits for its reliable clients to recover their
+sessions on other nodes (the SDKs try at once)."""
+
+
 async def _close_connections(parts: Parts) -> None:
     if parts.lane is not None:
         parts.lane.close()
     await parts.endpoint.shut_down()
+    if parts.cluster is not None:
+        await parts.node.hand_over_sessions(HAND_OVER_SECONDS)
 
 
 async def _stop(parts: Parts) -> None:
