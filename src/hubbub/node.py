@@ -95,6 +95,8 @@ class Node:
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
         self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
+        self._recovery_keys = config.access_keys
+        """Keys a reconnection token may be signed with: every key this process signed with."""
         self.cluster = cluster
         """The Redis engine when this node is one of a cluster (sessions move between nodes)."""
         self._drained: asyncio.Event | None = None
@@ -108,6 +110,17 @@ class Node:
             self.client.on_ack_remembered = self._replica_ack_remembered
         if cluster is not None:
             cluster.on_state_change(self._engine_state)
+
+    def update(self, config: Config) -> None:
+        """Take a reloaded configuration; open connections stay.
+
+        New client tokens must be signed with one of its keys; the hub settings (anonymous
+        connect, keep-alive, session timeout) apply to what happens from now on. A reliable
+        session's reconnection token stays good whatever key signed it: it was this process's
+        to give, and rotating a key must not break the sessions open across the rotation.
+        """
+        self.config = config
+        self._recovery_keys = tuple(dict.fromkeys(config.access_keys + self._recovery_keys))
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -165,6 +178,37 @@ class Node:
         self.events.notify(connection, "connected", b"{}")
         log.debug("connected %s hub=%s user=%s", connection_id, hub_name, user_id)
         return connection
+
+    async def subscribe_ahead(
+        self, hub: HubName, user_id: UserId | None, groups: Iterable[GroupName]
+    ) -> None:
+        """In a cluster: subscribe the interests of a connection about to open, in effect
+        before its client learns it is connected (a plain client learns it from the
+        upgrade), so a send from another node right after reaches it. Nothing on one node."""
+        if self.cluster is None:
+            return
+        for interest in _interests(hub, user_id, groups):
+            self.broker.subscribe(interest)
+        await self.broker.sync()
+
+    def release_ahead(
+        self, hub: HubName, user_id: UserId | None, groups: Iterable[GroupName]
+    ) -> None:
+        """The connection of :meth:`subscribe_ahead` did not open: drop what nobody holds."""
+        if self.cluster is None:
+            return
+        state = self.hubs.get(hub)
+        for interest in _interests(hub, user_id, groups):
+            if state is None:
+                held = False
+            elif interest.target is Target.HUB:
+                held = bool(state.connections)
+            elif interest.target is Target.USER:
+                held = interest.name in state.users
+            else:
+                held = interest.name in state.groups
+            if not held:
+                self.broker.unsubscribe(interest)
 
     # -- the membership seam: every membership change of any origin passes here ---------------
     #
@@ -284,7 +328,7 @@ class Node:
 
     def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
         """The reliable session a recovery request names, if its token is right."""
-        if not verify_reconnection_token(token, self.config.access_keys, connection_id):
+        if not verify_reconnection_token(token, self._recovery_keys, connection_id):
             return None
         connection = self._hub_connections(hub).get(ConnectionId(connection_id))
         if connection is None or connection.session is None or connection.close_reason:
@@ -506,7 +550,7 @@ class Node:
         connection = self.find_session(hub, connection_id, token)
         if connection is not None or self.cluster is None:
             return connection
-        if not verify_reconnection_token(token, self.config.access_keys, connection_id):
+        if not verify_reconnection_token(token, self._recovery_keys, connection_id):
             return None
         cid = ConnectionId(connection_id)
         try:
@@ -620,6 +664,15 @@ class Node:
             self.cluster.sessions.acked(connection.hub, connection.id, sequence_id)
 
 
+def _interests(hub: HubName, user_id: UserId | None, groups: Iterable[GroupName]) -> list[Interest]:
+    """What a connection of ``user_id`` in ``groups`` makes its node subscribe."""
+    interests = [Interest(hub, Target.HUB, "")]
+    if user_id is not None:
+        interests.append(Interest(hub, Target.USER, user_id))
+    interests += [Interest(hub, Target.GROUP, group) for group in groups]
+    return interests
+
+
 def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
     """A replicated session as a snapshot: its stored state and its unacked frames."""
     try:
@@ -640,6 +693,9 @@ class _NoOutlet:
     """Where a taken-over connection is before it has an outlet of its own."""
 
     def send(self, frame: bytes) -> None:
+        pass
+
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
         pass
 
     def share(self, shared: SharedFrames) -> bool:
@@ -663,6 +719,9 @@ class _Detached:
 
     def send(self, frame: bytes) -> None:
         pass  # data frames are kept by the session; other frames are not replayed
+
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        pass  # kept by the session, its deadline by the connection (``expiring``)
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)

@@ -38,6 +38,9 @@ class Outlet:
     def send(self, frame: bytes) -> None:
         self.frames.append(frame)
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.frames.append(frame)
+
     def share(self, shared: SharedFrames) -> bool:
         return False
 

@@ -14,16 +14,21 @@ answers), then the timers, the upstream client and the engine.
 
 What is still to come attaches here: an admin API and dashboard are more routes on the same
 application (:func:`build`), Socket.IO and MQTT more handshake modules on the same
-:class:`~hubbub.server.socket.Sockets` (:func:`build`), TLS an ``ssl`` context for the listener
-(:func:`_listen`, passed on to :func:`~hubbub.server.port.listen`).
+:class:`~hubbub.server.socket.Sockets` (:func:`build`).
+
+With a certificate and key configured the listener serves TLS (``https`` and ``wss`` on the
+one port; :mod:`hubbub.server.tls`). A node given a way to load its configuration again
+re-reads it on SIGHUP and when the file changes, and applies what may change live
+(:mod:`hubbub.server.live`); the certificate is reloaded when its files change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
@@ -34,13 +39,16 @@ from hubbub.config import Config, url_host
 from hubbub.errors import ConfigError
 from hubbub.metrics import engine_state, render, watch_engine
 from hubbub.node import Node
+from hubbub.reloader import ConfigReloader
 from hubbub.server.errors import count_errors
 from hubbub.server.fastlane import FastLane
 from hubbub.server.limits import MAX_BODY_BYTES, Runner
+from hubbub.server.live import LiveNode
 from hubbub.server.port import REQUEST_HEADS, RequestHeads, listen, request_heads
 from hubbub.server.rest import RULES, SERVICE, api_middleware, routes
 from hubbub.server.restrules import RestRules
 from hubbub.server.socket import Sockets
+from hubbub.server.tls import server_context
 from hubbub.server.websocket import ClientEndpoint
 from hubbub.service import Service
 from hubbub.upstream import HttpUpstream
@@ -76,7 +84,12 @@ class Listening:
 
     config: Config
     addresses: list[str]
-    """``http://host:port`` of every address it listens on."""
+    """``http(s)://host:port`` of every address it listens on."""
+    reload: Callable[[], bool] = field(default=lambda: False, compare=False)
+    """Load the configuration again now and apply what may change live (as SIGHUP does);
+    False when it is refused or changes nothing."""
+    live: LiveNode | None = field(default=None, compare=False)
+    """The running node's live settings (its configuration now, the certificate's reload)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -173,22 +186,33 @@ async def serve(
     *,
     started: Callable[[Listening], None] | None = None,
     stop: asyncio.Event | None = None,
+    load: Callable[[], Config] | None = None,
+    watch: str | None = None,
+    poll_seconds: float = 2.0,
 ) -> None:
     """Run one node until ``stop`` is set (by default: until SIGINT or SIGTERM).
 
     Args:
         config: the node's configuration; port 0 takes any free port.
         started: called once the node listens.
-        stop: set it to stop the node.
+        stop: set it to stop the node; without it, SIGINT and SIGTERM stop the node and
+            SIGHUP reloads its configuration and certificate.
+        load: loads the configuration again from the same sources (file, environment, flags),
+            for a reload; without it a reload only looks at the certificate's files.
+        watch: the configuration file, reloaded when it changes.
+        poll_seconds: how often the configuration and certificate files are looked at.
 
     Raises:
-        ConfigError: the node cannot listen on the configured address.
+        ConfigError: the node cannot listen on the configured address, or its certificate
+            does not load.
     """
+    signals = stop is None
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    tls = _tls_context(config)
     parts = build(config)
     runner = Runner(
         parts.app,
@@ -198,30 +222,83 @@ async def serve(
     )
     await runner.setup()
     try:
-        listener = await _listen(runner, config, parts.lane)
+        listener = await _listen(runner, config, parts.lane, tls)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
             f"cannot listen on {url_host(config.host)}:{config.port}: {exc.strerror or exc}"
         ) from exc
     bound = replace(config, port=listener.sockets[0].getsockname()[1])  # the one of port 0
+    live = LiveNode(replace(parts, config=bound), tls)
+    reloader = ConfigReloader(
+        bound,
+        _same_port(load, config.port, bound.port) if load is not None else lambda: live.config,
+        live.apply,
+        path=watch,
+        poll_seconds=poll_seconds,
+        certificates=live.check_certificate if tls is not None else None,
+    )
+    reloader.start(signals=signals)
     if started is not None:
+        scheme = "https" if tls is not None else "http"
         addresses = dict.fromkeys(
-            f"http://{url_host(sock.getsockname()[0])}:{bound.port}" for sock in listener.sockets
+            f"{scheme}://{url_host(sock.getsockname()[0])}:{bound.port}"
+            for sock in listener.sockets
         )
-        started(Listening(bound, list(addresses)))
-    await stop.wait()
-    listener.close()
-    await runner.cleanup()
+        started(Listening(bound, list(addresses), reloader.reload, live))
+    try:
+        await stop.wait()
+    finally:
+        await reloader.stop()
+        listener.close()
+        await runner.cleanup()
 
 
-async def _listen(runner: web.AppRunner, config: Config, lane: FastLane | None) -> asyncio.Server:
-    """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane)
+def _same_port(load: Callable[[], Config], asked: int, bound: int) -> Callable[[], Config]:
+    """``load``, with the port a node asked for (0: any) read as the one it got."""
+
+    def loaded() -> Config:
+        config = load()
+        return replace(config, port=bound) if config.port == asked else config
+
+    return loaded
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The listener's TLS context, or None for plain http.
+
+    Raises:
+        ConfigError: the certificate, key or client CA does not load.
+    """
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    try:
+        return server_context(
+            config.tls_cert_file,
+            config.tls_key_file,
+            client_auth=config.tls_client_auth,
+            client_ca_file=config.tls_client_ca_file,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"server.tls_cert_file: cannot serve TLS: {exc}") from exc
+
+
+async def _listen(
+    runner: web.AppRunner,
+    config: Config,
+    lane: FastLane | None,
+    tls: ssl.SSLContext | None = None,
+) -> asyncio.Server:
+    """Listen on the configured address; port 0 becomes one free port on every address.
+
+    A TLS handshake has the time a request head has (``request_head_timeout_seconds``).
+    """
+    timeout = config.request_head_timeout_seconds
+    listener = await listen(runner, config.host, config.port, lane, tls, timeout)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane)
+        listener = await listen(runner, config.host, port, lane, tls, timeout)
     return listener

@@ -5,9 +5,10 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 (a do-nothing aiohttp route serves about 11,000 calls/s on a 2-core machine), so each
 :class:`~hubbub.server.port.Port` first offers a request to the :class:`Sniffer`: httptools
 parses its head, and a send that is plain all through is published and answered ``202`` right
-here. Plain means: ``api-version`` the only query parameter, an ASCII path without
-percent-escapes, a ``Content-Length`` body within the limit in a known content type that
-validates, a valid bearer token, HTTP/1.1 keep-alive, no ``Expect``.
+here. Plain means: ``api-version`` the only query parameter and one the service answers (every
+``:send`` takes each), an ASCII path without percent-escapes, a ``Content-Length`` body within
+the limit in a known content type that validates, a valid bearer token, HTTP/1.1 keep-alive, no
+``Expect``, no message metadata.
 
 Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
 answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
@@ -19,7 +20,9 @@ connection has gone to aiohttp it stays there, so answers keep the order of the 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
 the head is complete: a request with a bad or missing token goes to aiohttp before its body is
 read (aiohttp refuses it with 401 there and then), so an unauthenticated body is never kept. The
-bytes of a request are gathered once, in one buffer, and its head is parsed once.
+bytes of a request are gathered once, in one buffer, and its head is parsed once. Bytes that
+cannot begin a ``POST`` (another method, or what a body longer than its ``Content-Length``
+leaves behind) go to aiohttp at once, not after a head's worth of waiting.
 
 aiohttp does not see a connection until its first request for aiohttp: the lane closes the ones
 it alone serves once they have been idle for the keep-alive time, as aiohttp does its own.
@@ -40,12 +43,14 @@ from hubbub.errors import BadRequestError, ClusterUnavailableError
 from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
+from hubbub.protocol.metadata import HEADER_PREFIX
 from hubbub.server.restrules import (
     API_VERSION,
     CACHED_URL_BYTES,
     CACHED_URLS,
     INTERNAL_ERROR,
     SENDS,
+    SUPPORTED_VERSIONS,
     RestRules,
     accepted_answer,
     body_allowed,
@@ -80,6 +85,7 @@ _WANTED = frozenset(
         b"expect",
     )
 )
+_METADATA = HEADER_PREFIX.encode()
 _NO_OPTIONS = SendOptions()
 
 
@@ -146,10 +152,10 @@ class FastLane:
             send = _plain_send(url)
             if send is None:
                 return None
-        target, path, api_version, hub, kind, name = send
+        target, path, hub, kind, name = send
         authorization = headers.get(b"authorization")
         refusal = self._rules.refusal(
-            target, "" if authorization is None else authorization.decode("latin-1"), api_version
+            target, "" if authorization is None else authorization.decode("latin-1")
         )
         if refusal is not None:
             return None  # aiohttp refuses it: the same rule, with the service's answer
@@ -185,9 +191,9 @@ class _Send(NamedTuple):
     target: str
     """The request target, as sent."""
     path: str
-    api_version: str
     hub: HubName | None
-    """None: not a send the lane serves (another operation, or a name the handlers refuse)."""
+    """None: not a send the lane serves (another operation, a name the handlers refuse, an
+    api-version the service does not answer)."""
     kind: Target
     name: str
 
@@ -201,16 +207,15 @@ def _plain_send(url: bytes) -> _Send | None:
     path, _, query = target.partition("?")
     if "%" in path or not query.startswith(_API_VERSION) or "&" in query:
         return None
-    api_version = query[len(_API_VERSION) :]
     found = route("POST", path)
     send = None if found is None else SENDS.get(found.operation)
-    if found is None or send is None:
-        return _Send(target, path, api_version, None, Target.HUB, "")
+    if found is None or send is None or query[len(_API_VERSION) :] not in SUPPORTED_VERSIONS:
+        return _Send(target, path, None, Target.HUB, "")
     try:
         hub, name = send_target(found, send)
     except BadRequestError:
-        return _Send(target, path, api_version, None, Target.HUB, "")
-    return _Send(target, path, api_version, hub, send.target, name)
+        return _Send(target, path, None, Target.HUB, "")
+    return _Send(target, path, hub, send.target, name)
 
 
 class _Sends(dict[bytes, _Send]):
@@ -235,12 +240,14 @@ class _Sends(dict[bytes, _Send]):
 class _Head:
     """httptools callbacks: the URL and the few headers the lane looks at."""
 
-    __slots__ = ("complete", "headers", "url")
+    __slots__ = ("complete", "headers", "metadata", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
         self.complete = False
+        self.metadata = False
+        """The request gives message metadata (``X-WebPubSub-Metadata-*``): aiohttp reads it."""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -249,6 +256,8 @@ class _Head:
         key = name.lower()
         if key in _WANTED:
             self.headers[key] = value
+        elif key.startswith(_METADATA):
+            self.metadata = True
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -318,6 +327,10 @@ class Sniffer:
         try:
             while True:
                 if self._admitted is None:
+                    if not _may_be_post(buffer, start):
+                        # Not a send (another method, or bytes a short Content-Length left
+                        # behind): aiohttp answers it now (a 400 and a close for the bytes).
+                        return self._hand_on(buffer, start)
                     end = buffer.find(
                         b"\r\n\r\n", start + max(self._scanned - 3, 0), start + MAX_HEAD_BYTES
                     )
@@ -372,6 +385,7 @@ class Sniffer:
         connection = headers.get(b"connection")
         if (
             not fields.complete
+            or fields.metadata
             or parser.get_method() != b"POST"
             or b"expect" in headers
             or b"transfer-encoding" in headers
@@ -386,6 +400,17 @@ class Sniffer:
             return None
         admitted = self._lane.admit(fields.url, headers)
         return None if admitted is None else (admitted, int(length_text))
+
+
+_POST = b"POST "
+
+
+def _may_be_post(buffer: bytes | bytearray, start: int) -> bool:
+    """The bytes from ``start`` on begin a ``POST`` request, or may once more of it arrives."""
+    if buffer.startswith(_POST, start):
+        return True
+    head = buffer[start : start + len(_POST)]
+    return len(head) < len(_POST) and _POST.startswith(head)
 
 
 def _slice(buffer: bytes | bytearray, start: int, stop: int) -> bytes:

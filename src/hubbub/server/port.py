@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
@@ -485,16 +486,31 @@ async def request_heads(request: web.Request, handler: _Handler) -> web.StreamRe
 
 
 async def listen(
-    runner: web.AppRunner, host: str, port: int, lane: FastLane | None = None
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    lane: FastLane | None = None,
+    tls: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
-    The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if it has one.
+    With ``tls`` every connection is TLS: the port sees it once the handshake is done, over
+    the loop's TLS transport (the lane, aiohttp and the upgraded sockets write to it as to a
+    plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
+    loop's 60) is dropped. The request heads' deadlines are the application's
+    :data:`REQUEST_HEADS`, if it has one.
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
     heads = runner.app.get(REQUEST_HEADS)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Port(server, lane, heads), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        lambda: Port(server, lane, heads),
+        host,
+        port,
+        reuse_address=True,
+        backlog=LISTEN_BACKLOG,
+        ssl=tls,
+        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
     )

@@ -19,11 +19,19 @@ from aiohttp import web
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, ClusterUnavailableError, OperationError
+from hubbub.errors import (
+    BadRequestError,
+    ClusterUnavailableError,
+    InvalidFilterError,
+    OperationError,
+)
 from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.metadata import MetadataError, metadata_from_headers
+from hubbub.protocol.restanswers import RestAnswer, invalid_filter_answer
 from hubbub.server.errors import error_response, unavailable_response
 from hubbub.server.restrules import (
+    API_SUPPORTED_VERSIONS,
     API_VERSION,
     HEALTH_PATH,
     INTERNAL_ERROR,
@@ -36,6 +44,7 @@ from hubbub.server.restrules import (
     payload_of,
     route,
     send_target,
+    version_refusal,
 )
 from hubbub.service import SendOptions, Service
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -51,30 +60,57 @@ RULES = web.AppKey("rest_rules", RestRules)
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate ``/api`` calls, require ``api-version``, map errors to the service's body."""
+    """Authenticate ``/api`` calls, judge their ``api-version``, map errors to the service's
+    answers; every answer past the token check lists the supported versions, as the
+    service's do."""
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
+    health = request.path == HEALTH_PATH
     refusal = request.app[RULES].refusal(
-        request.raw_path,
-        request.headers.get("Authorization", ""),
-        request.query.get(API_VERSION),
-        health=request.path == HEALTH_PATH,
+        request.raw_path, request.headers.get("Authorization", ""), health=health
     )
     if refusal is not None:
         return error_response(*refusal)
-    try:
+    if health:
         return await handler(request)
+    try:
+        found = route(request.method, request.raw_path)
+        if found is not None:
+            answer = version_refusal(
+                request.query.getall(API_VERSION, []),
+                found.operation,
+                request.scheme,
+                request.host,
+                request.raw_path,
+            )
+            if answer is not None:
+                return rest_answer(answer)
+            request[ROUTE] = found
+        response = await handler(request)
+    except InvalidFilterError as exc:
+        response = rest_answer(invalid_filter_answer(str(exc)))
     except ClusterUnavailableError:
-        return unavailable_response()
+        response = unavailable_response()
     except OperationError as exc:
-        return error_response(exc.status, str(exc))
+        response = error_response(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
     except Exception:
         log.error("%s %s failed", request.method, request.path, exc_info=True)
-        return error_response(500, INTERNAL_ERROR)
+        response = error_response(500, INTERNAL_ERROR)
+    if not response.prepared:
+        response.headers[SUPPORTED_HEADER] = SUPPORTED_VALUE
+    return response
+
+
+SUPPORTED_HEADER, SUPPORTED_VALUE = API_SUPPORTED_VERSIONS
+
+
+def rest_answer(answer: RestAnswer) -> web.Response:
+    """One of the service's exact answers (:mod:`hubbub.protocol.restanswers`)."""
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
 # -- parameter parsing --------------------------------------------------------------------------
@@ -149,7 +185,12 @@ async def _payload(request: web.Request) -> Payload:
             reason=f"unsupported Content-Type {media_type(_content_type(request))!r}: use "
             "application/json, text/plain or application/octet-stream"
         )
-    return payload_of(kind, await request.read())
+    try:
+        metadata = metadata_from_headers(request.headers.items())
+    except MetadataError as exc:
+        raise BadRequestError(str(exc)) from exc
+    payload = payload_of(kind, await request.read())
+    return payload if metadata is None else Payload(kind, payload.data, metadata)
 
 
 def _send_options(request: web.Request, *, excluded: bool, filtered: bool) -> SendOptions:
@@ -380,10 +421,9 @@ _HANDLERS: dict[Operation, Handler] = {
 
 async def hub_route(request: web.Request) -> web.StreamResponse:
     """Dispatch ``/api/hubs/{hub}/...`` to the handler of its operation (see ``route``)."""
-    found = route(request.method, request.raw_path)
+    found = request.get(ROUTE)  # routed by api_middleware
     if found is None:
         return error_response(404, "no such operation")
-    request[ROUTE] = found
     return await _HANDLERS[found.operation](request)
 
 

@@ -41,18 +41,28 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.limits import MAX_REST_BODY_BYTES
 from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.restanswers import (
+    API_SUPPORTED_VERSIONS,
+    MINIMUM_API_VERSION,
+    SUPPORTED_API_VERSIONS,
+    RestAnswer,
+    check_api_version,
+)
 from hubbub.protocol.tokens import TokenError, verify_rest_token
 from hubbub.server.errors import error_body, error_code
 from hubbub.types import HubName
 
 __all__ = [
+    "API_SUPPORTED_VERSIONS",
     "API_VERSION",
     "CACHED_URLS",
     "CACHED_URL_BYTES",
     "CONTENT_TYPES",
     "HEALTH_PATH",
     "INTERNAL_ERROR",
+    "OPERATION_IDS",
     "SENDS",
+    "SUPPORTED_VERSIONS",
     "Operation",
     "Refusal",
     "RestRules",
@@ -66,12 +76,17 @@ __all__ = [
     "payload_of",
     "raw_answer",
     "raw_error",
+    "raw_rest_answer",
     "route",
     "send_target",
+    "version_refusal",
 ]
 
 API_VERSION = "api-version"
-"""The query parameter every data-plane call must give (any version is accepted)."""
+"""The query parameter every data-plane call must give: one of :data:`SUPPORTED_VERSIONS`,
+from the version that introduced the operation on (:func:`version_refusal`)."""
+SUPPORTED_VERSIONS = frozenset(SUPPORTED_API_VERSIONS)
+"""The api-versions the service answers; every ``:send`` takes each of them."""
 HEALTH_PATH = "/api/health"
 """The one ``/api`` path that needs no token and no ``api-version``."""
 INTERNAL_ERROR = "internal server error"
@@ -135,17 +150,23 @@ def raw_error(status: int, message: str, *, close: bool = False) -> bytes:
     return raw_answer(status, error_body(status, message), headers, close=close)
 
 
+def raw_rest_answer(answer: RestAnswer, *, close: bool = False) -> bytes:
+    """One of the service's exact answers (:mod:`hubbub.protocol.restanswers`) as bytes."""
+    return raw_answer(answer.status, answer.body, answer.headers, close=close)
+
+
 _accepted_second = -1
 _accepted = b""
 
 
 def accepted_answer() -> bytes:
-    """``202 Accepted`` with an empty body, as aiohttp answers a ``:send`` (made once a second)."""
+    """``202 Accepted`` with an empty body and ``api-supported-versions``, as aiohttp answers a
+    ``:send`` (made once a second)."""
     global _accepted_second, _accepted
     second = int(time.time())
     if second != _accepted_second:
         _accepted_second = second
-        _accepted = raw_answer(202)
+        _accepted = raw_answer(202, headers=(API_SUPPORTED_VERSIONS,))
     return _accepted
 
 
@@ -179,15 +200,14 @@ class RestRules:
         self.access_keys = access_keys
         self.keep_alive_seconds = keep_alive_seconds
 
-    def refusal(
-        self, target: str, authorization: str, api_version: str | None, *, health: bool = False
-    ) -> Refusal | None:
-        """Why a request to ``/api/...`` is refused before its operation runs, or None.
+    def refusal(self, target: str, authorization: str, *, health: bool = False) -> Refusal | None:
+        """Why a request to ``/api/...`` is refused before it is routed, or None.
+
+        The ``api-version`` is judged once the operation is known (:func:`version_refusal`).
 
         Args:
             target: the request target as sent (path and query, not decoded).
             authorization: the ``Authorization`` header ("" when missing).
-            api_version: the ``api-version`` query parameter (None when missing).
             health: the request is for :data:`HEALTH_PATH` (no token, no api-version).
         """
         if not target.isascii() and not sent_as_text(target):
@@ -202,8 +222,6 @@ class RestRules:
             verify_rest_token(token, self.access_keys, target)
         except TokenError as exc:
             return Refusal(401, str(exc))
-        if not api_version:
-            return Refusal(400, "the api-version query parameter is required")
         return None
 
 
@@ -267,6 +285,58 @@ _ROUTES: dict[tuple[str, str], Operation] = {
     ("DELETE", "users/*/groups/*"): Operation.REMOVE_USER_FROM_GROUP,
     ("PUT", "users/*/groups/*"): Operation.ADD_USER_TO_GROUP,
 }
+OPERATION_IDS: dict[Operation, str] = {
+    Operation.ADD_TO_GROUPS: "WebPubSub_AddConnectionsToGroups",
+    Operation.CLOSE_ALL: "WebPubSub_CloseAllConnections",
+    Operation.GENERATE_TOKEN: "WebPubSub_GenerateClientToken",
+    Operation.REMOVE_FROM_GROUPS: "WebPubSub_RemoveConnectionsFromGroups",
+    Operation.SEND_TO_ALL: "WebPubSub_SendToAll",
+    Operation.CLOSE_CONNECTION: "WebPubSub_CloseConnection",
+    Operation.CONNECTION_EXISTS: "WebPubSub_ConnectionExists",
+    Operation.SEND_TO_CONNECTION: "WebPubSub_SendToConnection",
+    Operation.REMOVE_CONNECTION_FROM_ALL_GROUPS: "WebPubSub_RemoveConnectionFromAllGroups",
+    Operation.GROUP_EXISTS: "WebPubSub_GroupExists",
+    Operation.CLOSE_GROUP: "WebPubSub_CloseGroupConnections",
+    Operation.SEND_TO_GROUP: "WebPubSub_SendToGroup",
+    Operation.LIST_GROUP_CONNECTIONS: "WebPubSub_ListConnectionsInGroup",
+    Operation.REMOVE_CONNECTION_FROM_GROUP: "WebPubSub_RemoveConnectionFromGroup",
+    Operation.ADD_CONNECTION_TO_GROUP: "WebPubSub_AddConnectionToGroup",
+    Operation.REVOKE_PERMISSION: "WebPubSub_RevokePermission",
+    Operation.CHECK_PERMISSION: "WebPubSub_CheckPermission",
+    Operation.GRANT_PERMISSION: "WebPubSub_GrantPermission",
+    Operation.USER_EXISTS: "WebPubSub_UserExists",
+    Operation.CLOSE_USER: "WebPubSub_CloseUserConnections",
+    Operation.SEND_TO_USER: "WebPubSub_SendToUser",
+    Operation.REMOVE_USER_FROM_ALL_GROUPS: "WebPubSub_RemoveUserFromAllGroups",
+    Operation.REMOVE_USER_FROM_GROUP: "WebPubSub_RemoveUserFromGroup",
+    Operation.ADD_USER_TO_GROUP: "WebPubSub_AddUserToGroup",
+}
+"""The REST API's operationId of each operation (what the api-version rules are keyed by)."""
+
+
+def version_refusal(
+    versions: list[str], operation: Operation, scheme: str, host: str, target: str
+) -> RestAnswer | None:
+    """The service's 400 for the ``api-version`` values of a request to ``operation``, or None.
+
+    Args:
+        versions: every ``api-version`` value of the query, in order.
+        operation: the routed operation.
+        scheme: ``http`` or ``https``, as the request came.
+        host: the ``Host`` header.
+        target: the request target as sent; the message names its path, without the query.
+    """
+    if len(versions) == 1 and versions[0] in SUPPORTED_VERSIONS:
+        if operation not in _NEWER_OPERATIONS:
+            return None
+    uri = f"{scheme}://{host}{_sent_path(target)}" if target.startswith("/") else target
+    return check_api_version(versions, OPERATION_IDS[operation], uri.partition("?")[0])
+
+
+_NEWER_OPERATIONS = frozenset(op for op, oid in OPERATION_IDS.items() if oid in MINIMUM_API_VERSION)
+"""Operations that came after the first supported version (``MINIMUM_API_VERSION``)."""
+
+
 _NAMES = {
     "connections": "connectionId",
     "groups": "group",

@@ -29,6 +29,7 @@ from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
 from hubbub.server.socket import Sockets, UpgradedSocket, port_of
+from hubbub.server.tls import client_certificates
 from hubbub.server.writer import CorkedOutlet
 from hubbub.types import GroupName, HubName, UserId
 
@@ -61,10 +62,13 @@ def _offered(request: web.Request) -> list[str]:
 def _connect_request(
     request: web.Request, claims: ClientClaims, offered: list[str]
 ) -> ConnectRequest:
-    """The handshake as the ``connect`` event shows it: no token, no Authorization header."""
+    """The handshake as the ``connect`` event shows it: no token, no Authorization header; the
+    TLS client certificate, when the client sent one."""
     query = [(k, v) for k, v in request.query.items() if k != "access_token"]
     headers = [(str(k), v) for k, v in request.headers.items() if k.lower() != "authorization"]
-    return ConnectRequest(claims, query, headers, offered)
+    transport = request.transport
+    certificates = client_certificates(transport.get_extra_info("ssl_object")) if transport else []
+    return ConnectRequest(claims, query, headers, offered, certificates)
 
 
 def _token(request: web.Request) -> str | None:
@@ -171,21 +175,26 @@ class ClientEndpoint:
                 self._bind(socket, connection)
             return ws
         subprotocol = decision.subprotocol if decision.subprotocol is not None else subprotocol
+        user_id = UserId(decision.user_id) if decision.user_id is not None else None
+        groups = [GroupName(g) for g in decision.groups]
+        if self._node.cluster is not None:
+            await self._node.subscribe_ahead(hub, user_id, groups)
         ws, socket = await self._upgrade(request, port, hub, subprotocol)
-        if socket is not None and socket.outlet is not None:
-            user_id = decision.user_id
-            connection = self._node.connect(
-                hub,
-                UserId(user_id) if user_id is not None else None,
-                decision.roles,
-                [GroupName(g) for g in decision.groups],
-                codec_for(subprotocol),
-                socket.outlet,
-                connection_id=connection_id,
-                subprotocol=subprotocol,
-                state=decision.state,
-            )
-            self._bind(socket, connection)
+        if socket is None or socket.outlet is None:
+            self._node.release_ahead(hub, user_id, groups)
+            return ws
+        connection = self._node.connect(
+            hub,
+            user_id,
+            decision.roles,
+            groups,
+            codec_for(subprotocol),
+            socket.outlet,
+            connection_id=connection_id,
+            subprotocol=subprotocol,
+            state=decision.state,
+        )
+        self._bind(socket, connection)
         return ws
 
     async def _upgrade(
