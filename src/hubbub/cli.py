@@ -319,6 +319,13 @@ def _run(main: Coroutine[None, None, None]) -> None:
 def _run_serve(config: Config, args: argparse.Namespace, hint: str | None) -> int:
     from hubbub import logs
 
+    if config.redis_url is not None and config.key_generated:
+        return _fail(
+            "a node of a cluster needs the cluster's access keys (--access-key, "
+            "HUBBUB_ACCESS_KEY or auth.access_keys): a key generated per node would refuse "
+            "the tokens of the others"
+        )
+
     logs.install(args.log_level, secrets=config.access_keys)
     if hint is not None:
         print(hint, flush=True)

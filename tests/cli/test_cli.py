@@ -670,3 +670,11 @@ def test_tls_flags_make_the_token_url_wss(pki: Pki) -> None:
     missing = run("check-config", "--tls-cert-file", str(pki.server.cert_file))
     assert missing.returncode == 2
     assert "tls_cert_file and tls_key_file are given together" in missing.stderr
+
+
+def test_a_cluster_node_needs_access_keys() -> None:
+    """With a Redis URL and no key, serve stops with one line instead of generating one."""
+    result = run("serve", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("hubbub: error: a node of a cluster needs the cluster's")
+    assert result.stderr.count("\n") == 1
