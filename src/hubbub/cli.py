@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
@@ -20,9 +20,11 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
 from hubbub.limits import MAX_INT32
 from hubbub.protocol.tokens import mint_client_token
+from hubbub.server.workers import check as check_workers
 
 if TYPE_CHECKING:
     from hubbub.server.app import Listening
+    from hubbub.server.workers import WorkerInfo
 
 __all__ = ["main"]
 
@@ -86,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
         dest="access_keys",
         metavar="KEY",
         help=keys_help + "; default: one generated for this run",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=(
+            "node processes to run on this machine, sharing the port (SO_REUSEPORT); more "
+            "than 1 needs Redis (--redis-url) (env HUBBUB_WORKERS; default 1)"
+        ),
     )
     serve.add_argument(
         "--log-level",
@@ -174,7 +185,12 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def _config(args: argparse.Namespace) -> Config:
     return load_config(
         args.config,
-        overrides={"host": args.host, "port": args.port, "access_keys": args.access_keys},
+        overrides={
+            "host": args.host,
+            "port": args.port,
+            "access_keys": args.access_keys,
+            "workers": getattr(args, "workers", None),
+        },
     )
 
 
@@ -183,21 +199,32 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def _serve(config: Config) -> None:
+async def _serve(
+    config: Config, started: Callable[[Listening], None], reuse_port: bool = False
+) -> None:
     from hubbub.server.app import serve
 
-    await serve(config, started=_started)
+    await serve(config, started=started, reuse_port=reuse_port)
 
 
 def _started(listening: Listening) -> None:
     """What ``hubbub serve`` prints once the node listens."""
-    config = listening.config
+    _print_start(listening.config, listening.addresses)
+
+
+def _workers_started(config: Config, workers: list[WorkerInfo]) -> None:
+    """What ``hubbub serve --workers N`` prints once every worker listens."""
+    pids = ", ".join(str(w.pid) for w in workers)
+    _print_start(config, workers[0].addresses, f" with {len(workers)} workers (pids {pids})")
+
+
+def _print_start(config: Config, addresses: list[str], workers: str = "") -> None:
     if config.key_generated:
         print(
             "No access key configured: generated one for this run "
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
-    print(f"hubbub {__version__} listening on {', '.join(listening.addresses)}")
+    print(f"hubbub {__version__} listening on {', '.join(addresses)}{workers}")
     print(f"Connection string: {config.connection_string}", flush=True)
 
 
@@ -214,12 +241,37 @@ def _run(main: Coroutine[None, None, None]) -> None:
 def _run_serve(config: Config, log_level: str) -> int:
     from hubbub import logs
 
+    if config.workers == 1:
+        logs.install(log_level, secrets=config.access_keys)
+        return _run_node(config, _started)
+    from hubbub.server.workers import supervise
+
+    try:
+        check_workers(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     logs.install(log_level, secrets=config.access_keys)
     try:
-        _run(logs.reporting(_serve(config), config.log_summary_seconds))
+        return supervise(config, _run_worker, _workers_started)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+
+def _run_node(
+    config: Config, started: Callable[[Listening], None], reuse_port: bool = False
+) -> int:
+    from hubbub import logs
+
+    try:
+        _run(logs.reporting(_serve(config, started, reuse_port), config.log_summary_seconds))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _run_worker(config: Config, started: Callable[[Listening], None]) -> int:
+    """One node of ``serve --workers``, in its own process."""
+    return _run_node(config, started, reuse_port=True)
 
 
 def _token(args: argparse.Namespace, config: Config) -> int:
@@ -263,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.key_generated:
             return _fail("no access key configured: give --access-key or HUBBUB_ACCESS_KEY")
         return _token(args, config)
+    try:
+        check_workers(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     hubs = len(config.hubs)
     source = args.config or os.environ.get("HUBBUB_CONFIG") or "configuration"
     print(f"{source}: ok ({hubs} hub{'' if hubs == 1 else 's'} configured)")

@@ -69,6 +69,8 @@ MIN_KEY_LENGTH = 32
 MIN_OUTBOUND_BYTES = 64 * 1024
 """Smallest ``max_outbound_bytes``: below it a client that reads is closed by ordinary bursts."""
 MAX_OUTBOUND_BYTES = 1024 * 1024 * 1024
+MAX_WORKERS = 256
+"""Most node processes one ``hubbub serve --workers`` starts."""
 MAX_SECONDS = 86400.0
 """Largest value of a ``*_seconds`` setting of ``[server]`` (one day)."""
 SECONDS_KEYS = (
@@ -139,6 +141,9 @@ class Config:
     """``[auth.entra]``: Microsoft Entra ID tokens on the REST API; None: not accepted."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     limits: Limits = field(default_factory=Limits)
+    workers: int = 1
+    """Node processes ``hubbub serve`` runs on this machine, sharing the port (more than one
+    needs Redis: :mod:`hubbub.server.workers`)."""
     key_generated: bool = False
 
     def hub(self, name: str) -> HubConfig:
@@ -178,6 +183,20 @@ def _port(source: str | None, key: str, value: object) -> int:
             source, key, f"expected a port number from 0 (any free port) to 65535, got {value!r}"
         )
     return port
+
+
+def _workers(source: str | None, key: str, value: object) -> int:
+    try:
+        workers = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        workers = None
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        raise _error(
+            source,
+            key,
+            f"expected a number of node processes from 1 to {MAX_WORKERS}, got {value!r}",
+        )
+    return workers
 
 
 def _keys(source: str | None, key: str, value: object, what: str) -> tuple[str, ...]:
@@ -454,6 +473,10 @@ def _from_file(path: Path) -> dict[str, object]:
         elif key == "fast_lane":
             _expect(source, "server.fast_lane", value, bool, "true or false")
             out["fast_lane"] = value
+        elif key == "workers":
+            if isinstance(value, str):  # the file has a type: a string is not a number there
+                raise _error(source, "server.workers", f"expected an integer, got {value!r}")
+            out["workers"] = _workers(source, "server.workers", value)
         else:
             raise _error(source, f"server.{key}", "unknown key")
     auth = raw.get("auth", {})
@@ -492,6 +515,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
         )
     if endpoint := env.get("HUBBUB_PUBLIC_ENDPOINT"):
         out["public_endpoint"] = _public_endpoint(None, "HUBBUB_PUBLIC_ENDPOINT", endpoint)
+    if workers := env.get("HUBBUB_WORKERS"):
+        out["workers"] = _workers(None, "HUBBUB_WORKERS", workers)
     if lane := env.get("HUBBUB_FAST_LANE"):
         out["fast_lane"] = _switch("HUBBUB_FAST_LANE", lane)
     for key in TLS_KEYS:
@@ -563,6 +588,8 @@ def load_config(
             continue
         if key == "port":
             value = _port(None, "--port", value)
+        elif key == "workers":
+            value = _workers(None, "--workers", value)
         elif key == "access_keys":
             value = _keys(None, "--access-key", value, "one or two (primary, secondary)")
         elif key in TLS_KEYS:

@@ -71,6 +71,8 @@ class Listening:
     config: Config
     addresses: list[str]
     """``http://host:port`` of every address it listens on."""
+    node_id: str | None = None
+    """The node's id in its cluster; None for a single node (the in-memory engine)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -144,6 +146,7 @@ async def serve(
     *,
     started: Callable[[Listening], None] | None = None,
     stop: asyncio.Event | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Run one node until ``stop`` is set (by default: until SIGINT or SIGTERM).
 
@@ -151,6 +154,8 @@ async def serve(
         config: the node's configuration; port 0 takes any free port.
         started: called once the node listens.
         stop: set it to stop the node.
+        reuse_port: listen with ``SO_REUSEPORT``, sharing the port with the other node
+            processes of the machine (``serve --workers``).
 
     Raises:
         ConfigError: the node cannot listen on the configured address.
@@ -169,7 +174,7 @@ async def serve(
     )
     await runner.setup()
     try:
-        listener = await _listen(runner, config, parts.lane)
+        listener = await _listen(runner, config, parts.lane, reuse_port)
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(
@@ -180,19 +185,22 @@ async def serve(
         addresses = dict.fromkeys(
             f"http://{url_host(sock.getsockname()[0])}:{bound.port}" for sock in listener.sockets
         )
-        started(Listening(bound, list(addresses)))
+        node_id = getattr(parts.broker, "node_id", None)
+        started(Listening(bound, list(addresses), node_id if isinstance(node_id, str) else None))
     await stop.wait()
     listener.close()
     await runner.cleanup()
 
 
-async def _listen(runner: web.AppRunner, config: Config, lane: FastLane | None) -> asyncio.Server:
+async def _listen(
+    runner: web.AppRunner, config: Config, lane: FastLane | None, reuse_port: bool = False
+) -> asyncio.Server:
     """Listen on the configured address; port 0 becomes one free port on every address."""
-    listener = await listen(runner, config.host, config.port, lane)
+    listener = await listen(runner, config.host, config.port, lane, reuse_port=reuse_port)
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane)
+        listener = await listen(runner, config.host, port, lane, reuse_port=reuse_port)
     return listener

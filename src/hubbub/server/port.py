@@ -485,16 +485,28 @@ async def request_heads(request: web.Request, handler: _Handler) -> web.StreamRe
 
 
 async def listen(
-    runner: web.AppRunner, host: str, port: int, lane: FastLane | None = None
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    lane: FastLane | None = None,
+    *,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
     The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if it has one.
+    ``reuse_port`` (``SO_REUSEPORT``) lets the node processes of one machine listen on the same
+    port, the kernel spreading the connections over them.
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
     heads = runner.app.get(REQUEST_HEADS)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Port(server, lane, heads), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        lambda: Port(server, lane, heads),
+        host,
+        port,
+        reuse_address=True,
+        reuse_port=reuse_port or None,
+        backlog=LISTEN_BACKLOG,
     )
