@@ -61,13 +61,18 @@ def _parser() -> argparse.ArgumentParser:
         "(env HUBBUB_ACCESS_KEY, comma-separated)"
     )
 
+    redis_help = (
+        "Redis URL of the cluster (redis://host:port/db): nodes on one Redis are one "
+        "service (env HUBBUB_REDIS_URL; default none, one in-memory node)"
+    )
     serve = sub.add_parser(
         "serve",
         help="start a node and print its connection string",
         description=(
             "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB) and the REST "
-            "API on one port, with an in-memory engine. It prints the connection string for "
-            "the server SDKs. Stop it with Ctrl-C or SIGTERM."
+            "API on one port, with an in-memory engine, or as one node of a cluster with "
+            "--redis-url. It prints the connection string for the server SDKs. Stop it with "
+            "Ctrl-C or SIGTERM."
         ),
     )
     serve.add_argument("--config", metavar="FILE", help=config_help)
@@ -89,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help=keys_help + "; default: one generated for this run",
     )
+    serve.add_argument("--redis-url", metavar="URL", help=redis_help)
     serve.add_argument(
         "--workers",
         type=int,
@@ -171,6 +177,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--access-key", action="append", dest="access_keys", metavar="KEY", help=keys_help
     )
+    check.add_argument("--redis-url", metavar="URL", help=redis_help)
+    check.add_argument(
+        "--workers", type=int, metavar="N", help="node processes of serve (env HUBBUB_WORKERS)"
+    )
     return parser
 
 
@@ -189,6 +199,7 @@ def _config(args: argparse.Namespace) -> Config:
             "host": args.host,
             "port": args.port,
             "access_keys": args.access_keys,
+            "redis_url": getattr(args, "redis_url", None),  # token has no engine
             "workers": getattr(args, "workers", None),
         },
     )

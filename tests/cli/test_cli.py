@@ -607,3 +607,12 @@ def test_serve_on_port_0_prints_the_bound_port() -> None:
         proc.terminate()
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_redis_url_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    """--redis-url is checked like the other settings: one line naming the flag, exit 2."""
+    assert main(["check-config", "--redis-url", "redis://h:6379/0"]) == 0
+    capsys.readouterr()
+    assert main(["check-config", "--redis-url", "tcp://h:6379"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hubbub: error: --redis-url: expected"), err

@@ -53,7 +53,6 @@ __all__ = [
     "STOP_SECONDS",
     "WorkerInfo",
     "check",
-    "redis_url_of",
     "supervise",
 ]
 
@@ -98,19 +97,13 @@ class WorkerInfo:
         return f"worker {self.index} (pid {self.pid}{node})"
 
 
-def redis_url_of(config: Config) -> str | None:
-    """The configured Redis URL, None without one (the in-memory engine)."""
-    url = getattr(config, "redis_url", None)
-    return url if isinstance(url, str) and url else None
-
-
 def check(config: Config) -> None:
     """Several workers need Redis to be one service.
 
     Raises:
         ConfigError: one line saying what to give.
     """
-    if config.workers > 1 and redis_url_of(config) is None:
+    if config.workers > 1 and not config.redis_url:
         raise ConfigError(
             f"--workers {config.workers} needs Redis, which the node processes share: give "
             "--redis-url redis://HOST:PORT/DB (or HUBBUB_REDIS_URL, or [engine] redis_url)"
