@@ -105,7 +105,7 @@ def check(config: Config) -> None:
     """
     if config.workers > 1 and not config.redis_url:
         raise ConfigError(
-            f"--workers {config.workers} needs Redis, which the node processes share: give "
+            f"{config.workers} workers need Redis, which the node processes share: give "
             "--redis-url redis://HOST:PORT/DB (or HUBBUB_REDIS_URL, or [engine] redis_url)"
         )
 
