@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hubbub.broker.base import Broker
@@ -102,6 +103,8 @@ class ClientHandler:
         self.states = GroupStates(hubs)
         self._invocations: dict[Connection, _Invocations] = {}
         """Only connections with pending invocations are here."""
+        self.on_sequence_ack: Callable[[Connection, int], None] | None = None
+        """Told every ``sequenceAck`` of a reliable session (a replica drops what it covers)."""
 
     async def handle_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
         """Decode one client frame and execute it.
@@ -135,6 +138,8 @@ class ClientHandler:
             if connection.session is not None:
                 connection.session.ack(message.sequence_id)
                 forget_acked(connection, message.sequence_id)
+                if self.on_sequence_ack is not None:
+                    self.on_sequence_ack(connection, message.sequence_id)
         elif isinstance(message, StreamDataMessage):
             await self.streams.data(connection, message)
         elif isinstance(message, StreamStartMessage):

@@ -13,15 +13,20 @@ Publications, commands and queries come back from the engine
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+import msgspec
 import orjson
 
 from hubbub.broker.base import Broker, Interest, Presence
 from hubbub.broker.memory import MemoryPresence
+from hubbub.broker.redis_registry import Holding
+from hubbub.broker.redis_sessions import ReplicatedSession
 from hubbub.client import ClientHandler
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
@@ -34,20 +39,33 @@ from hubbub.closecodes import (
 )
 from hubbub.config import Config
 from hubbub.core.apply import apply_command, apply_query
-from hubbub.core.commands import CloseConnections, Command, Publication, Query, Target
+from hubbub.core.commands import (
+    CloseConnections,
+    Command,
+    GrantPermission,
+    Publication,
+    Query,
+    RevokePermission,
+    Target,
+)
 from hubbub.core.expiring import attach_live, deliver_expiring
 from hubbub.core.fanout import deliver_publication, send_message
 from hubbub.core.outlet import Outlet, SequencedFrames, SharedFrames
 from hubbub.core.roles import RoleSet
-from hubbub.core.state import Connection, HubRegistry
+from hubbub.core.state import Connection, ConnectionSnapshot, HubRegistry
+from hubbub.errors import ClusterUnavailableError
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
 from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, DELIVERIES
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import ClientMessage, ConnectedMessage
+from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream
+
+if TYPE_CHECKING:
+    from hubbub.broker.redis import RedisBroker
 
 __all__ = ["Node"]
 
@@ -64,15 +82,26 @@ class Node:
         upstream: Upstream | None = None,
         hubs: HubRegistry | None = None,
         presence: Presence | None = None,
+        cluster: RedisBroker | None = None,
     ) -> None:
         self.config = config
         self.broker = broker
         self.events = EventDispatcher(upstream)
         self.hubs = hubs if hubs is not None else HubRegistry()
-        self.presence: Presence = presence if presence is not None else MemoryPresence(self.hubs)
+        if presence is None:
+            presence = cluster.presence if cluster is not None else MemoryPresence(self.hubs)
+        self.presence: Presence = presence
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
         self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
+        self.cluster = cluster
+        """The Redis engine when this node is one of a cluster (sessions move between nodes)."""
+        self._untold = MemoryPresence(self.hubs)
+        """Writes nothing: what a connection another node took over leaves with."""
+        self.replicating = cluster is not None and config.session_replication
+        """Reliable sessions are copied to Redis as they change (restored if this node dies)."""
+        if self.replicating:
+            self.client.on_sequence_ack = self._replica_acked
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -117,6 +146,8 @@ class Node:
             state=state,
         )
         self.register(connection)
+        if self.replicating and connection.session is not None:
+            self._replicate(connection)
         for group in groups:
             self.join(connection, group)
         token = None
@@ -163,8 +194,10 @@ class Node:
             self.broker.unsubscribe(Interest(hub.name, Target.HUB, ""))
             self.hubs.release(hub)
 
-    def join(self, connection: Connection, group: GroupName) -> bool:
-        """Add a registered connection to a group; False when a member already, or gone."""
+    def join(self, connection: Connection, group: GroupName, *, announce: bool = True) -> bool:
+        """Add a registered connection to a group; False when a member already, or gone.
+
+        ``announce=False``: no ``joined`` event (a session taken over from another node)."""
         hub = self.hubs.get(connection.hub)
         if hub is None or hub.connections.get(connection.id) is not connection:
             return False  # closed meanwhile (a client's join may race a REST close)
@@ -173,7 +206,10 @@ class Node:
         self.presence.join(hub.name, group, connection.id)
         if len(hub.groups[group]) == 1:
             self.broker.subscribe(Interest(hub.name, Target.GROUP, group))
-        self.client.joined(connection, group)
+        if announce:
+            self.client.joined(connection, group)
+        if connection.session is not None and self.replicating:
+            self._save_replica(connection)
         return True
 
     def leave(self, connection: Connection, group: GroupName) -> bool:
@@ -185,6 +221,8 @@ class Node:
         if group not in hub.groups:
             self.broker.unsubscribe(Interest(hub.name, Target.GROUP, group))
         self.client.left(connection, group)
+        if connection.session is not None and self.replicating and not connection.ended:
+            self._save_replica(connection)
         return True
 
     # -- reliable sessions (client-protocols.md §4) --------------------------------------------
@@ -213,6 +251,8 @@ class Node:
         timeout = self.config.session_timeout_seconds
         session.detach(loop.time(), timeout)
         self._expiry[connection.id] = loop.call_later(timeout, self._expire, connection)
+        if self.replicating and self.cluster is not None:
+            self.cluster.sessions.detached(connection.hub, connection.id, int(timeout * 1000))
         log.debug("session %s detached, kept %.0f s", connection.id, timeout)
 
     def _hub_connections(self, hub: HubName) -> dict[ConnectionId, Connection]:
@@ -263,6 +303,8 @@ class Node:
         frames = attach_live(connection, session, time.monotonic())  # without expired copies
         for frame in frames:
             outlet.send(frame)
+        if self.replicating and self.cluster is not None:
+            self.cluster.sessions.attached(connection.hub, connection.id)
         log.debug("session %s resumed, %d frames resent", connection.id, len(frames))
 
     def disconnect(self, connection: Connection) -> None:
@@ -272,6 +314,8 @@ class Node:
         connection.ended = True
         if connection.session is not None:
             connection.session.end()
+            if self.replicating and self.cluster is not None:
+                self.cluster.sessions.drop(connection.hub, connection.id)
         handle = self._expiry.pop(connection.id, None)
         if handle is not None:
             handle.cancel()
@@ -327,12 +371,191 @@ class Node:
         """Apply a cluster-wide command to the local connections; what it changed is in
         effect in the engine when this returns."""
         count = apply_command(self.hubs, self, command)
+        if self.replicating and isinstance(command, (GrantPermission, RevokePermission)):
+            connection = self._hub_connections(command.hub).get(command.connection_id)
+            if connection is not None and connection.session is not None:
+                self._save_replica(connection)
         await self.broker.sync()
         return count
 
     async def handle_query(self, query: Query) -> bool:
         """Answer a question about a local connection."""
         return apply_query(self.hubs, query)
+
+    # -- the cluster: ClusterMember and SessionOwner of hubbub.broker.redis_types --------------
+
+    def holds(self, hub: HubName, connection_id: ConnectionId) -> bool:
+        """True when the connection (or its detached session) is on this node."""
+        return connection_id in self._hub_connections(hub)
+
+    def inventory(self) -> list[Holding]:
+        """Every connection held, with its user and groups (re-registered after an outage)."""
+        return [
+            Holding(hub.name, c.id, c.user_id, sorted(c.groups))
+            for hub in self.hubs
+            for c in hub.connections.values()
+        ]
+
+    def disowned(self, hub: HubName, connection_id: ConnectionId) -> None:
+        """Another node took the connection over while this one was cut off from Redis: drop
+        it here without telling the registry (the entry is the other node's now)."""
+        connection = self._hub_connections(hub).get(connection_id)
+        if connection is None:
+            return
+        log.info("connection %s was taken over by another node: closed here", connection_id)
+        self._let_go(connection)
+        connection.outlet.close(CLOSE_NORMAL, REASON_REPLACED)
+
+    async def hand_over(self, hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        """Stop serving a reliable session here and return its snapshot (msgpack) for the
+        node its client reconnected to; None when there is none to hand over."""
+        connection = self._hub_connections(hub).get(connection_id)
+        session = connection.session if connection is not None else None
+        if connection is None or session is None or connection.ended or not session.recoverable:
+            return None
+        snapshot = msgspec.msgpack.encode(connection.snapshot())
+        outlet = connection.outlet
+        self._let_go(connection, tell=True)
+        outlet.close(CLOSE_NORMAL, REASON_REPLACED)
+        await self.broker.sync()  # the registry shows it gone before the new owner adds it
+        log.debug("session %s handed over", connection_id)
+        return snapshot
+
+    def _let_go(self, connection: Connection, *, tell: bool = False) -> None:
+        """End a connection here without ``disconnected`` or ``left`` events: it lives on
+        elsewhere. ``tell``: the registry hears of it (a hand-over), else not (disowned)."""
+        connection.ended = True
+        handle = self._expiry.pop(connection.id, None)
+        if handle is not None:
+            handle.cancel()
+        session = connection.session
+        if session is not None:
+            session.replica = None
+            session.end()
+        CONNECTIONS.dec()
+        self.client.streams.ended(connection)
+        presence = self.presence
+        if not tell:
+            self.presence = self._untold
+        try:
+            self.unregister(connection)
+        finally:
+            self.presence = presence
+
+    async def recover_session(
+        self, hub: HubName, connection_id: str, token: str
+    ) -> Connection | None:
+        """The reliable session a recovery request names, here or, in a cluster, taken over
+        from the node that holds it (handed over when it is alive, restored from the
+        replica in Redis when it died); None when there is none (the client gets 1008)."""
+        connection = self.find_session(hub, connection_id, token)
+        if connection is not None or self.cluster is None:
+            return connection
+        if not verify_reconnection_token(token, self.config.access_keys, connection_id):
+            return None
+        cid = ConnectionId(connection_id)
+        try:
+            transfer = await self.cluster.take_session(hub, cid)
+        except ClusterUnavailableError:
+            log.warning("session %s: the cluster is unavailable, not recovered", cid)
+            return None
+        snapshot: ConnectionSnapshot | None = None
+        if transfer.snapshot is not None:
+            snapshot = msgspec.msgpack.decode(transfer.snapshot, type=ConnectionSnapshot)
+            how = "handed over"
+        elif transfer.replica is not None:
+            snapshot = _replica_snapshot(transfer.replica)
+            how = "restored from its replica"
+        if snapshot is None or snapshot.hub != hub or snapshot.id != cid:
+            return None
+        if cid in self._hub_connections(hub):
+            return self.find_session(hub, connection_id, token)  # recovered here meanwhile
+        connection = self._adopt(snapshot)
+        log.info("session %s %s", cid, how)
+        return connection
+
+    def _adopt(self, snapshot: ConnectionSnapshot) -> Connection:
+        """Register a connection taken over from another node; its session waits for its
+        socket as a detached one (:meth:`resume` attaches it)."""
+        connection = Connection.restore(snapshot, codec_for(snapshot.subprotocol), _NoOutlet())
+        connection.outlet = _Detached(self, connection)
+        self.register(connection)
+        if self.replicating and connection.session is not None:
+            self.cluster.sessions.drop(connection.hub, connection.id)  # type: ignore[union-attr]
+            self._replicate(connection)
+            for sequence_id, frame in connection.session.snapshot().unacked:
+                self.cluster.sessions.push(connection.hub, connection.id, sequence_id, frame)  # type: ignore[union-attr]
+        for group in snapshot.groups:
+            self.join(connection, group, announce=False)
+        CONNECTIONS.inc()
+        session = connection.session
+        assert session is not None
+        loop = asyncio.get_running_loop()
+        timeout = self.config.session_timeout_seconds
+        if session.state is SessionState.ATTACHED:
+            session.detach(loop.time(), timeout)
+        else:
+            session.expires_at = loop.time() + timeout
+        self._expiry[connection.id] = loop.call_later(timeout, self._expire, connection)
+        return connection
+
+    # -- session replication ------------------------------------------------------------------
+
+    def _replicate(self, connection: Connection) -> None:
+        """Copy every reliable delivery of ``connection`` to Redis from now on."""
+        session = connection.session
+        assert session is not None and self.cluster is not None
+        session.replica = functools.partial(
+            self.cluster.sessions.push, connection.hub, connection.id
+        )
+        self._save_replica(connection)
+
+    def _save_replica(self, connection: Connection) -> None:
+        """Store what a restore needs besides the frames (id, user, roles, groups, grants)."""
+        if self.cluster is None:
+            return
+        snapshot = connection.snapshot()
+        reliable = snapshot.reliable
+        if reliable is not None:
+            reliable = msgspec.structs.replace(reliable, unacked=())
+        data = msgspec.msgpack.encode(msgspec.structs.replace(snapshot, reliable=reliable))
+        self.cluster.sessions.save(connection.hub, connection.id, data)
+
+    def _replica_acked(self, connection: Connection, sequence_id: int) -> None:
+        if self.cluster is not None and not connection.ended:
+            self.cluster.sessions.acked(connection.hub, connection.id, sequence_id)
+
+
+def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
+    """A replicated session as a snapshot: its stored state and its unacked frames."""
+    try:
+        snapshot = msgspec.msgpack.decode(replica.snapshot, type=ConnectionSnapshot)
+    except msgspec.DecodeError:
+        log.warning("a replicated session could not be decoded")
+        return None
+    reliable = snapshot.reliable
+    if reliable is None:
+        return None
+    frames = tuple(replica.frames)
+    next_id = max(reliable.next_sequence_id, replica.last_sequence_id + 1)
+    reliable = msgspec.structs.replace(reliable, unacked=frames, next_sequence_id=next_id)
+    return msgspec.structs.replace(snapshot, reliable=reliable)
+
+
+class _NoOutlet:
+    """Where a taken-over connection is before it has an outlet of its own."""
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        return False
+
+    def close(self, code: int, reason: str) -> None:
+        pass
 
 
 class _Detached:

@@ -25,10 +25,12 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
+from hubbub.broker.base import Broker
 from hubbub.broker.memory import MemoryBroker
+from hubbub.broker.redis import RedisBroker, RedisSettings
 from hubbub.config import Config, url_host
 from hubbub.errors import ConfigError
-from hubbub.metrics import render
+from hubbub.metrics import engine_state, render, watch_engine
 from hubbub.node import Node
 from hubbub.server.errors import count_errors
 from hubbub.server.fastlane import FastLane
@@ -51,7 +53,9 @@ class Parts:
     """Everything one node's server is made of (see :func:`build`)."""
 
     config: Config
-    broker: MemoryBroker
+    broker: Broker
+    """The in-memory engine, or the Redis one (``cluster``) when ``engine.redis_url`` is set."""
+    cluster: RedisBroker | None
     upstream: HttpUpstream
     node: Node
     service: Service
@@ -82,10 +86,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build(config: Config) -> Parts:
     """Make the parts of one node and wire them together (nothing runs yet)."""
-    broker = MemoryBroker()
+    cluster = _cluster(config) if config.redis_url is not None else None
+    broker: Broker = cluster if cluster is not None else MemoryBroker()
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
-    node = Node(config, broker, upstream)
-    service = Service(config, broker, node.presence)
+    node = Node(config, broker, upstream, cluster=cluster)
+    service = Service(config, broker, node.presence, cluster)
     rules = RestRules(config.access_keys, config.http_keep_alive_seconds)
     lane = FastLane(service, rules) if config.fast_lane else None
     heads = RequestHeads(config.request_head_timeout_seconds)
@@ -109,13 +114,28 @@ def build(config: Config) -> Parts:
         ]
     )
     parts = Parts(
-        config, broker, upstream, node, service, rules, lane, heads, sockets, endpoint, app
+        config, broker, cluster, upstream, node, service, rules, lane, heads, sockets, endpoint, app
     )
     app.on_response_prepare.append(count_errors)
     app.on_startup.append(lambda app: _start(parts))
     app.on_shutdown.append(lambda app: _close_connections(parts))
     app.on_cleanup.append(lambda app: _stop(parts))
     return parts
+
+
+def _cluster(config: Config) -> RedisBroker:
+    """The Redis engine of a node of a cluster (a node id of its own, fresh per process)."""
+    assert config.redis_url is not None
+    settings = RedisSettings(
+        url=config.redis_url,
+        session_timeout_seconds=config.session_timeout_seconds,
+        replicate_sessions=config.session_replication,
+    )
+    cluster = RedisBroker(settings)
+    engine_state(cluster.state)
+    cluster.on_state_change(engine_state)
+    watch_engine(cluster.stats)
+    return cluster
 
 
 def build_app(config: Config) -> web.Application:

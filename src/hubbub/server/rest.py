@@ -19,10 +19,10 @@ from aiohttp import web
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, OperationError
+from hubbub.errors import BadRequestError, ClusterUnavailableError, OperationError
 from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
-from hubbub.server.errors import error_response
+from hubbub.server.errors import error_response, unavailable_response
 from hubbub.server.restrules import (
     API_VERSION,
     HEALTH_PATH,
@@ -64,6 +64,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return error_response(*refusal)
     try:
         return await handler(request)
+    except ClusterUnavailableError:
+        return unavailable_response()
     except OperationError as exc:
         return error_response(exc.status, str(exc))
     except web.HTTPException as exc:

@@ -154,7 +154,7 @@ class ClientEndpoint:
             return error_response(503, STOPPING)
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
-            connection = self._node.find_session(
+            connection = await self._node.recover_session(
                 hub,
                 request.query.get("awps_connection_id", ""),
                 request.query.get("awps_reconnection_token", ""),
