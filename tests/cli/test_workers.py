@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 
 from hubbub.cli import main
@@ -227,6 +228,18 @@ async def test_two_workers_both_accept_and_stop_on_ctrl_c(workers: Workers) -> N
             clients.append(ws)
         counts = held_by(workers.pids, workers.port)
         assert all(count > 0 for count in counts.values()), counts
+        # One service: a send to the hub, answered by one worker, reaches every client.
+        rest = f"http://127.0.0.1:{workers.port}/api/hubs/anon/:send?api-version=2024-12-01"
+        bearer = jwt.encode({"aud": rest, "exp": int(time.time()) + 300}, KEY, "HS256")
+        answer = await session.post(
+            rest,
+            data=b"to all",
+            headers={"Authorization": f"Bearer {bearer}", "Content-Type": "text/plain"},
+        )
+        assert answer.status == 202
+        for ws in clients:
+            message = await ws.receive_json(timeout=10)
+            assert (message["from"], message["data"]) == ("server", "to all"), message
         os.killpg(workers.process.pid, signal.SIGINT)
         for ws in clients:
             message = await ws.receive_json(timeout=15)
