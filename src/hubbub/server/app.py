@@ -205,8 +205,8 @@ async def serve(
         addresses = dict.fromkeys(
             f"http://{url_host(sock.getsockname()[0])}:{bound.port}" for sock in listener.sockets
         )
-        node_id = getattr(parts.broker, "node_id", None)
-        started(Listening(bound, list(addresses), node_id if isinstance(node_id, str) else None))
+        node_id = parts.cluster.node_id if parts.cluster is not None else None
+        started(Listening(bound, list(addresses), node_id))
     await stop.wait()
     listener.close()
     await runner.cleanup()
