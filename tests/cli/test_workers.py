@@ -281,3 +281,44 @@ def test_a_dead_worker_is_reported_and_replaced(workers: Workers) -> None:
             sock.close()
     assert stop(workers) == 0
     assert not any(_alive(pid) for pid in alive)
+
+
+def _wait_gone(pids: list[int], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if _alive(pid)]
+        time.sleep(0.05)
+
+
+@pytest.mark.redis
+def test_workers_stop_when_the_supervisor_is_killed(workers: Workers) -> None:
+    """kill -9 of the supervisor leaves no worker holding the port."""
+    workers.process.kill()
+    workers.process.wait(timeout=10)
+    _wait_gone(workers.pids)
+    with socket.socket() as sock:  # the port is free again
+        sock.bind(("127.0.0.1", workers.port))
+
+
+@pytest.mark.redis
+def test_workers_dying_again_and_again_stop_the_supervisor(workers: Workers) -> None:
+    """More than MAX_RESTARTS deaths within the window: the supervisor stops all, exit 1."""
+    from hubbub.server.workers import MAX_RESTARTS
+
+    current = list(workers.pids)
+    for death in range(MAX_RESTARTS + 1):
+        victim = current[death % 2]
+        os.kill(victim, signal.SIGKILL)
+        if death == MAX_RESTARTS:
+            break
+        pattern = re.compile(rf"\(pid {victim}[^)]*\) was killed by SIGKILL; .*\(pid (\d+)\)")
+        deadline = time.monotonic() + 20
+        while not (found := pattern.search(workers.log_text())):
+            assert time.monotonic() < deadline, workers.log_text()
+            time.sleep(0.05)
+        current[death % 2] = int(found[1])
+    assert workers.process.wait(timeout=30) == 1
+    assert f"{MAX_RESTARTS + 1} workers died within 60 s; stopping the others" in (
+        workers.log_text()
+    )
+    _wait_gone(current)

@@ -23,16 +23,23 @@ Once every worker listens, the supervisor prints the connection string, once. Th
   than :data:`MAX_RESTARTS` deaths within :data:`RESTART_WINDOW_SECONDS`, stops them all: the
   failure is not one a new process would get past. The exit code is 2 for a failure to start
   (the worker printed the reason), 1 for too many deaths.
+- A supervisor killed outright (``kill -9``) takes its workers with it: each asked the kernel
+  for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), and stops gracefully.
+
+Linux only: elsewhere ``SO_REUSEPORT`` does not spread connections over processes (or does not
+exist), and :func:`check` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -64,6 +71,8 @@ MAX_RESTARTS = 5
 """Deaths of workers tolerated within :data:`RESTART_WINDOW_SECONDS`; one more stops all."""
 RESTART_WINDOW_SECONDS = 60.0
 
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies."""
 EXIT_START_FAILED = 2
 EXIT_TOO_MANY_DEATHS = 1
 
@@ -103,6 +112,11 @@ def check(config: Config) -> None:
     Raises:
         ConfigError: one line saying what to give.
     """
+    if config.workers > 1 and not sys.platform.startswith("linux"):
+        raise ConfigError(
+            f"{config.workers} workers need Linux (SO_REUSEPORT spreading connections over "
+            "processes); elsewhere run one node per port behind a balancer"
+        )
     if config.workers > 1 and not config.redis_url:
         raise ConfigError(
             f"{config.workers} workers need Redis, which the node processes share: give "
@@ -137,16 +151,30 @@ def _reserve(host: str, port: int) -> tuple[int, list[socket.socket]]:
     return port, reserved
 
 
+def _stop_with_parent(supervisor: int) -> None:
+    """Have the kernel send this process SIGTERM when the supervisor dies (even by
+    ``kill -9``), so no worker is left holding the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the workers outlive a killed supervisor
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _child(
     run: RunNode,
     config: Config,
     conn: Connection,
     reserved: list[socket.socket],
+    supervisor: int,
 ) -> None:
     """The worker process: a node on the shared port, reporting to the supervisor."""
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    _stop_with_parent(supervisor)
     for sock in reserved:
         sock.close()
 
@@ -176,7 +204,7 @@ class _Supervisor:
         ours, theirs = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_child,
-            args=(self.run, self.config, theirs, self.reserved),
+            args=(self.run, self.config, theirs, self.reserved, os.getpid()),
             name=f"hubbub-worker-{index}",
         )
         process.start()
