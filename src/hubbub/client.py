@@ -105,6 +105,8 @@ class ClientHandler:
         """Only connections with pending invocations are here."""
         self.on_sequence_ack: Callable[[Connection, int], None] | None = None
         """Told every ``sequenceAck`` of a reliable session (a replica drops what it covers)."""
+        self.on_ack_remembered: Callable[[Connection], None] | None = None
+        """Told when a connection remembers the ``ackId`` of a message it executed."""
 
     async def handle_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
         """Decode one client frame and execute it.
@@ -193,6 +195,8 @@ class ClientHandler:
             return
         if ack_id is not None:
             connection.remember_ack(ack_id)
+            if self.on_ack_remembered is not None:
+                self.on_ack_remembered(connection)
             send_message(connection, AckMessage(ack_id, True))
         if after_ack is not None:
             after_ack()

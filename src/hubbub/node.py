@@ -27,6 +27,7 @@ from hubbub.broker.base import Broker, Interest, Presence
 from hubbub.broker.memory import MemoryPresence
 from hubbub.broker.redis_registry import Holding
 from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.broker.redis_types import EngineState
 from hubbub.client import ClientHandler
 from hubbub.closecodes import (
     CLOSE_GOING_AWAY,
@@ -102,6 +103,9 @@ class Node:
         """Reliable sessions are copied to Redis as they change (restored if this node dies)."""
         if self.replicating:
             self.client.on_sequence_ack = self._replica_acked
+            self.client.on_ack_remembered = self._replica_ack_remembered
+        if cluster is not None:
+            cluster.on_state_change(self._engine_state)
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -433,6 +437,7 @@ class Node:
             session.replica = None
             session.end()
         CONNECTIONS.dec()
+        CONNECTIONS_CLOSED.inc()  # closed here: opened again on the node that takes it
         self.client.streams.ended(connection)
         presence = self.presence
         if not tell:
@@ -471,6 +476,7 @@ class Node:
         if cid in self._hub_connections(hub):
             return self.find_session(hub, connection_id, token)  # recovered here meanwhile
         connection = self._adopt(snapshot)
+        await self.broker.sync()  # subscribed and registered before the client is resumed
         log.info("session %s %s", cid, how)
         return connection
 
@@ -488,6 +494,7 @@ class Node:
         for group in snapshot.groups:
             self.join(connection, group, announce=False)
         CONNECTIONS.inc()
+        CONNECTIONS_OPENED.inc()
         session = connection.session
         assert session is not None
         loop = asyncio.get_running_loop()
@@ -514,12 +521,41 @@ class Node:
         """Store what a restore needs besides the frames (id, user, roles, groups, grants)."""
         if self.cluster is None:
             return
-        snapshot = connection.snapshot()
-        reliable = snapshot.reliable
-        if reliable is not None:
-            reliable = msgspec.structs.replace(reliable, unacked=())
-        data = msgspec.msgpack.encode(msgspec.structs.replace(snapshot, reliable=reliable))
+        data = msgspec.msgpack.encode(connection.snapshot(frames=False))
         self.cluster.sessions.save(connection.hub, connection.id, data)
+
+    def _engine_state(self, state: EngineState) -> None:
+        """Back on Redis (after start-up or an outage): the replicas are written anew, since
+        what was queued while it was away was dropped (and a restarted Redis has none)."""
+        if state is EngineState.READY and self.replicating:
+            count = self._rewrite_replicas()
+            if count:
+                log.info("session replicas written again: %d", count)
+
+    def _rewrite_replicas(self) -> int:
+        assert self.cluster is not None
+        sessions = self.cluster.sessions
+        count = 0
+        for hub in self.hubs:
+            for connection in list(hub.connections.values()):
+                session = connection.session
+                if session is None or connection.ended:
+                    continue
+                sessions.drop(hub.name, connection.id)
+                self._save_replica(connection)
+                for sequence_id, frame in session.snapshot().unacked:
+                    sessions.push(hub.name, connection.id, sequence_id, frame)
+                if session.state is SessionState.DETACHED and session.expires_at is not None:
+                    left = session.expires_at - asyncio.get_running_loop().time()
+                    sessions.detached(hub.name, connection.id, max(1, int(left * 1000)))
+                count += 1
+        return count
+
+    def _replica_ack_remembered(self, connection: Connection) -> None:
+        """A client message's ackId is remembered (a retry of it is a ``Duplicate``): so is
+        it in the replica."""
+        if connection.session is not None and not connection.ended:
+            self._save_replica(connection)
 
     def _replica_acked(self, connection: Connection, sequence_id: int) -> None:
         if self.cluster is not None and not connection.ended:

@@ -34,7 +34,14 @@ access_keys = ["{key}", "{secondary}"]
 [engine]
 redis_url = "{redis}"
 session_replication = {replication}
+
+[hubs.anon]
+anonymous_connect = true
+
+[hubs.fastping]
+keep_alive_seconds = 1
 """
+# The hubs of the single-node test server (tests/conftest.py), for the suites run on both.
 
 
 @dataclass

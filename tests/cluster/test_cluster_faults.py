@@ -14,6 +14,7 @@ from azure.core.pipeline.policies import HeadersPolicy
 from azure.messaging.webpubsubclient.models import SendMessageError, WebPubSubDataType
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
+from tests.cluster._helpers import open_on_node, send_to_user, wait_numbers
 from tests.cluster.conftest import Cluster, ClusterNode
 from tests.compat._clients import (
     Clients,
@@ -127,3 +128,44 @@ def test_redis_stop_and_restart(cluster: Cluster, clients: Clients, hub: str) ->
     logs = cluster.logs()
     assert "unavailable" in logs and "back after" in logs
     assert "Traceback" not in logs, logs
+
+
+def _all_ready(cluster: Cluster) -> bool:
+    return all('hubbub_engine_state{state="ready"} 1.0' in _metrics(n) for n in cluster.nodes)
+
+
+def test_redis_pause_and_resume(cluster: Cluster, clients: Clients, hub: str) -> None:
+    """SIGSTOP: a node sees the frozen server when a round trip takes too long, answers 503
+    meanwhile, and comes back after SIGCONT; nothing crashes."""
+    node = cluster.nodes[0]
+    assert _send(cluster, node, hub, "g", "before") == 202
+    cluster.redis.pause()
+    try:
+        _until(lambda: _send(cluster, node, hub, "g", "paused") == 503, "no 503 while paused")
+    finally:
+        cluster.redis.resume()
+    _until(lambda: _send(cluster, node, hub, "g", "after") == 202, "not back after the pause")
+    _until(lambda: _all_ready(cluster), "a node did not come back")
+    assert all(n.process is not None and n.process.poll() is None for n in cluster.nodes)
+    assert "Traceback" not in cluster.logs()
+
+
+def test_replicas_survive_a_redis_restart(cluster: Cluster, clients: Clients) -> None:
+    """A restarted Redis starts empty: the nodes write their replicas again, so a session
+    still survives its node's kill -9 afterwards."""
+    client, _, owner = open_on_node(cluster, clients, "kim")
+    cid = client.connection_id
+    send_to_user(clients.svc, "kim", range(1, 11))
+    wait_numbers(client, 10)
+    cluster.redis.restart()
+    _until(lambda: cluster.logs().count("back after") >= 3, "the nodes did not come back")
+    _until(lambda: _all_ready(cluster), "the nodes are not ready")
+    _until(lambda: clients.svc.connection_exists(cid), "not registered again")
+    assert "session replicas written again: 1" in owner.log_text()
+    send_to_user(clients.svc, "kim", range(11, 21))
+    wait_numbers(client, 20)
+    owner.kill()
+    _until(lambda: "restored from its replica" in cluster.logs(), "not restored", 20)
+    send_to_user(clients.svc, "kim", range(21, 31))
+    assert wait_numbers(client, 30) == list(range(1, 31))
+    assert {args.connection_id for args in client.connected.snapshot()} == {cid}
