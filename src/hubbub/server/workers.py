@@ -163,12 +163,24 @@ def _stop_with_parent(supervisor: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _name_log_lines(index: int, config: Config) -> None:
+    """Every line a worker logs names it (the workers share the supervisor's standard error):
+    ``... INFO worker 2 (pid 1234) hubbub.node: ...``."""
+    from hubbub.logs import FORMAT, SafeFormatter
+
+    fmt = FORMAT.replace("%(name)s", f"worker {index} (pid %(process)d) %(name)s")
+    formatter = SafeFormatter(fmt, config.access_keys)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
+
+
 def _child(
     run: RunNode,
     config: Config,
     conn: Connection,
     reserved: list[socket.socket],
     supervisor: int,
+    index: int,
 ) -> None:
     """The worker process: a node on the shared port, reporting to the supervisor."""
     signal.set_wakeup_fd(-1)
@@ -177,6 +189,7 @@ def _child(
     _stop_with_parent(supervisor)
     for sock in reserved:
         sock.close()
+    _name_log_lines(index, config)
 
     def started(listening: Listening) -> None:
         with contextlib.suppress(OSError):
@@ -204,7 +217,7 @@ class _Supervisor:
         ours, theirs = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_child,
-            args=(self.run, self.config, theirs, self.reserved, os.getpid()),
+            args=(self.run, self.config, theirs, self.reserved, os.getpid(), index),
             name=f"hubbub-worker-{index}",
         )
         process.start()
