@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB) and the REST "
             "API on one port, with an in-memory engine, or as one node of a cluster with "
-            "--redis-url. It prints the connection string for the server SDKs. Stop it with "
-            "Ctrl-C or SIGTERM."
+            "--redis-url; --workers N runs N such nodes on this machine, sharing the port. It "
+            "prints the connection string for the server SDKs. Stop it with Ctrl-C or SIGTERM."
         ),
     )
     serve.add_argument("--config", metavar="FILE", help=config_help)
