@@ -476,14 +476,22 @@ class Node:
         if cid in self._hub_connections(hub):
             return self.find_session(hub, connection_id, token)  # recovered here meanwhile
         connection = self._adopt(snapshot)
+        if connection is None:
+            log.info("session %s %s, but it is not recoverable", cid, how)
+            return None
         await self.broker.sync()  # subscribed and registered before the client is resumed
         log.info("session %s %s", cid, how)
         return connection
 
-    def _adopt(self, snapshot: ConnectionSnapshot) -> Connection:
+    def _adopt(self, snapshot: ConnectionSnapshot) -> Connection | None:
         """Register a connection taken over from another node; its session waits for its
-        socket as a detached one (:meth:`resume` attaches it)."""
+        socket as a detached one (:meth:`resume` attaches it). None: its session cannot be
+        recovered (ended, over its limits, or a replica missing too much)."""
         connection = Connection.restore(snapshot, codec_for(snapshot.subprotocol), _NoOutlet())
+        if connection.session is None or not connection.session.recoverable:
+            if self.replicating and self.cluster is not None:
+                self.cluster.sessions.drop(connection.hub, connection.id)
+            return None
         connection.outlet = _Detached(self, connection)
         self.register(connection)
         if self.replicating and connection.session is not None:
