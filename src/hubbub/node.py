@@ -58,7 +58,7 @@ from hubbub.errors import ClusterUnavailableError
 from hubbub.events import ConnectDecision, ConnectRequest, EventDispatcher
 from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, DELIVERIES
 from hubbub.protocol.codec import Codec
-from hubbub.protocol.messages import ClientMessage, ConnectedMessage
+from hubbub.protocol.messages import ClientMessage, ConnectedMessage, DisconnectedMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.reliable import SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
@@ -97,6 +97,8 @@ class Node:
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
         self.cluster = cluster
         """The Redis engine when this node is one of a cluster (sessions move between nodes)."""
+        self._drained: asyncio.Event | None = None
+        """Set when the last connection left, while :meth:`hand_over_sessions` waits."""
         self._untold = MemoryPresence(self.hubs)
         """Writes nothing: what a connection another node took over leaves with."""
         self.replicating = cluster is not None and config.session_replication
@@ -197,6 +199,8 @@ class Node:
         if hub.is_empty():
             self.broker.unsubscribe(Interest(hub.name, Target.HUB, ""))
             self.hubs.release(hub)
+            if self._drained is not None and not self.hubs.connection_count():
+                self._drained.set()
 
     def join(self, connection: Connection, group: GroupName, *, announce: bool = True) -> bool:
         """Add a registered connection to a group; False when a member already, or gone.
@@ -360,14 +364,60 @@ class Node:
         """
         count = 0
         for hub in self.hubs:
+            kept = self._kept_through_shut_down(hub.connections.values())
             count += apply_command(
                 self.hubs,
                 self,
                 CloseConnections(
-                    hub.name, Target.HUB, "", REASON_SERVICE_RELOAD, code=CLOSE_GOING_AWAY
+                    hub.name,
+                    Target.HUB,
+                    "",
+                    REASON_SERVICE_RELOAD,
+                    excluded=frozenset(c.id for c in kept),
+                    code=CLOSE_GOING_AWAY,
                 ),
             )
+            for connection in kept:
+                send_message(connection, DisconnectedMessage(REASON_SERVICE_RELOAD))
+                connection.outlet.close(CLOSE_GOING_AWAY, REASON_SERVICE_RELOAD)
+                count += 1
         return count
+
+    def _kept_through_shut_down(self, connections: Iterable[Connection]) -> list[Connection]:
+        """In a cluster, the reliable sessions a stopping node keeps (their sockets closed)
+        for :meth:`hand_over_sessions`: the clients recover them on other nodes."""
+        if self.cluster is None:
+            return []
+        return [
+            c
+            for c in connections
+            if c.session is not None and c.session.recoverable and c.close_reason is None
+        ]
+
+    async def hand_over_sessions(self, seconds: float) -> int:
+        """After :meth:`shut_down` in a cluster: wait up to ``seconds`` while the clients of
+        the kept sessions recover them on other nodes (each handed over from here), then end
+        those left. Returns how many were handed over."""
+
+        def held() -> list[Connection]:
+            return [c for hub in self.hubs for c in hub.connections.values()]
+
+        before = len(held())
+        if before:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), seconds)
+            except TimeoutError:
+                pass
+            finally:
+                self._drained = None
+        left = held()
+        for connection in left:
+            connection.close_reason = connection.close_reason or REASON_SERVICE_RELOAD
+            self.disconnect(connection)
+        if before:
+            log.info("sessions handed over to other nodes: %d of %d", before - len(left), before)
+        return before - len(left)
 
     # -- BrokerHandler: commands --------------------------------------------------------------
 

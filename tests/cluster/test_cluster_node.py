@@ -153,3 +153,29 @@ async def test_the_replica_holds_what_a_restore_needs(nodes: tuple[Node, Node]) 
     assert snapshot.reliable is not None
     assert [seq for seq, _ in snapshot.reliable.unacked] == [4, 5]
     assert snapshot.reliable.next_sequence_id == 6
+
+
+async def test_a_disowned_connection_is_closed_without_telling_the_registry(
+    nodes: tuple[Node, Node],
+) -> None:
+    """What the engine says another node took over while this one was cut off: closed here,
+    no ``disconnected`` event, and the registry entry (the other node's) left alone."""
+    a, _ = nodes
+    outlet = Outlet()
+    a.connect(
+        HUB,
+        UserId("u"),
+        (),
+        [GroupName("g")],
+        codec_for(JSON_RELIABLE_SUBPROTOCOL),
+        outlet,
+        connection_id=CID,
+        subprotocol=JSON_RELIABLE_SUBPROTOCOL,
+    )
+    await a.broker.sync()
+    assert [h.connection_id for h in a.inventory()] == [CID]
+    a.disowned(HUB, CID)
+    await a.broker.sync()
+    assert not a.holds(HUB, CID) and a.inventory() == []
+    assert outlet.closed is not None and outlet.closed[0] == 1000
+    assert await a.presence.connection_exists(HUB, CID)  # not removed by this node

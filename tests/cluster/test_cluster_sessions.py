@@ -121,3 +121,19 @@ def test_session_survives_its_node_kill_9(cluster: Cluster, clients: Clients) ->
     assert svc.connection_exists(cid) and svc.user_exists("ivan")
     assert [m.connection_id for m in svc.list_connections(group="kept")] == [cid]
     assert svc.has_permission("sendToGroup", cid, target_name="kept")
+
+
+def test_session_moves_when_its_node_stops(cluster: Cluster, clients: Clients) -> None:
+    """A graceful stop (SIGTERM) in a cluster keeps the reliable sessions while their clients
+    recover them on other nodes: the same connection, nothing lost, nothing twice."""
+    client, _, owner = _open(cluster, clients, "jo")
+    cid = client.connection_id
+    clients.svc.add_connection_to_group("club", cid)
+    _send(clients.svc, "jo", range(1, 11))
+    _wait_numbers(client, 10)
+    owner.stop()
+    assert "handed over to other nodes: 1 of 1" in owner.log_text(), owner.log_text()
+    _send(clients.svc, "jo", range(11, 21))
+    clients.svc.send_to_group("club", "21", content_type="text/plain")
+    assert _wait_numbers(client, 21) == list(range(1, 22))
+    assert _connection_ids(client) == {cid}

@@ -1,7 +1,9 @@
 """One node's server, assembled in one place: :func:`build` makes the parts, :func:`serve` runs
 them until a signal stops it.
 
-The parts, inside out: the engine (in-memory broker and presence), the event handlers' client
+The parts, inside out: the engine (in-memory broker and presence; the Redis engine of
+:mod:`hubbub.broker.redis` when ``engine.redis_url`` is set, started before the port listens
+and closed, deregistering the node, after its connections), the event handlers' client
 (upstream), the node, the service, the REST rulebook, the fast lane (unless
 ``server.fast_lane`` is off), the upgraded sockets and the Web PubSub endpoint over them, the
 aiohttp application with the REST routes, health and metrics, the runner that bounds request
@@ -147,10 +149,17 @@ async def _start(parts: Parts) -> None:
     await parts.broker.start(parts.node)
 
 
+HAND_OVER_SECONDS = 5.0
+"""How long a stopping node of a cluster waits for its reliable clients to recover their
+sessions on other nodes (the SDKs try at once)."""
+
+
 async def _close_connections(parts: Parts) -> None:
     if parts.lane is not None:
         parts.lane.close()
     await parts.endpoint.shut_down()
+    if parts.cluster is not None:
+        await parts.node.hand_over_sessions(HAND_OVER_SECONDS)
 
 
 async def _stop(parts: Parts) -> None:
