@@ -63,6 +63,8 @@ class Sample:
     published: int
     lost: int
     counted: float | None
+    parts: dict[str, float]
+    """CPU time of each part of a server made of several processes (see ``cpu_parts``)."""
 
 
 async def sample(
@@ -70,9 +72,11 @@ async def sample(
 ) -> Sample:
     t0 = time.monotonic()
     cpu0 = server.cpu_seconds()
+    parts0 = server.cpu_parts()
     stats = await asyncio.gather(*(p.call("stats", limit_s=30) for p in [*members, *publishers]))
     t1 = time.monotonic()
     cpu1 = server.cpu_seconds()
+    parts1 = server.cpu_parts()
     pub_stats = stats[len(members) :]
     return Sample(
         t=(t0 + t1) / 2,
@@ -84,6 +88,7 @@ async def sample(
         published=sum(s["published"] for s in pub_stats),
         lost=sum(s["lost"] for s in stats),
         counted=None,
+        parts={k: (parts0[k] + parts1[k]) / 2 for k in parts0},
     )
 
 
@@ -146,6 +151,8 @@ async def measure(
         "delivered_fraction": (final.frames - base.frames)
         / max(1, (final.published - base.published) * fan),
     }
+    for part, used in s1.parts.items():
+        out[f"{part}_cpu_util"] = (used - s0.parts[part]) / dt
     if s0.counted is not None and s1.counted is not None and deliveries:
         out["server_counted_ratio"] = (s1.counted - s0.counted) / deliveries
     return out

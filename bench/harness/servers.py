@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,21 @@ class ServerProcess:
 
     @classmethod
     async def start(
-        cls, children: Children, kind: str, config: Path | None = None
+        cls,
+        children: Children,
+        kind: str,
+        config: Path | None = None,
+        *,
+        cpu: int | None = SERVER_CPU,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        name: str | None = None,
     ) -> ServerProcess:
+        """Start ``kind`` on a free port and wait until it is healthy.
+
+        ``cpu``: the CPU it is pinned to (None: not pinned); ``args`` and ``env``: more flags
+        and variables for hubbub; ``name``: its log's name (default ``server-<kind>``).
+        """
         port = free_port()
         if kind == "hubbub":
             argv = [
@@ -81,16 +95,23 @@ class ServerProcess:
             ]
             if config is not None:
                 argv += ["--config", str(config)]
+            argv += args
         elif kind == "node":
             argv = ["node", str(BENCH / "refs" / "ws_server.mjs"), str(port)]
         else:
             argv = [sys.executable, str(BENCH / "refs" / "uws_server.py"), str(port)]
-        env = dict(os.environ)
+        environment = {**os.environ, **(env or {})}
         if kind == "hubbub" and _hubbub_src is not None:
-            env["PYTHONPATH"] = str(_hubbub_src)
-        with log_file(f"server-{kind}") as log:
+            environment["PYTHONPATH"] = str(_hubbub_src)
+        log_name = name or f"server-{kind}"
+        with log_file(log_name) as log:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=pin(SERVER_CPU)
+                *argv,
+                cwd=REPO,
+                env=environment,
+                stdout=log,
+                stderr=log,
+                preexec_fn=pin(cpu) if cpu is not None else None,
             )
         children.add(proc)
         server = cls(kind, proc, port)
@@ -102,7 +123,7 @@ class ServerProcess:
                 return server
             await asyncio.sleep(0.1)
         await children.stop(proc)
-        tail = (OUT / "logs" / f"server-{kind}.log").read_text(errors="replace")[-600:]
+        tail = (OUT / "logs" / f"{log_name}.log").read_text(errors="replace")[-600:]
         raise ServerUnavailable(f"{kind} did not start: {tail.strip()}")
 
     async def _http(self, request: bytes) -> bytes:
@@ -141,6 +162,11 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         return measure.cpu_seconds(self.proc.pid)
+
+    def cpu_parts(self) -> dict[str, float]:
+        """CPU time of the parts of a server made of several processes, by part (a cluster's
+        nodes and Redis); empty for one process."""
+        return {}
 
     def rss_kib(self) -> int:
         return measure.rss_kib(self.proc.pid)

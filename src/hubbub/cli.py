@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
@@ -21,9 +22,11 @@ from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError, ConfigError
 from hubbub.limits import MAX_INT32
 from hubbub.protocol.tokens import mint_client_token
+from hubbub.server.workers import check as check_workers
 
 if TYPE_CHECKING:
     from hubbub.server.app import Listening
+    from hubbub.server.workers import WorkerInfo
 
 __all__ = ["main"]
 
@@ -70,9 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB, wss:// with "
             "TLS) and the REST API on one port, with an in-memory engine, or as one node of a "
-            "cluster with --redis-url. It prints the connection string for the server SDKs. "
-            "Stop it with Ctrl-C or SIGTERM; SIGHUP (or changing the --config file) reloads "
-            "the configuration and the certificate without dropping connections."
+            "cluster with --redis-url; --workers N runs N such nodes on this machine, sharing "
+            "the port. It prints the connection string for the server SDKs. Stop it with Ctrl-C "
+            "or SIGTERM; SIGHUP (or changing the --config file) reloads the configuration and "
+            "the certificate without dropping connections."
         ),
     )
     serve.add_argument("--config", metavar="FILE", help=config_help)
@@ -104,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument("--redis-url", metavar="URL", help=redis_help)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=(
+            "node processes to run on this machine, sharing the port (SO_REUSEPORT); more "
+            "than 1 needs Redis (--redis-url) (env HUBBUB_WORKERS; default 1)"
+        ),
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -191,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     check.add_argument("--redis-url", metavar="URL", help=redis_help)
+    check.add_argument(
+        "--workers", type=int, metavar="N", help="node processes of serve (env HUBBUB_WORKERS)"
+    )
     return parser
 
 
@@ -247,6 +263,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "port": args.port,
         "access_keys": args.access_keys,
         "redis_url": getattr(args, "redis_url", None),  # token has no engine
+        "workers": getattr(args, "workers", None),
     }
     for name in _TLS_FLAGS:
         overrides[name] = getattr(args, name, None)
@@ -287,24 +304,46 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def _serve(config: Config, args: argparse.Namespace) -> None:
+async def _serve(
+    config: Config,
+    args: argparse.Namespace,
+    started: Callable[[Listening], None],
+    reuse_port: bool = False,
+) -> None:
     from hubbub.server.app import serve
 
     watch = args.config or os.environ.get("HUBBUB_CONFIG") or None
-    await serve(config, started=_started, load=lambda: _config(args), watch=watch)
+    await serve(
+        config,
+        started=started,
+        load=lambda: _config(args),
+        watch=watch,
+        reuse_port=reuse_port,
+    )
 
 
 def _started(listening: Listening) -> None:
     """What ``hubbub serve`` prints once the node listens."""
-    config = listening.config
+    _print_start(listening.config, listening.addresses, rest_addresses=listening.rest_addresses)
+
+
+def _workers_started(config: Config, workers: list[WorkerInfo]) -> None:
+    """What ``hubbub serve --workers N`` prints once every worker listens."""
+    pids = ", ".join(str(w.pid) for w in workers)
+    _print_start(config, workers[0].addresses, f" with {len(workers)} workers (pids {pids})")
+
+
+def _print_start(
+    config: Config, addresses: list[str], workers: str = "", rest_addresses: list[str] | None = None
+) -> None:
     if config.key_generated:
         print(
             "No access key configured: generated one for this run "
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
-    print(f"hubbub {__version__} listening on {', '.join(listening.addresses)}")
-    if listening.rest_addresses:
-        print(f"REST API and metrics on {', '.join(listening.rest_addresses)}")
+    print(f"hubbub {__version__} listening on {', '.join(addresses)}{workers}")
+    if rest_addresses:
+        print(f"REST API and metrics on {', '.join(rest_addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
 
 
@@ -321,21 +360,53 @@ def _run(main: Coroutine[None, None, None]) -> None:
 def _run_serve(config: Config, args: argparse.Namespace, hint: str | None) -> int:
     from hubbub import logs
 
-    if config.redis_url is not None and config.key_generated:
+    if config.redis_url is not None and config.key_generated and config.workers == 1:
+        # (the workers of one supervisor share the key it generated)
         return _fail(
             "a node of a cluster needs the cluster's access keys (--access-key, "
             "HUBBUB_ACCESS_KEY or auth.access_keys): a key generated per node would refuse "
             "the tokens of the others"
         )
+    if config.workers == 1:
+        logs.install(args.log_level, secrets=config.access_keys)
+        if hint is not None:
+            print(hint, flush=True)
+        return _run_node(config, args, _started)
+    from hubbub.server.workers import supervise
 
+    try:
+        check_workers(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     logs.install(args.log_level, secrets=config.access_keys)
     if hint is not None:
         print(hint, flush=True)
     try:
-        _run(logs.reporting(_serve(config, args), config.log_summary_seconds))
+        return supervise(config, partial(_run_worker, args), _workers_started)
+    except ConfigError as exc:
+        return _fail(str(exc))
+
+
+def _run_node(
+    config: Config,
+    args: argparse.Namespace,
+    started: Callable[[Listening], None],
+    reuse_port: bool = False,
+) -> int:
+    from hubbub import logs
+
+    try:
+        _run(logs.reporting(_serve(config, args, started, reuse_port), config.log_summary_seconds))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _run_worker(
+    args: argparse.Namespace, config: Config, started: Callable[[Listening], None]
+) -> int:
+    """One node of ``serve --workers``, in its own process."""
+    return _run_node(config, args, started, reuse_port=True)
 
 
 def _token(args: argparse.Namespace, config: Config) -> int:
@@ -388,6 +459,10 @@ def _check(args: argparse.Namespace, config: Config) -> int:
     variables and flags apply to both)."""
     from hubbub.reload import describe, diff
 
+    try:
+        check_workers(config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     hubs = len(config.hubs)
     source = args.config or os.environ.get("HUBBUB_CONFIG") or "configuration"
     print(f"{source}: ok ({hubs} hub{'' if hubs == 1 else 's'} configured)")

@@ -75,6 +75,8 @@ MIN_KEY_LENGTH = 32
 MIN_OUTBOUND_BYTES = 64 * 1024
 """Smallest ``max_outbound_bytes``: below it a client that reads is closed by ordinary bursts."""
 MAX_OUTBOUND_BYTES = 1024 * 1024 * 1024
+MAX_WORKERS = 256
+"""Most node processes one ``hubbub serve --workers`` starts."""
 MAX_SECONDS = 86400.0
 """Largest value of a ``*_seconds`` setting of ``[server]`` (one day)."""
 SECONDS_KEYS = (
@@ -155,6 +157,9 @@ class Config:
     dies; it costs a Redis write per reliable delivery, so a cluster fanning out to large
     reliable groups that accepts losing a dead node's sessions turns it off. Without
     ``redis_url`` it does nothing."""
+    workers: int = 1
+    """Node processes ``hubbub serve`` runs on this machine, sharing the port (more than one
+    needs Redis: :mod:`hubbub.server.workers`)."""
     key_generated: bool = False
 
     def hub(self, name: str) -> HubConfig:
@@ -194,6 +199,20 @@ def _port(source: str | None, key: str, value: object) -> int:
             source, key, f"expected a port number from 0 (any free port) to 65535, got {value!r}"
         )
     return port
+
+
+def _workers(source: str | None, key: str, value: object) -> int:
+    try:
+        workers = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        workers = None
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
+        raise _error(
+            source,
+            key,
+            f"expected a number of node processes from 1 to {MAX_WORKERS}, got {value!r}",
+        )
+    return workers
 
 
 def _keys(source: str | None, key: str, value: object, what: str) -> tuple[str, ...]:
@@ -470,6 +489,10 @@ def _from_file(path: Path) -> dict[str, object]:
         elif key == "fast_lane":
             _expect(source, "server.fast_lane", value, bool, "true or false")
             out["fast_lane"] = value
+        elif key == "workers":
+            if isinstance(value, str):  # the file has a type: a string is not a number there
+                raise _error(source, "server.workers", f"expected an integer, got {value!r}")
+            out["workers"] = _workers(source, "server.workers", value)
         else:
             raise _error(source, f"server.{key}", "unknown key")
     auth = raw.get("auth", {})
@@ -510,6 +533,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
         )
     if endpoint := env.get("HUBBUB_PUBLIC_ENDPOINT"):
         out["public_endpoint"] = _public_endpoint(None, "HUBBUB_PUBLIC_ENDPOINT", endpoint)
+    if workers := env.get("HUBBUB_WORKERS"):
+        out["workers"] = _workers(None, "HUBBUB_WORKERS", workers)
     if lane := env.get("HUBBUB_FAST_LANE"):
         out["fast_lane"] = _switch("HUBBUB_FAST_LANE", lane)
     for key in TLS_KEYS:
@@ -585,6 +610,8 @@ def load_config(
             continue
         if key == "port":
             value = _port(None, "--port", value)
+        elif key == "workers":
+            value = _workers(None, "--workers", value)
         elif key == "access_keys":
             value = _keys(None, "--access-key", value, "one or two (primary, secondary)")
         elif key in TLS_KEYS:

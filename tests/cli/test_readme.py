@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hubbub.config import Config, load_config
 from tests._pki import Pki
+from tests._redis import RedisServer
 from tests.conftest import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -350,3 +352,67 @@ def test_production_access_examples_are_valid(tmp_path: Path) -> None:
             assert config.network.rest_port == 8081
         if "[auth.entra]" in text and "verify_signatures = false" not in text:
             assert config.entra is not None and len(config.entra.settings.principals) == 2
+
+
+CLUSTER = "Cluster"
+README_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_cluster_configuration_example_is_valid(tmp_path: Path) -> None:
+    """The cluster section's TOML is a valid file with the settings it names."""
+    path = tmp_path / "cluster.toml"
+    path.write_text(block(CLUSTER, "toml"), encoding="utf-8")
+    config = load_config(str(path), env={})
+    assert config.redis_url == "redis://redis.internal:6379/0"
+    assert config.session_replication
+    assert config.public_endpoint == "https://pubsub.example.com"
+
+
+def test_cluster_compose_example_settings_are_valid() -> None:
+    """The compose file's ``HUBBUB_*`` variables are valid settings of a cluster node, and
+    its command is one ``hubbub serve`` takes."""
+    compose = block(CLUSTER, "yaml")
+    variables = dict(re.findall(r"^\s+(HUBBUB_\w+): (\S+)", compose, re.MULTILINE))
+    assert set(variables) == {"HUBBUB_ACCESS_KEY", "HUBBUB_REDIS_URL", "HUBBUB_PUBLIC_ENDPOINT"}
+    variables["HUBBUB_ACCESS_KEY"] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
+    config = load_config(None, env=variables)
+    assert config.redis_url == "redis://redis:6379/0"
+    assert config.endpoint == "http://localhost:8080"
+    (command,) = re.findall(r"^  command: (hubbub serve .*)$", compose, re.MULTILINE)
+    result = subprocess.run(
+        [sys.executable, "-m", "hubbub", "check-config", *shlex.split(command)[2:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**environment(), **variables},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.redis
+def test_cluster_workers_command_serves(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The README's ``--workers`` command starts its workers on the given Redis and prints the
+    connection string once; without the Redis URL it is the one line the README describes."""
+    line = command_line(block(CLUSTER, "sh", "--workers"), "hubbub")
+    assert README_REDIS_URL in line
+    port = free_port()
+    command = hubbub(line.replace(README_REDIS_URL, redis_server.url), port)
+    with node(command, port, tmp_path / "out") as log:
+        deadline = time.monotonic() + 20
+        while "Connection string:" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        printed = log.read_text()
+    assert printed.count("Connection string:") == 1
+    assert re.search(rf"listening on http://127\.0\.0\.1:{port} with 2 workers", printed)
+    assert len(re.findall(r"worker \d \(pid \d+, node \S+\) listening", printed)) == 2
+    alone = subprocess.run(
+        hubbub(line.replace(f" --redis-url {README_REDIS_URL}", ""), port),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+    )
+    assert alone.returncode == 2
+    assert alone.stderr.count("\n") == 1 and "--redis-url" in alone.stderr, alone.stderr
+    assert "HUBBUB_REDIS_URL" in section(CLUSTER) and "engine.redis_url" in section(CLUSTER)

@@ -21,6 +21,9 @@ class Balancer:
         self.port = 0
         self.routed: list[int] = []
         """The backend port of every connection accepted, in order."""
+        self.avoid: set[int] = set()
+        """Backend ports new connections skip while others are up (a reconnect that must land
+        on another node)."""
         self._turn = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -91,6 +94,8 @@ class Balancer:
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for _ in range(len(self.backends)):
             port = self.backends[next(self._turn) % len(self.backends)]
+            if port in self.avoid:
+                continue
             try:
                 connection = await asyncio.open_connection("127.0.0.1", port)
             except OSError:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from harness.config import Plan
 from harness.results import Results, Row
-from harness.scenarios import echo, fanout, groups, idle, reliable, slow, unacked, users
+from harness.scenarios import cluster, echo, fanout, groups, idle, reliable, slow, unacked, users
 from harness.scenarios.common import Context
 
 
@@ -53,6 +53,13 @@ SCENARIOS = (
         ("h-json-100", "h-json-2048", "h-reliable-100", "h-reliable-2048"),
     ),
     Scenario("i", "memory per reliable connection with unacked messages (hubbub)", unacked.rows),
+    Scenario(
+        "j",
+        "a cluster on Redis: 2 nodes against 1, Redis CPU, session replication (hubbub)",
+        cluster.rows,
+        cluster.notes,
+        ("j-fanout-1node", "j-fanout-2nodes", "j-users-1node", "j-users-2nodes"),
+    ),
 )
 LETTERS = "".join(s.letter for s in SCENARIOS)
 
@@ -75,6 +82,8 @@ async def run_scenarios(ctx: Context, kind: str, wanted: set[str]) -> None:
         await reliable.run(ctx, kind)
     if "i" in wanted:
         await unacked.run(ctx, kind)
+    if "j" in wanted:
+        await cluster.run(ctx, kind)
 
 
 def all_rows(plan: Plan) -> list[Row]:

@@ -113,6 +113,8 @@ class Listening:
     """The running node's live settings (its configuration now, the certificate's reload)."""
     rest_addresses: list[str] = field(default_factory=list)
     """The REST listener's addresses, when REST has one of its own (``network.rest_port``)."""
+    node_id: str | None = None
+    """The node's id in its cluster; None for a single node (the in-memory engine)."""
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -241,6 +243,7 @@ async def serve(
     load: Callable[[], Config] | None = None,
     watch: str | None = None,
     poll_seconds: float = 2.0,
+    reuse_port: bool = False,
 ) -> None:
     """Run one node until ``stop`` is set (by default: until SIGINT or SIGTERM).
 
@@ -253,6 +256,8 @@ async def serve(
             for a reload; without it a reload only looks at the certificate's files.
         watch: the configuration file, reloaded when it changes.
         poll_seconds: how often the configuration and certificate files are looked at.
+        reuse_port: listen with ``SO_REUSEPORT``, sharing the port with the other node
+            processes of the machine (``serve --workers``).
 
     Raises:
         ConfigError: the node cannot listen on the configured address, or its certificate
@@ -281,6 +286,7 @@ async def serve(
             parts.lane if rest_port is None else None,
             tls,
             kinds=EVERY_KIND if rest_port is None else CLIENT_KINDS,
+            reuse_port=reuse_port,
         )
     except OSError as exc:
         await runner.cleanup()
@@ -300,6 +306,7 @@ async def serve(
                 tls,
                 config.request_head_timeout_seconds,
                 kinds=REST_KINDS,
+                reuse_port=reuse_port,
             )
         except OSError as exc:
             listener.close()
@@ -328,7 +335,10 @@ async def serve(
             f"{scheme}://{url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}"
             for sock in (rest_listener.sockets if rest_listener is not None else ())
         )
-        started(Listening(bound, list(addresses), reloader.reload, live, list(rest_addresses)))
+        node_id = parts.cluster.node_id if parts.cluster is not None else None
+        started(
+            Listening(bound, list(addresses), reloader.reload, live, list(rest_addresses), node_id)
+        )
     try:
         await stop.wait()
     finally:
@@ -375,17 +385,29 @@ async def _listen(
     tls: ssl.SSLContext | None = None,
     *,
     kinds: frozenset[TrafficKind] = EVERY_KIND,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on the configured address; port 0 becomes one free port on every address.
 
     A TLS handshake has the time a request head has (``request_head_timeout_seconds``).
     """
     timeout = config.request_head_timeout_seconds
-    listener = await listen(runner, config.host, config.port, lane, tls, timeout, kinds=kinds)
+    listener = await listen(
+        runner,
+        config.host,
+        config.port,
+        lane,
+        tls,
+        timeout,
+        kinds=kinds,
+        reuse_port=reuse_port,
+    )
     if len({sock.getsockname()[1] for sock in listener.sockets}) > 1:
         # Port 0 on several addresses (IPv4 and IPv6): each got its own; take the first's.
         port = listener.sockets[0].getsockname()[1]
         listener.close()
         await listener.wait_closed()
-        listener = await listen(runner, config.host, port, lane, tls, timeout, kinds=kinds)
+        listener = await listen(
+            runner, config.host, port, lane, tls, timeout, kinds=kinds, reuse_port=reuse_port
+        )
     return listener

@@ -533,6 +533,7 @@ async def listen(
     handshake_timeout: float | None = None,
     *,
     kinds: frozenset[TrafficKind] = EVERY_KIND,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
@@ -541,7 +542,9 @@ async def listen(
     plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
     loop's 60) is dropped. The request heads' deadlines are the application's
     :data:`REQUEST_HEADS`, if it has one. ``kinds`` are the kinds of traffic the listener
-    serves (the others are answered 404).
+    serves (the others are answered 404). ``reuse_port`` (``SO_REUSEPORT``) lets the node
+    processes of one machine listen on the same port, the kernel spreading the connections
+    over them.
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
@@ -552,6 +555,7 @@ async def listen(
         host,
         port,
         reuse_address=True,
+        reuse_port=reuse_port or None,
         backlog=LISTEN_BACKLOG,
         ssl=tls,
         ssl_handshake_timeout=handshake_timeout if tls is not None else None,
