@@ -127,3 +127,13 @@ def test_an_error_as_bytes_is_what_aiohttp_answers() -> None:
     assert headers["Content-Type"] == "application/json"
     assert {"Date", "Server"} <= set(headers)
     assert b"Connection: close\r\n" in raw_error(408, "slow", close=True)
+
+
+def test_a_passing_request_is_judged_with_its_tokens_lifetime() -> None:
+    target = "/api/hubs/h/:send?api-version=1"
+    now = int(time.time())
+    claims = {"aud": f"http://h{target}", "nbf": now - 5, "exp": now + 60}
+    good = f"Bearer {jwt.encode(claims, KEY, algorithm='HS256')}"
+    assert RULES.judge(target, good, "1") == (now - 5 - 30, now + 60 + 30)  # 30 s of skew
+    assert RULES.judge(target, "", "1") == (401, "a bearer token is required")
+    assert RULES.judge("/api/health", "", None, health=True) == (float("-inf"), float("inf"))
