@@ -2,6 +2,11 @@
 
 ``python bench/ab.py --a main --scenarios b,c [--b WORKTREE_SRC] [--repeat 3] [--quick]``
 
+With ``--rate N`` the publishers of (b) and (c) send N calls/s (paced) instead of flat out, so
+that both sides do the same work per loop pass: server CPU per call grows as the rate falls
+(fewer requests share a wake-up), and a flat-out rate on a busy machine differs from one run
+to the next.
+
 ``--a`` and ``--b`` are git revisions (extracted with ``git archive`` as ``--hubbub-rev`` does) or
 ``tree`` (this checkout's ``src/``; the default for ``--b``). Each repetition runs every selected
 scenario on A, then on B (then B, A in the next repetition, so neither side always goes first),
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import resource
 import statistics
@@ -21,11 +27,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import servers
+from harness import measure as measuring, servers
 from harness.config import LOAD_CPU, OUT, REPO, Plan
 from harness.processes import Children
 from harness.results import Results
-from harness.scenarios import run_scenarios
+from harness.scenarios import groups, run_scenarios, users
 from harness.scenarios.common import Context
 
 FIGURES = (
@@ -45,6 +51,13 @@ FIGURES = (
 )
 
 
+async def _paced(rate: float, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``measure`` at ``rate`` calls/s over all publishers together."""
+    publishers = args[3] if len(args) > 3 else kwargs["publishers"]
+    kwargs["rate"] = rate / max(1, len(publishers))
+    return await measuring.measure(*args, **kwargs)
+
+
 def _source(rev: str) -> Path:
     return REPO / "src" if rev == "tree" else servers.snapshot(rev)
 
@@ -62,6 +75,9 @@ def _medians(results: Results) -> dict[tuple[str, str], float]:
 
 async def main_async(args: argparse.Namespace) -> int:
     plan = Plan.make(args.quick, args.repeat)
+    if args.rate:
+        paced = functools.partial(_paced, float(args.rate))
+        groups.measure = users.measure = paced  # type: ignore[attr-defined]
     wanted = set(args.scenarios.split(","))
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
     sides = {"A": _source(args.a), "B": _source(args.b)}
@@ -104,6 +120,7 @@ def main() -> int:
     parser.add_argument("--b", default="tree", help="git revision of side B, or 'tree' (default)")
     parser.add_argument("--scenarios", required=True, help="comma-separated letters, e.g. b,c")
     parser.add_argument("--repeat", type=int, help="repetitions (default 3, quick 1)")
+    parser.add_argument("--rate", type=float, help="(b) and (c): calls/s in all, paced")
     parser.add_argument("--quick", action="store_true", help="small and short windows")
     return asyncio.run(main_async(parser.parse_args()))
 
