@@ -122,6 +122,9 @@ class FakeTransport:
     def write(self, data: bytes) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 class Recorder:
     """The socket's handler, outlet and owner at once: records what reaches each."""

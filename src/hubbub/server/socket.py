@@ -327,8 +327,8 @@ class UpgradedSocket:
         """One message from the reader."""
         self.last_seen = self._loop.time()
         state = self._state
-        if state is _ENDED:
-            return
+        if state is _ENDED or state is _FAILED:
+            return  # nothing after a failure is read
         if state is _DRAINING:
             if msg.type is WSMsgType.CLOSE:
                 self._end()
