@@ -48,3 +48,12 @@ def test_another_token_for_a_kept_url_is_judged_on_its_own() -> None:
     assert the_lane.admit(URL, headers(later, "k" * 44)) is None
     other_type = {**headers(later), b"content-type": b"image/png"}
     assert the_lane.admit(URL, other_type) is None
+
+
+def test_kept_verdicts_are_dropped_when_the_keys_change() -> None:
+    rules = RestRules((KEY,), 75.0)
+    the_lane = FastLane(None, rules)  # type: ignore[arg-type]
+    sent = headers(time.time() + 600)
+    assert the_lane.admit(URL, sent) is not None
+    rules.access_keys = ("k" * 44,)
+    assert the_lane.admit(URL, sent) is None

@@ -92,6 +92,8 @@ class FastLane:
         self._rules = rules
         self._sends = _Sends()
         self._verdicts = _Verdicts()
+        self._keys = rules.access_keys
+        """The keys the kept verdicts were judged with (other keys: judged again)."""
         self._keep_alive = rules.keep_alive_seconds
         self._sniffers: set[Sniffer] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -147,6 +149,9 @@ class FastLane:
         authorization = headers.get(b"authorization")
         content_type = headers.get(b"content-type")
         key = (url, authorization, content_type)
+        if self._rules.access_keys is not self._keys:
+            self._verdicts.clear()
+            self._keys = self._rules.access_keys
         verdict = self._verdicts.get(key)
         if verdict is not None:
             now = time.time()
