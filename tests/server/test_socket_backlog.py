@@ -1,5 +1,5 @@
 """An upgraded socket's reading without sockets: an idle socket holds no task, messages reach the
-handler in order from a task that ends with the backlog, the close handshake ends the socket."""
+handler in order from a task that ends once the socket is idle, the close handshake ends it."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ async def test_an_idle_socket_has_no_task_and_a_ping_is_answered_without_one() -
     assert ws._task is None and handler.sent == [b"\x8a\x02hi"]
 
 
-async def test_messages_reach_the_handler_in_order_and_the_task_ends_with_the_backlog() -> None:
+async def test_messages_reach_the_handler_in_order_from_a_task_that_ends_when_idle() -> None:
     handler = Slow()
     ws = started(handler)
     ws.feed(frame(0x1, b"one") + frame(0x9, b"") + frame(0x2, b"two"))
@@ -52,7 +52,19 @@ async def test_messages_reach_the_handler_in_order_and_the_task_ends_with_the_ba
         (WSMsgType.TEXT, b"three"),
     ]
     assert handler.sent == [b"\x8a\x00"]  # the ping, answered in its turn
-    assert ws._task is None and ws._backlog is None
+    assert ws._task is not None and ws._backlog is None  # a socket in use keeps its task
+    ws.ping(b"p")  # a keep-alive tick, the client heard from within the interval
+    await asyncio.sleep(0)
+    assert ws._task is not None
+    ws.last_seen -= ws.interval  # silent for a whole interval
+    ws.ping(b"p")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert ws._task is None and ws._backlog is None  # idle: no task
+    ws.feed(frame(0x1, b"four"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert handler.got[-1] == (WSMsgType.TEXT, b"four")
 
 
 async def test_the_clients_close_is_answered_and_ends_the_socket() -> None:

@@ -229,9 +229,11 @@ class UpgradedSocket:
     """One upgraded WebSocket: aiohttp's frame reader in, the corked outlet out.
 
     What the reader parses goes straight to the socket (:meth:`received`): a ping or pong that
-    finds nothing waiting is answered on the spot; any other message waits in the socket's
-    backlog for its handler, which a task works through, in order, one at a time, and which
-    ends when the backlog is empty. An idle socket has neither task nor backlog.
+    finds no task is answered on the spot; any other message waits in the socket's backlog for
+    its handler, which a task works through, in order, one at a time. The task waits for the
+    next message while the socket is in use and ends at the first keep-alive tick that finds
+    the socket silent for a whole interval (:meth:`ping`): an idle socket has neither task nor
+    backlog.
 
     Args:
         port: the connection, handed over to this socket at once.
@@ -253,6 +255,7 @@ class UpgradedSocket:
         "_state",
         "_task",
         "_timer",
+        "_waiter",
         "close_code",
         "close_sent",
         "interval",
@@ -293,7 +296,9 @@ class UpgradedSocket:
         self._handler: FrameHandler | None = None
         self._owner: Sockets | None = None
         self._task: asyncio.Task[None] | None = None
-        """Works through the backlog; None while there is none."""
+        """Works through the backlog; None on an idle socket."""
+        self._waiter: asyncio.Future[bool] | None = None
+        """What the task waits on when the backlog is empty (True: end, the socket is idle)."""
         self._state = _NEW
         self.transport = port.hand_over(self)
 
@@ -362,7 +367,7 @@ class UpgradedSocket:
         self._wake()
 
     def _wake(self) -> None:
-        """Let the handler's side see what arrived (a task, unless one is at work)."""
+        """Let the handler's side see what arrived (a task, unless there is one)."""
         state = self._state
         if state is _READING:
             if self._task is None:
@@ -370,6 +375,8 @@ class UpgradedSocket:
                     self._task = self._loop.create_task(self._work())
                 else:
                     self._settle()
+            else:
+                self._resume(False)
         elif state is _DRAINING or state is _FAILED:
             if self._eof:
                 self._end()
@@ -413,10 +420,22 @@ class UpgradedSocket:
                 backlog = self._backlog
                 if not backlog:
                     self._backlog = None
-                    self._task = None
-                    if self._state is _READING:
-                        self._settle()
-                    return
+                    if self._state is not _READING or self._failure is not None or self._eof:
+                        self._task = None
+                        if self._state is _READING:
+                            self._settle()
+                        return
+                    # Wait for the next message: a socket in use keeps its task (a wake-up
+                    # costs less than a new task), until a keep-alive tick finds it idle.
+                    waiter = self._waiter = self._loop.create_future()
+                    try:
+                        retired = await waiter
+                    finally:
+                        self._waiter = None
+                    if retired and not self._backlog:
+                        self._task = None
+                        return
+                    continue
                 msg, size = backlog.popleft()
                 self._queued -= size + _MESSAGE_OVERHEAD
                 if self._queued < READ_QUEUE_BYTES:
@@ -450,6 +469,12 @@ class UpgradedSocket:
             log.error("connection %s failed", handler.name, exc_info=True)
             outlet.abort()
             self._end()
+
+    def _resume(self, retire: bool) -> None:
+        """Wake the task if it waits for a message; ``retire``: it is to end if none came."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(retire)
 
     # -- the socket's owner ---------------------------------------------------------------------
 
@@ -492,6 +517,7 @@ class UpgradedSocket:
             return
         self._state = _ENDED
         self._backlog = None
+        self._resume(True)
         if self.outlet is not None:
             self.outlet.mark_closed()
         self.finish()
@@ -505,9 +531,12 @@ class UpgradedSocket:
     # -- keep-alive -----------------------------------------------------------------------------
 
     def ping(self, frame: bytes) -> None:
-        """Queue a ping frame behind the pending data."""
+        """Queue a ping frame behind the pending data; a task that waited a whole interval
+        for a message ends (the socket is idle: it keeps no task)."""
         if self.outlet is not None:
             self.outlet.send(frame)
+        if self._waiter is not None and self._loop.time() - self.last_seen >= self.interval:
+            self._resume(True)
 
     def abort(self) -> None:
         """The client went silent; drop the socket as if the network had."""
