@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,14 +52,16 @@ class Server:
     process: subprocess.Popen[bytes]
     fast_lane: bool = True
     """Plain REST sends are answered by the fast lane (``server.fast_lane``)."""
+    tls: bool = False
+    """The node serves https and wss."""
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def ws_endpoint(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}"
 
     @property
     def connection_string(self) -> str:
@@ -81,8 +84,13 @@ def start_server(
     extra_args: list[str] | None = None,
     config_toml: str = CONFIG_TOML,
     port: int | None = None,
+    ca_file: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """Start `hubbub serve` in a subprocess and wait until its health endpoint answers."""
+    """Start `hubbub serve` in a subprocess and wait until its health endpoint answers.
+
+    ``ca_file``: the node serves TLS with a certificate of this CA (the health check is https).
+    """
     config = tmp / "hubbub.toml"
     config.write_text(config_toml)
     port = port or free_port()
@@ -92,7 +100,7 @@ def start_server(
         "hubbub",
         "serve",
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
         str(port),
         "--config",
@@ -104,13 +112,15 @@ def start_server(
     with open(tmp / "server.log", "wb") as log:  # the child holds its own copy
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 20
-    url = f"http://127.0.0.1:{port}/api/health"
+    scheme = "https" if ca_file is not None else "http"
+    url = f"{scheme}://{'localhost' if ca_file is not None else '127.0.0.1'}:{port}/api/health"
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"hubbub exited early: {(tmp / 'server.log').read_text()}")
         try:
             req = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(req, timeout=1) as resp:
+            with urllib.request.urlopen(req, timeout=1, context=context) as resp:
                 if resp.status == 200:
                     break
         except OSError:
@@ -120,7 +130,8 @@ def start_server(
             raise RuntimeError("hubbub did not become healthy in 20 s")
         time.sleep(0.05)
     fast_lane = "fast_lane = false" not in config_toml
-    return Server("127.0.0.1", port, ACCESS_KEY, SECONDARY_KEY, proc, fast_lane)
+    name = "localhost" if ca_file is not None else "127.0.0.1"
+    return Server(name, port, ACCESS_KEY, SECONDARY_KEY, proc, fast_lane, ca_file is not None)
 
 
 def stop_server(server: Server) -> None:

@@ -107,3 +107,36 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
         assert applied and applied[0][0].access_keys == (KEY_B,)
     finally:
         await watcher.stop()
+
+
+async def test_the_certificate_is_looked_at_on_each_poll_and_reloaded_on_sighup(
+    tmp_path: Path,
+) -> None:
+    """The certificate hook: False on every poll (load if changed), True on SIGHUP (load
+    anyway), even when the configuration itself did not change."""
+    path = tmp_path / "hubbub.toml"
+    write(path, KEY_A)
+    calls: list[bool] = []
+    current = load_config(str(path), env={})
+    watcher = ConfigReloader(
+        current,
+        lambda: load_config(str(path), env={}),
+        lambda config, changes: None,
+        poll_seconds=0.02,
+        certificates=calls.append,
+    )
+    watcher.start()
+    try:
+        for _ in range(100):
+            if False in calls:
+                break
+            await asyncio.sleep(0.02)
+        assert False in calls
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):
+            if True in calls:
+                break
+            await asyncio.sleep(0.02)
+        assert True in calls
+    finally:
+        await watcher.stop()

@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, NoReturn
 
 from hubbub import __version__
@@ -63,9 +64,11 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="start a node and print its connection string",
         description=(
-            "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB) and the REST "
-            "API on one port, with an in-memory engine. It prints the connection string for "
-            "the server SDKs. Stop it with Ctrl-C or SIGTERM."
+            "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB, wss:// with "
+            "TLS) and the REST API on one port, with an in-memory engine. It prints the "
+            "connection string for the server SDKs. Stop it with Ctrl-C or SIGTERM; SIGHUP "
+            "(or changing the --config file) reloads the configuration and the certificate "
+            "without dropping connections."
         ),
     )
     serve.add_argument("--config", metavar="FILE", help=config_help)
@@ -86,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
         dest="access_keys",
         metavar="KEY",
         help=keys_help + "; default: one generated for this run",
+    )
+    _tls_arguments(serve)
+    serve.add_argument(
+        "--dev-tls",
+        action="store_true",
+        help=(
+            "serve https/wss with a certificate from a local development CA, made on first use "
+            "and kept under $XDG_STATE_HOME/hubbub/dev-tls; prints how to trust the CA"
+        ),
     )
     serve.add_argument(
         "--log-level",
@@ -125,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="the node's access key; the first one given signs the token (env HUBBUB_ACCESS_KEY)",
     )
+    _tls_arguments(token)
     token.add_argument("--hub", required=True, help="hub the client connects to (case-insensitive)")
     token.add_argument("--user", help="user id of the client (the token's sub claim); default none")
     token.add_argument(
@@ -148,10 +161,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser(
         "check-config",
-        help="validate the configuration and exit",
+        help="validate the configuration, say what it changes, and exit",
         description=(
             "Validate the configuration (the file, the HUBBUB_* variables and these flags) "
-            "and exit: 0 when it is valid, else 2 with one line naming the problem."
+            "and exit: 0 when it is valid, else 2 with one line naming the problem. With "
+            "--against RUNNING.toml it then lists what the configuration changes from that "
+            "file, one line per setting: what a reload of a node running with RUNNING.toml "
+            "would do ('(needs a restart)' marks what a reload cannot change)."
         ),
     )
     check.add_argument("--config", metavar="FILE", help=config_help)
@@ -160,7 +176,45 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--access-key", action="append", dest="access_keys", metavar="KEY", help=keys_help
     )
+    _tls_arguments(check)
+    check.add_argument(
+        "--against",
+        metavar="FILE",
+        help=(
+            "the configuration a node runs with: list what changes from it to --config "
+            "(both read with the same variables and flags)"
+        ),
+    )
     return parser
+
+
+def _tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert-file",
+        metavar="FILE",
+        help="PEM certificate (chain): with --tls-key-file the port serves https and wss "
+        "(env HUBBUB_TLS_CERT_FILE)",
+    )
+    parser.add_argument(
+        "--tls-key-file", metavar="FILE", help="PEM private key (env HUBBUB_TLS_KEY_FILE)"
+    )
+    parser.add_argument(
+        "--tls-client-auth",
+        choices=["off", "optional", "required"],
+        help="client certificates (mTLS): off (default), optional or required "
+        "(env HUBBUB_TLS_CLIENT_AUTH)",
+    )
+    parser.add_argument(
+        "--tls-client-ca-file",
+        metavar="FILE",
+        help="CA bundle client certificates are verified against (env HUBBUB_TLS_CLIENT_CA_FILE)",
+    )
+    parser.add_argument(
+        "--upstream-ca-file",
+        metavar="FILE",
+        help="CA bundle for https event handlers, instead of the system's "
+        "(env HUBBUB_UPSTREAM_CA_FILE)",
+    )
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -171,11 +225,54 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     raise AssertionError("no commands")
 
 
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(
-        args.config,
-        overrides={"host": args.host, "port": args.port, "access_keys": args.access_keys},
-    )
+_TLS_FLAGS = (
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_client_auth",
+    "tls_client_ca_file",
+    "upstream_ca_file",
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as flags (None: not given)."""
+    overrides: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "access_keys": args.access_keys,
+    }
+    for name in _TLS_FLAGS:
+        overrides[name] = getattr(args, name, None)
+    return overrides
+
+
+def _config(args: argparse.Namespace, path: str | None = None) -> Config:
+    return load_config(path or args.config, overrides=_overrides(args))
+
+
+def _dev_tls(args: argparse.Namespace) -> str | None:
+    """Point the TLS flags at the development certificate (made if needed); returns how to
+    trust its CA, or None without ``--dev-tls``.
+
+    Raises:
+        ConfigError: a certificate is configured as well, or the files cannot be written.
+    """
+    if not getattr(args, "dev_tls", False):
+        return None
+    from hubbub.server.devtls import DEFAULT_HOSTS, default_state_dir, ensure_dev_certs, trust_hint
+
+    if args.tls_cert_file or args.tls_key_file:
+        raise ConfigError("--dev-tls: not together with --tls-cert-file/--tls-key-file")
+    host = args.host or os.environ.get("HUBBUB_HOST") or "127.0.0.1"
+    hosts = list(DEFAULT_HOSTS)
+    if host not in hosts and host not in ("0.0.0.0", "::", ""):
+        hosts.append(host.strip("[]"))
+    try:
+        certs = ensure_dev_certs(default_state_dir(), hosts)
+    except OSError as exc:
+        raise ConfigError(f"--dev-tls: cannot write the certificates: {exc}") from exc
+    args.tls_cert_file, args.tls_key_file = str(certs.cert_file), str(certs.key_file)
+    return trust_hint(certs.ca_file)
 
 
 def _fail(message: str) -> int:
@@ -183,10 +280,11 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, args: argparse.Namespace) -> None:
     from hubbub.server.app import serve
 
-    await serve(config, started=_started)
+    watch = args.config or os.environ.get("HUBBUB_CONFIG") or None
+    await serve(config, started=_started, load=lambda: _config(args), watch=watch)
 
 
 def _started(listening: Listening) -> None:
@@ -198,6 +296,8 @@ def _started(listening: Listening) -> None:
             "(set --access-key or HUBBUB_ACCESS_KEY to fix it)."
         )
     print(f"hubbub {__version__} listening on {', '.join(listening.addresses)}")
+    if listening.rest_addresses:
+        print(f"REST API and metrics on {', '.join(listening.rest_addresses)}")
     print(f"Connection string: {config.connection_string}", flush=True)
 
 
@@ -211,12 +311,14 @@ def _run(main: Coroutine[None, None, None]) -> None:
         uvloop.run(main)
 
 
-def _run_serve(config: Config, log_level: str) -> int:
+def _run_serve(config: Config, args: argparse.Namespace, hint: str | None) -> int:
     from hubbub import logs
 
-    logs.install(log_level, secrets=config.access_keys)
+    logs.install(args.log_level, secrets=config.access_keys)
+    if hint is not None:
+        print(hint, flush=True)
     try:
-        _run(logs.reporting(_serve(config), config.log_summary_seconds))
+        _run(logs.reporting(_serve(config, args), config.log_summary_seconds))
     except ConfigError as exc:
         return _fail(str(exc))
     return 0
@@ -254,16 +356,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # told by the command's parser, which points to the command's help
         _subparsers(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        hint = _dev_tls(args)
         config = _config(args)
     except ConfigError as exc:
         return _fail(str(exc))
     if args.command == "serve":
-        return _run_serve(config, args.log_level)
+        return _run_serve(config, args, hint)
     if args.command == "token":
         if config.key_generated:
             return _fail("no access key configured: give --access-key or HUBBUB_ACCESS_KEY")
         return _token(args, config)
+    return _check(args, config)
+
+
+def _check(args: argparse.Namespace, config: Config) -> int:
+    """``check-config``: valid or not; with ``--against``, what changes from that file (the
+    variables and flags apply to both)."""
+    from hubbub.reload import describe, diff
+
     hubs = len(config.hubs)
     source = args.config or os.environ.get("HUBBUB_CONFIG") or "configuration"
     print(f"{source}: ok ({hubs} hub{'' if hubs == 1 else 's'} configured)")
+    if not args.against:
+        return 0
+    try:
+        base = _config(args, args.against)
+    except ConfigError as exc:
+        return _fail(f"--against: {exc}")
+    if base.key_generated and not config.key_generated:
+        base = replace(base, access_keys=())  # the keys show as added, not as changed
+    print(f"Changes from {args.against}:")
+    for line in describe(diff(base, config)):
+        print(f"  {line}")
     return 0

@@ -9,6 +9,8 @@ The tree::
     ├── OperationError       a client or REST operation failed; carries the ack error name
     │   │                    and the REST status
     │   ├── BadRequestError      400 / ``BadRequest``
+    │   │   └── InvalidFilterError   an OData ``filter`` that does not parse (the service's
+    │   │                            own answer, ``restanswers.invalid_filter_answer``)
     │   ├── ForbiddenError       403 / ``Forbidden``
     │   └── NotFoundError        404 / ``NotFound``
     ├── UpstreamError        an event handler failed
@@ -29,6 +31,7 @@ __all__ = [
     "ForbiddenError",
     "HandshakeError",
     "HubbubError",
+    "InvalidFilterError",
     "NotFoundError",
     "OperationError",
     "ProtocolError",
@@ -89,6 +92,11 @@ class BadRequestError(OperationError):
 
     name = "BadRequest"
     status = 400
+
+
+class InvalidFilterError(BadRequestError):
+    """An OData ``filter`` that does not parse; ``str(e)`` is the service's text for it
+    (``Invalid syntax for '<part>': <detail>. (Parameter 'filter')``)."""
 
 
 class ForbiddenError(OperationError):

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import orjson
 
@@ -73,6 +73,21 @@ class Node:
         """The cluster-wide registry the membership seam writes to (memory: the hub state)."""
         self.client = ClientHandler(self, broker, self.events, self.hubs)
         self._expiry: dict[ConnectionId, asyncio.TimerHandle] = {}
+        self.on_ended: list[Callable[[Connection], None]] = []
+        """Called with each connection once it is over (its place in the limits is given back)."""
+        self._recovery_keys = config.access_keys
+        """Keys a reconnection token may be signed with: every key this process signed with."""
+
+    def update(self, config: Config) -> None:
+        """Take a reloaded configuration; open connections stay.
+
+        New client tokens must be signed with one of its keys; the hub settings (anonymous
+        connect, keep-alive, session timeout) apply to what happens from now on. A reliable
+        session's reconnection token stays good whatever key signed it: it was this process's
+        to give, and rotating a key must not break the sessions open across the rotation.
+        """
+        self.config = config
+        self._recovery_keys = tuple(dict.fromkeys(config.access_keys + self._recovery_keys))
 
     @staticmethod
     def new_connection_id() -> ConnectionId:
@@ -236,7 +251,7 @@ class Node:
 
     def find_session(self, hub: HubName, connection_id: str, token: str) -> Connection | None:
         """The reliable session a recovery request names, if its token is right."""
-        if not verify_reconnection_token(token, self.config.access_keys, connection_id):
+        if not verify_reconnection_token(token, self._recovery_keys, connection_id):
             return None
         connection = self._hub_connections(hub).get(ConnectionId(connection_id))
         if connection is None or connection.session is None or connection.close_reason:
@@ -282,6 +297,8 @@ class Node:
             connection, "disconnected", orjson.dumps({"reason": connection.close_reason})
         )
         self.unregister(connection)
+        for ended in self.on_ended:
+            ended(connection)
         log.debug("disconnected %s hub=%s", connection.id, connection.hub)
 
     # -- client messages ----------------------------------------------------------------------
@@ -346,6 +363,9 @@ class _Detached:
 
     def send(self, frame: bytes) -> None:
         pass  # data frames are kept by the session; other frames are not replayed
+
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        pass  # kept by the session, its deadline by the connection (``expiring``)
 
     def share(self, shared: SharedFrames) -> bool:
         return False  # a reliable session's frames are its own (sequence ids)

@@ -73,6 +73,11 @@ class Policy:
             burst = limits.rest_burst if limits.rest_burst is not None else rate
             self._rest = BucketMap(rate, max(1.0, burst or 1.0)) if rate else None
         self._limits = limits
+        self.needs_address = not self._acl.allows_everything
+        """Some network rule judges by address (else the address need not be read, nor
+        :meth:`check_network` asked)."""
+        self.rest_limited = self._rest is not None
+        """A REST rate is set (else :meth:`check_rest_rate` need not be asked)."""
         self._update_entra(config)
 
     def _update_entra(self, config: Config) -> None:
@@ -112,23 +117,29 @@ class Policy:
             trusted_proxies=self._proxies,
         )
 
-    def check_network(self, kind: TrafficKind, address: Address | None) -> Refusal | None:
-        """403 when the network rules do not allow ``kind`` from ``address``."""
+    def check_network(
+        self, kind: TrafficKind, address: Address | None, *, count: bool = True
+    ) -> Refusal | None:
+        """403 when the network rules do not allow ``kind`` from ``address`` (counted in the
+        metrics unless ``count`` is false: a reader that hands the request on to another)."""
         if self._acl.allows_everything or self._acl.allows(kind, address):
             return None
-        metrics.NETWORK_DENIALS.inc()
+        if count:
+            metrics.NETWORK_DENIALS.inc()
         return Refusal(403, NETWORK_DENIED)
 
     # --- REST ---------------------------------------------------------------------------------
 
-    def check_rest_rate(self, hub: str) -> Refusal | None:
-        """429 with Retry-After when the hub's REST calls are over ``rest_requests_per_second``."""
+    def check_rest_rate(self, hub: str, *, count: bool = True) -> Refusal | None:
+        """429 with Retry-After when the hub's REST calls are over ``rest_requests_per_second``
+        (counted unless ``count`` is false, as :meth:`check_network`)."""
         if self._rest is None:
             return None
         wait = self._rest.take(hub.lower(), self._clock())
         if not wait:
             return None
-        metrics.REST_THROTTLED.inc()
+        if count:
+            metrics.REST_THROTTLED.inc()
         return Refusal(
             429, "too many requests: over the REST request rate", retry_after_headers(wait)
         )

@@ -3,6 +3,10 @@
 A new file that does not load keeps the running configuration and logs why, in one line. One
 that loads is logged change by change (:mod:`hubbub.reload`) and handed to ``apply`` as
 :func:`~hubbub.reload.live_config`: the settings that need a restart stay as they run.
+
+The TLS certificate has a watch of its own (``certificates``): its files are looked at on the
+same poll, and loaded again on every SIGHUP even when the configuration did not change (a
+renewal writes new files under the same names, then runs ``systemctl reload``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class ConfigReloader:
         apply: takes the new running configuration and the changes; called on the loop.
         path: the file to watch for changes, if any.
         poll_seconds: how often its modification time is looked at.
+        certificates: called on every poll with False (load the certificate if its files
+            changed) and on SIGHUP with True (load it again anyway).
     """
 
     def __init__(
@@ -41,10 +47,13 @@ class ConfigReloader:
         *,
         path: str | None = None,
         poll_seconds: float = 2.0,
+        certificates: Callable[[bool], object] | None = None,
     ) -> None:
         self.current = current
         self._load, self._apply = load, apply
         self._path, self._poll = path, poll_seconds
+        self._certificates = certificates
+        self._signals = False
         self._stamp = self._stat()
         self._task: asyncio.Task[None] | None = None
 
@@ -65,16 +74,25 @@ class ConfigReloader:
         self._apply(self.current, changes)
         return True
 
-    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Reload on SIGHUP (where there is one) and poll the file."""
+    def hangup(self) -> None:
+        """What SIGHUP does: reload the configuration, and the certificate in any case."""
+        self.reload()
+        if self._certificates is not None:
+            self._certificates(True)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None, *, signals: bool = True) -> None:
+        """Reload on SIGHUP (where there is one, unless ``signals`` is False) and poll the
+        file and the certificate."""
         loop = loop or asyncio.get_running_loop()
-        if hasattr(signal, "SIGHUP"):
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
-        if self._path is not None:
+        if signals and hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, self.hangup)
+            self._signals = True
+        if self._path is not None or self._certificates is not None:
             self._task = loop.create_task(self._watch())
 
     async def stop(self) -> None:
-        if hasattr(signal, "SIGHUP"):
+        if self._signals:
+            self._signals = False
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
             self._task.cancel()
@@ -92,7 +110,12 @@ class ConfigReloader:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self._poll)
-            stamp = self._stat()
-            if stamp is not None and stamp != self._stamp:
-                self._stamp = stamp
-                self.reload()
+            try:
+                stamp = self._stat()
+                if stamp is not None and stamp != self._stamp:
+                    self._stamp = stamp
+                    self.reload()
+                if self._certificates is not None:
+                    self._certificates(False)
+            except Exception:  # the watch outlives whatever one look at the files meets
+                log.exception("configuration watch failed; trying again at the next poll")

@@ -30,10 +30,10 @@ from hubbub.core.commands import (
     Target,
 )
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, NotFoundError
+from hubbub.errors import BadRequestError, InvalidFilterError, NotFoundError
 from hubbub.limits import MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.metrics import PUBLICATIONS
-from hubbub.protocol.filters import FilterError, parse_filter
+from hubbub.protocol.filters import FilterError, parse_filter, service_message
 from hubbub.protocol.messages import Payload
 from hubbub.protocol.tokens import mint_client_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -68,14 +68,14 @@ def validate_filter(text: str | None) -> str | None:
     """Check an OData filter; an empty one means no filter.
 
     Raises:
-        BadRequestError: the filter does not parse.
+        InvalidFilterError: the filter does not parse; its message is the service's.
     """
     if text is None or not text.strip():
         return None
     try:
         parse_filter(text)
     except FilterError as exc:
-        raise BadRequestError(f"Invalid filter: {exc}") from exc
+        raise InvalidFilterError(service_message(text) or exc.service_message) from exc
     return text
 
 
@@ -120,6 +120,10 @@ class Service:
         self._config = config
         self._broker = broker
         self._presence = presence
+
+    def update(self, config: Config) -> None:
+        """Take a reloaded configuration: tokens from now on are signed with its primary key."""
+        self._config = config
 
     # -- sends (202, fire-and-forget) ---------------------------------------------------------
 

@@ -160,6 +160,10 @@ class HttpUpstream:
             # A handler refused for its certificate is probed again at once under the new CAs.
             self._validations = {u: v for u, v in self._validations.items() if v.ok}
 
+    def set_timeout(self, seconds: float) -> None:
+        """How long one event handler request may take, from the next request on."""
+        self._timeout = aiohttp.ClientTimeout(total=seconds)
+
     async def _close_later(self, session: aiohttp.ClientSession, grace: float = 30.0) -> None:
         """Close a replaced session once the requests it carries have had time to end."""
         await asyncio.sleep(grace)
@@ -216,7 +220,9 @@ class HttpUpstream:
 
     async def _probe(self, url: str) -> bool:
         try:
-            async with self._client().options(url, headers=validation_headers(self._origin)) as r:
+            async with self._client().options(
+                url, headers=validation_headers(self._origin), timeout=self._timeout
+            ) as r:
                 allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
                 if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
                     log.info("event handler %s passed abuse protection", redact_url(url))
@@ -296,7 +302,9 @@ class HttpUpstream:
         raise AssertionError("unreachable")
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
-        async with self._client().post(_parsed(url), data=body, headers=headers) as response:
+        async with self._client().post(
+            _parsed(url), data=body, headers=headers, timeout=self._timeout
+        ) as response:
             payload = await response.read()
             return UpstreamResponse(
                 response.status,

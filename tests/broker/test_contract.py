@@ -132,6 +132,9 @@ class ListOutlet:
     def share(self, shared: SharedFrames) -> bool:
         return False
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.send(frame)
+
     def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 

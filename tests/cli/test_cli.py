@@ -20,6 +20,7 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 from hubbub.cli import _parser, _subparsers, main
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
+from tests._pki import Pki
 
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 
@@ -607,3 +608,56 @@ def test_serve_on_port_0_prints_the_bound_port() -> None:
         proc.terminate()
         proc.communicate(timeout=10)
     assert proc.returncode == 0
+
+
+def test_check_config_against_the_running_file_lists_what_a_reload_changes(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """``--against`` names each change, marks what needs a restart, and never shows a key."""
+    running = tmp_path / "running.toml"
+    running.write_text(
+        f'[auth]\naccess_keys = ["{KEY}", "{KEY[::-1]}"]\n[hubs.chat]\nanonymous_connect = false\n'
+    )
+    new = tmp_path / "new.toml"
+    new.write_text(
+        f'[server]\nport = 9090\n[auth]\naccess_keys = ["{KEY[::-1]}"]\n'
+        "[hubs.chat]\nanonymous_connect = true\n"
+        "[[hubs.chat.event_handlers]]\n"
+        'url_template = "https://handler.example/{event}?code=secret"\n'
+    )
+    result = run("check-config", "--config", str(new), "--against", str(running))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{new}: ok (1 hub configured)",
+        f"Changes from {running}:",
+        "  server.port: 8080 -> 9090 (needs a restart)",
+        "  auth.access_keys: the primary key is the former secondary",
+        "  auth.access_keys: the secondary key was removed",
+        "  hubs.chat.anonymous_connect: False -> True",
+        "  hubs.chat.event_handlers: none -> https://handler.example/{event}?...",
+    ]
+    assert KEY not in result.stdout and "secret" not in result.stdout
+    same = run("check-config", "--config", str(running), "--against", str(running))
+    assert same.stdout.splitlines()[1:] == [f"Changes from {running}:", "  no changes"]
+    bad = run("check-config", "--config", str(new), "--against", str(tmp_path / "absent.toml"))
+    assert bad.returncode == 2 and bad.stderr.startswith("hubbub: error: --against: ")
+
+
+def test_tls_flags_make_the_token_url_wss(pki: Pki) -> None:
+    """The TLS flags are settings like the others: with a certificate, client URLs are wss."""
+    result = run(
+        "token",
+        "--hub",
+        "chat",
+        "--access-key",
+        KEY,
+        "--tls-cert-file",
+        str(pki.server.cert_file),
+        "--tls-key-file",
+        str(pki.server.key_file),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wss://127.0.0.1:8080/client/hubs/chat?access_token=")
+    missing = run("check-config", "--tls-cert-file", str(pki.server.cert_file))
+    assert missing.returncode == 2
+    assert "tls_cert_file and tls_key_file are given together" in missing.stderr

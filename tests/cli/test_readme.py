@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from hubbub.config import Config, load_config
+from tests._pki import Pki
 from tests.conftest import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -269,3 +270,83 @@ def test_configuration_flags_exist() -> None:
     )
     for flag in flags:
         assert f"{flag} " in result.stdout, flag
+
+
+def test_production_examples_are_valid(tmp_path: Path, pki: Pki) -> None:
+    """The Production section's TOML examples load with real files in place of its paths, its
+    check-config example prints what the section shows, and the unit file reloads with HUP."""
+    text = section("Production")
+    paths = {
+        "/etc/hubbub/tls/fullchain.pem": pki.server.cert_file,
+        "/etc/hubbub/tls/privkey.pem": pki.server.key_file,
+        "/etc/hubbub/tls/clients-ca.pem": pki.ca_file,
+    }
+    examples = [
+        code for language, code in blocks("Production") if language == "toml" and "tls_" in code
+    ]
+    assert len(examples) == 2
+    for example in examples:
+        for documented, real in paths.items():
+            example = example.replace(documented, str(real))
+        path = tmp_path / "example.toml"
+        path.write_text(example, encoding="utf-8")
+        config = load_config(str(path), env={})
+        assert config.tls
+    unit = block("Production", "ini")
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+    line = command_line(block("Production", "sh", "hubbub check-config"), "hubbub")
+    shown = block("Production", "text", "Changes from").strip().splitlines()
+    new_name, running_name = re.findall(r"--(?:config|against) (\S+)", line)
+    keys = [
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH",
+        "secondary-0123456789-abcdefghijklmnopqrs",
+    ]
+    handler = '[[hubs.chat.event_handlers]]\nurl_template = "{}"\n'
+    running = f'[auth]\naccess_keys = ["{keys[0]}", "{keys[1]}"]\n' + handler.format(
+        "http://127.0.0.1:8081/eventhandler/{event}"
+    )
+    new = f'[auth]\naccess_keys = ["{keys[1]}"]\n' + handler.format(
+        "https://app.internal/eventhandler/{event}"
+    )
+    (tmp_path / "etc").mkdir()
+    (tmp_path / new_name).write_text(new, encoding="utf-8")
+    (tmp_path / "etc" / "hubbub.toml").write_text(running, encoding="utf-8")
+    args = shlex.split(line)[1:]
+    args[args.index(running_name)] = str(tmp_path / "etc" / "hubbub.toml")
+    result = subprocess.run(
+        [sys.executable, "-m", "hubbub", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.replace(str(tmp_path / "etc" / "hubbub.toml"), running_name)
+    assert printed.splitlines() == shown
+    assert "rotate a key" in text and "SIGHUP" in text
+
+
+PRODUCTION = "Production"
+ACCESS_SECTIONS = ("[auth.entra]", "[network]", "[limits]")
+
+
+def test_production_access_examples_are_valid(tmp_path: Path) -> None:
+    """Each example of the Entra, network and limits subsections loads as a configuration; the
+    development mode with the loopback host it needs."""
+    examples = [
+        text
+        for language, text in blocks(PRODUCTION)
+        if language == "toml" and any(name in text for name in ACCESS_SECTIONS)
+    ]
+    assert len(examples) >= 4, examples
+    for number, text in enumerate(examples):
+        path = tmp_path / f"example{number}.toml"
+        path.write_text(text, encoding="utf-8")
+        config = load_config(str(path), env={})
+        if "[limits]" in text:
+            assert config.limits.max_connections_per_user == 5
+        if "rest_port" in text:
+            assert config.network.rest_port == 8081
+        if "[auth.entra]" in text and "verify_signatures = false" not in text:
+            assert config.entra is not None and len(config.entra.settings.principals) == 2

@@ -277,6 +277,8 @@ def assert_error(resp: RestResponse, status: int) -> dict[str, Any]:
     assert resp.status == status, (resp.status, resp.body)
     body = resp.json()
     assert isinstance(body, dict), body
+    body = body.get("error", body)  # api-version refusals wrap it, as ASP.NET's do
+    assert isinstance(body, dict), body
     assert isinstance(body.get("code"), str) and body["code"], body
     assert isinstance(body.get("message"), str), body
     assert resp.headers.get("x-ms-error-code") == body["code"], (dict(resp.headers), body)

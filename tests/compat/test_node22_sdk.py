@@ -10,9 +10,6 @@ test_python_api_versions.py), as an application developer writes them, in one No
 `@azure/web-pubsub-express` 1.1.0. Node itself is the registry's `node@22` package.
 
 Needs `npm ci --prefix tests/node22` (scripts/test does it).
-
-The scenarios of the new protocol features need the node to wire the protocol modules in;
-until then they are strict xfails, so they flip to failures the moment they pass.
 """
 
 from __future__ import annotations
@@ -55,8 +52,6 @@ SCENARIOS = [
     "rest_metadata",
     "invalid_filter",
 ]
-
-WIRING = pytest.mark.xfail(strict=True, reason="node-side wiring pending")
 
 
 def _node_problem() -> str | None:
@@ -369,12 +364,10 @@ def test_client_metadata_reaches_the_client(node_run: NodeRun) -> None:
 # REST (@azure/web-pubsub 1.2.0)
 
 
-@WIRING
 def test_rest_metadata_header_reaches_the_client(node_run: NodeRun) -> None:
     assert node_run.obs("rest_metadata") == {"metadata": {"trace": "t1"}, "data": "hi"}
 
 
-@WIRING
 def test_invalid_filter_answer_is_the_services(node_run: NodeRun) -> None:
     # The SDK's own live test reads the service's text with JSON.parse(error.message).message.
     assert node_run.obs("invalid_filter") == {
@@ -409,6 +402,8 @@ def test_group_presence_events(tmp_path: Path) -> None:
             event("joined", "other"),
             event("left", "room"),
             event("joined", "by-rest"),
+            event("joined", "by-rest-too"),
+            event("left", "by-rest-too"),
         ],
         "closing": ["disconnected", "left by-rest", "left other"],
     }

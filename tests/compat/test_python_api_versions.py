@@ -3,8 +3,7 @@ as given (``@azure/web-pubsub`` always sends 2024-12-01).
 
 The service answers the versions of its ``api-supported-versions`` header, each route from the
 version that introduced it, and everything else with ASP.NET API Versioning's 400 (see
-protocol/restanswers.py, which the REST handlers do not use yet: the refusals are strict
-xfails until they do).
+protocol/restanswers.py).
 """
 
 from __future__ import annotations
@@ -16,9 +15,16 @@ from azure.core.exceptions import HttpResponseError
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from tests.compat._clients import ServerLike
+from tests.conftest import Server
+
+
+@pytest.fixture
+def server(server_either_lane: Server) -> Server:
+    """Every test twice: the fast lane's answers must be aiohttp's."""
+    return server_either_lane
+
 
 SUPPORTED = ["2021-10-01", "2022-11-01", "2023-07-01", "2024-01-01", "2024-12-01"]
-WIRING = pytest.mark.xfail(strict=True, reason="REST wiring pending")
 
 
 def _service(server: ServerLike, hub: str, version: str) -> WebPubSubServiceClient:
@@ -39,7 +45,6 @@ def test_every_supported_version_is_answered(server: ServerLike, hub: str, versi
     _service(server, hub, version).send_to_all("x", content_type="text/plain")
 
 
-@WIRING
 def test_answers_list_the_supported_versions(server: ServerLike, hub: str) -> None:
     seen: dict[str, str] = {}
 
@@ -52,7 +57,6 @@ def test_answers_list_the_supported_versions(server: ServerLike, hub: str) -> No
     assert seen.get("api-supported-versions") == ", ".join(SUPPORTED)
 
 
-@WIRING
 @pytest.mark.parametrize(
     ("version", "code"),
     [("foo", "InvalidApiVersion"), ("2025-01-01", "UnsupportedApiVersion")],
@@ -69,7 +73,6 @@ def test_other_versions_are_refused(server: ServerLike, hub: str, version: str, 
     )
 
 
-@WIRING
 def test_a_route_is_refused_before_its_version(server: ServerLike, hub: str) -> None:
     # Listing a group's connections came with 2024-12-01.
     status, code, _ = _refusal(

@@ -857,6 +857,21 @@ def test_invalid_filter_is_400(
     assert not svc.group_exists("h")
 
 
+def test_invalid_filter_answer_is_the_services(svc: WebPubSubServiceClient) -> None:
+    # The service's text; azure-core reads its code and message from the body.
+    with pytest.raises(HttpResponseError) as exc:
+        svc.send_to_all("x", content_type=TEXT, filter="invalid filter")
+    text = (
+        "Invalid syntax for 'invalid filter': Syntax error at position 14 in 'invalid filter'."
+        " (Parameter 'filter')"
+    )
+    assert exc.value.status_code == 400
+    assert exc.value.error is not None
+    assert (exc.value.error.code, exc.value.error.message) == ("Error.BadRequest", text)
+    assert isinstance(exc.value.response, HttpResponse)
+    assert exc.value.response.headers["Content-Type"] == "application/problem+json; charset=utf-8"
+
+
 def test_invalid_group_name_is_400(
     server: ServerLike, hub: str, clients: Clients, svc: WebPubSubServiceClient
 ) -> None:

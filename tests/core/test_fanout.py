@@ -66,6 +66,9 @@ class Outlet:
             self.shared.append(shared)
         return self.shares
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.send(frame)
+
     def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         if self.shares:
             self.sequenced.append((frames, first))

@@ -29,6 +29,9 @@ class Outlet:
     def share(self, shared: SharedFrames) -> bool:
         return False
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.send(frame)
+
     def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 

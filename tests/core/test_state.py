@@ -46,6 +46,9 @@ class ListOutlet:
     def share(self, shared: SharedFrames) -> bool:
         return False  # frames arrive one by one through send
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.send(frame)
+
     def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
         return False
 

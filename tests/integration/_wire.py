@@ -371,11 +371,15 @@ class Wire:
         params: Sequence[tuple[str, str]] = (),
         body: bytes | str | None = None,
         content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         url = f"{self.server.endpoint}{path}?" + query_string(
             [("api-version", API_VERSION), *params]
         )
-        headers = {"Authorization": f"Bearer {mint_rest_token(self.server, url)}"}
+        headers = {
+            **(headers or {}),
+            "Authorization": f"Bearer {mint_rest_token(self.server, url)}",
+        }
         if content_type is not None:
             headers["Content-Type"] = content_type
         data = body.encode() if isinstance(body, str) else body

@@ -120,6 +120,7 @@ def assert_answered(answer: Answer, method: str) -> None:
     assert answer.status < 500, (answer.status, answer.body[:300])
     if answer.status >= 400 and method != "HEAD":
         body = json.loads(answer.body)
+        body = body.get("error", body)  # api-version refusals wrap it, as ASP.NET's do
         assert isinstance(body["code"], str) and body["code"], body
         assert isinstance(body["message"], str), body
         assert answer.headers.get("x-ms-error-code") == body["code"], answer.headers
@@ -168,7 +169,7 @@ def test_a_filter_with_a_huge_number_is_a_bad_request(node: Node, where: str) ->
         )
     assert answer.status == 400, answer
     assert_answered(answer, "POST")
-    assert b"out of range" in answer.body
+    assert json.loads(answer.body)["message"].startswith("Invalid syntax for 'length(userId) eq 1")
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,6 @@ AIOHTTP = "api-version=2024-12-01&messageTtlSeconds=10"  # the lane steps aside 
 
 CLOSED_WITHIN = 2.0  # seconds: a close, not the keep-alive timeout
 
-LANE_WAITS = pytest.mark.xfail(
-    strict=True,
-    reason="the fast lane waits for a whole request head before it looks at leftover bytes",
-)
-
 
 def _head(http: Http, path: str, query: str) -> bytes:
     """A send whose Content-Length announces len(TEXT), as the async SDK writes it."""
@@ -73,7 +68,6 @@ async def _send_long_body(server: ServerLike, hub: str, query: str, split: bool)
             return statuses
 
 
-@LANE_WAITS
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "leftover-later"])
 async def test_leftover_bytes_on_a_lane_connection_get_400_and_close(
     server: ServerLike, hub: str, split: bool

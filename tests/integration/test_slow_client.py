@@ -35,10 +35,12 @@ def token(server: Server, hub: str) -> str:
     return jwt.encode(claims, server.access_key.encode(), algorithm="HS256")
 
 
-def stalled_client(server: Server, hub: str) -> socket.socket:
-    """A plain WebSocket client that completes the handshake, then never reads again."""
+def stalled_client(server: Server, hub: str, receive_buffer: int | None = 4096) -> socket.socket:
+    """A plain WebSocket client that completes the handshake, then never reads again (with a
+    small receive buffer unless ``receive_buffer`` is None: the kernel's default)."""
     sock = socket.create_connection((server.host, server.port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     key = base64.b64encode(os.urandom(16)).decode()
     request = (
         f"GET /client/hubs/{hub}?access_token={token(server, hub)} HTTP/1.1\r\n"

@@ -469,8 +469,10 @@ const scenarios = {
       await alice.joinGroup("other");
       await alice.leaveGroup("room");
       await service(hub).group("by-rest").addConnection(alice.myConnectionId);
-      await until("four presence events", async () =>
-        (await recorded()).filter((e) => e.kind === "joined" || e.kind === "left").length >= 4,
+      await service(hub).group("by-rest-too").addConnection(alice.myConnectionId);
+      await service(hub).group("by-rest-too").removeConnection(alice.myConnectionId);
+      await until("six presence events", async () =>
+        (await recorded()).filter((e) => e.kind === "joined" || e.kind === "left").length >= 6,
       );
       const explicit = (await recorded())
         .filter((e) => e.kind === "joined" || e.kind === "left")
@@ -481,7 +483,7 @@ const scenarios = {
       await sleep(300);
       const closing = (await recorded())
         .filter((e) => e.kind === "left" || e.kind === "disconnected")
-        .slice(1)
+        .slice(2) // the explicit leaves (room, by-rest-too)
         .map((e) => (e.kind === "left" ? `left ${e.group}` : e.kind))
         .sort();
       return { explicit, closing };

@@ -4,11 +4,14 @@ token's lifetime."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 
+from hubbub.config import load_config
 from hubbub.core.commands import Target
+from hubbub.policy import Policy
 from hubbub.protocol.messages import DataType
 from hubbub.server.fastlane import FastLane
 from hubbub.server.restrules import RestRules
@@ -57,3 +60,18 @@ def test_kept_verdicts_are_dropped_when_the_keys_change() -> None:
     assert the_lane.admit(URL, sent) is not None
     rules.access_keys = ("k" * 44,)
     assert the_lane.admit(URL, sent) is None
+
+
+def test_a_kept_verdict_still_answers_to_the_network_rules_and_the_rate(tmp_path: Path) -> None:
+    config = tmp_path / "hubbub.toml"
+    config.write_text(
+        '[network]\ndefault_action = "deny"\n'
+        '[[network.rules]]\naction = "allow"\naddresses = ["10.0.0.0/8"]\n'
+        "[limits]\nrest_requests_per_second = 1\n"
+    )
+    rules = RestRules((KEY,), 75.0, Policy(load_config(str(config), env={})))
+    the_lane = FastLane(None, rules)  # type: ignore[arg-type]
+    sent = headers(time.time() + 600)
+    assert the_lane.admit(URL, sent, "10.1.1.1") is not None  # judged, and kept
+    assert the_lane.admit(URL, sent, "192.0.2.1") is None  # another address: 403 by aiohttp
+    assert the_lane.admit(URL, sent, "10.1.1.1") is None  # over the hub's rate: 429

@@ -23,13 +23,13 @@ class StubLane:
     def __init__(self) -> None:
         self.forgotten: list[Sniffer] = []
 
-    def sniffer(self, write: Any, close: Any) -> Sniffer:
-        return Sniffer(self, write, close)  # type: ignore[arg-type]
+    def sniffer(self, write: Any, close: Any, peer: str | None = None) -> Sniffer:
+        return Sniffer(self, write, close, peer)  # type: ignore[arg-type]
 
     def forget(self, sniffer: Sniffer) -> None:
         self.forgotten.append(sniffer)
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> object:
+    def admit(self, url: bytes, headers: dict[bytes, bytes], *args: object) -> object:
         return url
 
     def send(self, admitted: object, body: bytes) -> bytes | None:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from pathlib import Path
 
 import jwt
 import pytest
 from aiohttp.helpers import parse_content_type
 
+from hubbub import metrics
+from hubbub.config import load_config
 from hubbub.errors import BadRequestError
+from hubbub.policy import Policy
+from hubbub.protocol.entra import KeySet
 from hubbub.protocol.messages import DataType
 from hubbub.server import rest
 from hubbub.server.errors import error_response
 from hubbub.server.restrules import (
     CONTENT_TYPES,
+    DEFER,
     Operation,
+    Refusal,
     RestRules,
     Route,
     data_type,
@@ -22,6 +30,7 @@ from hubbub.server.restrules import (
     raw_error,
     route,
 )
+from tests._entra import OBJECT_ID, TENANT, TestKey, entra_token
 
 KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 RULES = RestRules((KEY,), 75.0)
@@ -73,17 +82,13 @@ def test_a_name_that_is_not_utf8_is_a_bad_request() -> None:
 def test_refusals_in_the_order_aiohttp_answers_them() -> None:
     target = "/api/hubs/h/:send?api-version=1"
     good = f"Bearer {token(target)}"
-    assert RULES.refusal(target, good, "1") is None
-    assert RULES.refusal("/api/\udcff", good, "1") == (400, "the request target is not UTF-8")
-    assert RULES.refusal(target, "", "1") == (401, "a bearer token is required")
-    assert RULES.refusal(target, "Basic x", "1") == (401, "a bearer token is required")
-    assert RULES.refusal(target, f"Bearer {token(target, 'k' * 40)}", "1") is not None
-    assert RULES.refusal("/api/hubs/h/users/u/:send", good, "1") is not None  # other audience
-    assert RULES.refusal(target, good, None) == (
-        400,
-        "the api-version query parameter is required",
-    )
-    assert RULES.refusal("/api/health", "", None, health=True) is None
+    assert RULES.refusal(target, good) is None
+    assert RULES.refusal("/api/\udcff", good) == Refusal(400, "the request target is not UTF-8")
+    assert RULES.refusal(target, "") == Refusal(401, "a bearer token is required")
+    assert RULES.refusal(target, "Basic x") == Refusal(401, "a bearer token is required")
+    assert RULES.refusal(target, f"Bearer {token(target, 'k' * 40)}") is not None
+    assert RULES.refusal("/api/hubs/h/users/u/:send", good) is not None  # other audience
+    assert RULES.refusal("/api/health", "", health=True) is None
 
 
 @pytest.mark.parametrize(
@@ -134,6 +139,112 @@ def test_a_passing_request_is_judged_with_its_tokens_lifetime() -> None:
     now = int(time.time())
     claims = {"aud": f"http://h{target}", "nbf": now - 5, "exp": now + 60}
     good = f"Bearer {jwt.encode(claims, KEY, algorithm='HS256')}"
-    assert RULES.judge(target, good, "1") == (now - 5 - 30, now + 60 + 30)  # 30 s of skew
-    assert RULES.judge(target, "", "1") == (401, "a bearer token is required")
-    assert RULES.judge("/api/health", "", None, health=True) == (float("-inf"), float("inf"))
+    assert RULES.judge(target, good) == (now - 5 - 30, now + 60 + 30)  # 30 s of skew
+    assert RULES.judge(target, "") == Refusal(401, "a bearer token is required")
+    assert RULES.judge("/api/health", "", health=True) is None  # passes, nothing to keep
+
+
+def _policy_rules(tmp_path: Path, text: str) -> RestRules:
+    path = tmp_path / "hubbub.toml"
+    path.write_text(text)
+    return RestRules((KEY,), 75.0, Policy(load_config(str(path), env={})))
+
+
+def test_entra_tokens_by_the_rulebook(tmp_path: Path, entra_key: TestKey, jwks_file: Path) -> None:
+    """Before the keys are read an Entra token is DEFER-red (the lane hands it on); once read:
+    None for the principal's hub, 403 with the data action for another, 401 with a challenge
+    for a token that does not verify; a path that names no operation is the handler's (404)."""
+    rules = _policy_rules(
+        tmp_path,
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_file = "{jwks_file}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ chat = "owner" }}\n',
+    )
+    bearer = f"Bearer {entra_token(entra_key)}"
+    send = "/api/hubs/chat/:send?api-version=1"
+    assert rules.refusal(send, bearer) is DEFER
+    assert rules.policy is not None and rules.policy.entra is not None
+    rules.policy.entra.validator.replace_keys(KeySet.from_json(jwks_file.read_bytes()))
+    assert rules.refusal(send, bearer) is None
+    forbidden = rules.refusal("/api/hubs/news/:send?api-version=1", bearer)
+    assert forbidden is not None and forbidden.status == 403
+    assert forbidden.message.startswith("Microsoft.SignalRService/WebPubSub/hub/send/action ")
+    generate = rules.refusal("/api/hubs/news/:generateToken", bearer)
+    assert generate is not None and "clientConnection/generateToken/action" in generate.message
+    assert rules.refusal("/api/hubs/chat/nothing/here", bearer) is None
+    expired = f"Bearer {entra_token(entra_key, lifetime=-600, not_before=-4000)}"
+    refused = rules.refusal(send, expired)
+    assert refused is not None and refused.status == 401
+    assert refused.headers == (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
+    assert rules.refusal(send, f"Bearer {token(send)}") is None  # access keys still work
+
+
+async def test_refusal_after_keys_reads_them(
+    tmp_path: Path, entra_key: TestKey, jwks_file: Path
+) -> None:
+    rules = _policy_rules(
+        tmp_path,
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_file = "{jwks_file}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ "*" = "owner" }}\n',
+    )
+    send = "/api/hubs/chat/:send?api-version=1"
+    assert await rules.refusal_after_keys(send, f"Bearer {entra_token(entra_key)}") is None
+    unknown = await rules.refusal_after_keys(send, f"Bearer {entra_token(TestKey())}")
+    assert unknown is not None and unknown.status == 401
+
+
+def test_network_and_rate_by_the_rulebook(tmp_path: Path) -> None:
+    """403 from a denied address (health is answered); 429 with Retry-After over the rate,
+    counted unless the reader hands the request on (count=False)."""
+    rules = _policy_rules(
+        tmp_path,
+        '[network]\ndefault_action = "deny"\n'
+        '[[network.rules]]\naction = "allow"\naddresses = ["10.0.0.0/8"]\n'
+        "[limits]\nrest_requests_per_second = 1\n",
+    )
+    send = "/api/hubs/chat/:send?api-version=1"
+    good = f"Bearer {token(send)}"
+    inside, outside = ipaddress.ip_address("10.1.1.1"), ipaddress.ip_address("192.0.2.1")
+    assert rules.refusal(send, good, address=outside) == Refusal(
+        403, "the network rules do not allow this address"
+    )
+    assert rules.refusal("/api/health", "", health=True, address=outside) is None
+    assert rules.refusal(send, good, address=inside) is None
+    before = metrics.REST_THROTTLED.value
+    throttled = rules.refusal(send, good, address=inside, count=False)
+    assert throttled is not None and throttled.status == 429
+    assert dict(throttled.headers)["Retry-After"] == "1"
+    assert metrics.REST_THROTTLED.value == before
+    assert rules.refusal(send, good, address=inside) is not None
+    assert metrics.REST_THROTTLED.value == before + 1
+
+
+def test_an_entra_token_passes_without_a_lifetime_to_keep(
+    tmp_path: Path, entra_key: TestKey, jwks_file: Path
+) -> None:
+    rules = _policy_rules(
+        tmp_path,
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_file = "{jwks_file}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ chat = "owner" }}\n',
+    )
+    assert rules.policy is not None and rules.policy.entra is not None
+    rules.policy.entra.validator.replace_keys(KeySet.from_json(jwks_file.read_bytes()))
+    send = "/api/hubs/chat/:send?api-version=1"
+    assert rules.judge(send, f"Bearer {entra_token(entra_key)}") is None
+    assert isinstance(rules.judge(send, f"Bearer {token(send)}"), tuple)
+
+
+def test_the_per_call_rules_are_the_address_and_the_rate(tmp_path: Path) -> None:
+    rules = _policy_rules(
+        tmp_path,
+        '[network]\ndefault_action = "deny"\n'
+        '[[network.rules]]\naction = "allow"\naddresses = ["10.0.0.0/8"]\n'
+        "[limits]\nrest_requests_per_second = 1\n",
+    )
+    send = "/api/hubs/chat/:send?api-version=1"
+    inside, outside = ipaddress.ip_address("10.1.1.1"), ipaddress.ip_address("192.0.2.1")
+    denied = rules.per_call_refusal(send, address=outside, count=False)
+    assert denied is not None and denied.status == 403
+    assert rules.per_call_refusal(send, address=inside, count=False) is None
+    throttled = rules.per_call_refusal(send, address=inside, count=False)
+    assert throttled is not None and throttled.status == 429
+    assert RULES.per_call_refusal(send) is None  # no policy: nothing per call

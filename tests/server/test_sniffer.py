@@ -18,7 +18,7 @@ class Lane:
         self.heads: list[tuple[bytes, dict[bytes, bytes]]] = []
         self.seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Any:
+    def admit(self, url: bytes, headers: dict[bytes, bytes], *args: object) -> Any:
         self.heads.append((url, headers))
         return None if headers.get(b"authorization") == b"Bearer bad" else (url, headers)
 
@@ -148,6 +148,26 @@ def test_an_incomplete_head_waits() -> None:
     s, lane, written = sniffer()
     assert s.feed(b"POST /api/hubs/h/:send?api-version=1 HTTP/1.1\r\n") is None
     assert lane.seen == [] and written == []
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["same-read", "later-read"])
+def test_bytes_that_cannot_start_a_send_go_to_aiohttp_at_once(split: bool) -> None:
+    # What a body longer than its Content-Length leaves behind: aiohttp answers 400 and closes.
+    s, _, written = sniffer()
+    leftover = "€".encode()
+    if split:
+        assert s.feed(request(b"sent")) is None
+        assert s.feed(leftover) == leftover
+    else:
+        assert s.feed(request(b"sent") + leftover) == leftover
+    assert written == [b"202:sent"]
+
+
+@pytest.mark.parametrize("first", [b"P", b"PO", b"POS", b"POST"])
+def test_the_start_of_a_post_waits_for_more(first: bytes) -> None:
+    s, _, _ = sniffer()
+    assert s.feed(first) is None
+    assert s.feed(b"X") == first + b"X"  # not POST after all
 
 
 def test_a_refused_token_goes_to_aiohttp_as_soon_as_the_head_is_complete() -> None:

@@ -57,6 +57,11 @@ class Outlet(Protocol):
         """Queue one complete frame; never blocks, never raises."""
         ...
 
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        """Queue one complete frame that must not be written after ``deadline`` (monotonic
+        seconds): one waiting for a slow client past it is dropped."""
+        ...
+
     def share(self, shared: SharedFrames) -> bool:
         """Queue ``shared``, and every frame appended to it while it is open; False: cannot."""
         ...

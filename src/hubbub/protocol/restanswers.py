@@ -7,7 +7,10 @@ api-version: the service supports the versions it lists in ``api-supported-versi
 versioned answer, gates routes by the version that introduced them, and answers any other
 version with ASP.NET API Versioning's 400 (``The HTTP resource that matches the request URI
 '<uri>' does not support the API version '<v>'.``, the text the .NET SDK shows against the
-service). ``/api/health`` is version-neutral.
+service). ``/api/health`` is version-neutral. The newest preview an official SDK sends,
+``2026-02-01-preview`` (``azure-messaging-webpubsubchatservice`` 1.0.0b1), goes only to the chat
+routes (``/api/hubs/{hub}/chat/...``, which hubbub does not serve; its ``:generateToken`` sends
+2024-12-01), so it is not among the versions of these routes (unconfirmed for the service).
 
 Invalid filter: the body the service sends (its live answer, recorded by ``@azure/web-pubsub``'s
 tests), as ``application/problem+json``. That Content-Type matters: ``@azure/core-client`` parses

@@ -8,6 +8,7 @@ request head's timeout) take the same body from :func:`error_body`
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
@@ -29,6 +30,7 @@ _CODES = {
     413: "RequestEntityTooLarge",
     414: "RequestUriTooLong",
     415: "UnsupportedMediaType",
+    429: "TooManyRequests",
     431: "RequestHeaderFieldsTooLarge",
     500: "InternalServerError",
 }
@@ -49,13 +51,15 @@ def error_body(status: int, message: str) -> bytes:
         return orjson.dumps({"code": code, "message": text})
 
 
-def error_response(status: int, message: str) -> web.Response:
-    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header."""
+def error_response(
+    status: int, message: str, headers: Sequence[tuple[str, str]] = ()
+) -> web.Response:
+    """An ``ErrorDetail`` JSON body with the ``x-ms-error-code`` header (and ``headers``)."""
     return web.Response(
         status=status,
         body=error_body(status, message),
         content_type="application/json",
-        headers={"x-ms-error-code": error_code(status)},
+        headers={"x-ms-error-code": error_code(status), **dict(headers)},
     )
 
 

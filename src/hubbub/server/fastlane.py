@@ -5,21 +5,27 @@ most: one per message. aiohttp spends most of such a call on request, URL and re
 (a do-nothing aiohttp route serves about 11,000 calls/s on a 2-core machine), so each
 :class:`~hubbub.server.port.Port` first offers a request to the :class:`Sniffer`: httptools
 parses its head, and a send that is plain all through is published and answered ``202`` right
-here. Plain means: ``api-version`` the only query parameter, an ASCII path without
-percent-escapes, a ``Content-Length`` body within the limit in a known content type that
-validates, a valid bearer token, HTTP/1.1 keep-alive, no ``Expect``.
+here. Plain means: ``api-version`` the only query parameter and one the service answers (every
+``:send`` takes each), an ASCII path without percent-escapes, a ``Content-Length`` body within
+the limit in a known content type that validates, a bearer token that passes (an access-key
+one, or an Entra one whose keys are read), an address the network rules allow (the peer, or
+what a trusted proxy forwarded), the hub within its REST rate, HTTP/1.1 keep-alive, no
+``Expect``, no message metadata.
 
 Every rule (route, token, ``api-version``, content type, body limit, keep-alive time, the
 answer's headers, the error body) is the rulebook's (:mod:`hubbub.server.restrules`), which
 aiohttp's handlers (:mod:`hubbub.server.rest`) follow too. Everything that is not plain, and
 every request that would be refused, goes to aiohttp byte for byte, which answers it (errors
-included): this module only skips the objects for the case where all rules pass. Once a
+included, and counts the refusal in the metrics): this module only skips the objects for the
+case where all rules pass. Once a
 connection has gone to aiohttp it stays there, so answers keep the order of the requests.
 
 Whatever the head alone decides (route, bearer token, content type, length) is decided as soon as
 the head is complete: a request with a bad or missing token goes to aiohttp before its body is
 read (aiohttp refuses it with 401 there and then), so an unauthenticated body is never kept. The
-bytes of a request are gathered once, in one buffer, and its head is parsed once.
+bytes of a request are gathered once, in one buffer, and its head is parsed once. Bytes that
+cannot begin a ``POST`` (another method, or what a body longer than its ``Content-Length``
+leaves behind) go to aiohttp at once, not after a head's worth of waiting.
 
 aiohttp does not see a connection until its first request for aiohttp: the lane closes the ones
 it alone serves once they have been idle for the keep-alive time, as aiohttp does its own.
@@ -31,21 +37,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httptools
 
+from hubbub.core.acl import Address
 from hubbub.core.commands import Target
 from hubbub.errors import BadRequestError
 from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
+from hubbub.protocol.metadata import HEADER_PREFIX
 from hubbub.server.restrules import (
     API_VERSION,
     CACHED_URL_BYTES,
     CACHED_URLS,
     INTERNAL_ERROR,
     SENDS,
+    SUPPORTED_VERSIONS,
     Refusal,
     RestRules,
     accepted_answer,
@@ -59,6 +68,9 @@ from hubbub.server.restrules import (
 )
 from hubbub.service import SendOptions, Service
 from hubbub.types import HubName
+
+if TYPE_CHECKING:
+    from hubbub.policy import Policy
 
 __all__ = ["FastLane", "Sniffer"]
 
@@ -81,6 +93,8 @@ _WANTED = frozenset(
         b"expect",
     )
 )
+_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for"))
+_METADATA = HEADER_PREFIX.encode()
 _NO_OPTIONS = SendOptions()
 
 
@@ -100,9 +114,12 @@ class FastLane:
 
     # -- the connections the lane serves --------------------------------------------------------
 
-    def sniffer(self, write: Callable[[bytes], None], close: Callable[[], None]) -> Sniffer:
-        """A sniffer for a new connection, watched for idleness until :meth:`forget`."""
-        sniffer = Sniffer(self, write, close)
+    def sniffer(
+        self, write: Callable[[bytes], None], close: Callable[[], None], peer: str | None = None
+    ) -> Sniffer:
+        """A sniffer for a new connection from ``peer``, watched for idleness until
+        :meth:`forget`."""
+        sniffer = Sniffer(self, write, close, peer)
         self._sniffers.add(sniffer)
         if self._sweeper is None:
             self._schedule_sweep()
@@ -136,27 +153,40 @@ class FastLane:
 
     # -- one send -------------------------------------------------------------------------------
 
-    def admit(self, url: bytes, headers: dict[bytes, bytes]) -> Admitted | None:
+    def admit(
+        self,
+        url: bytes,
+        headers: dict[bytes, bytes],
+        peer: str | None = None,
+        forwarding: list[tuple[bytes, bytes]] | None = None,
+    ) -> Admitted | None:
         """Route, token and content type of a send, judged on its head; None: aiohttp answers.
 
         The rules are the rulebook's; a send is plain when its query is ``api-version`` alone
         and its path is ASCII without percent-escapes (nothing to decode). What the URL says is
         remembered (:class:`_Sends`) only once a request to it passed the token check, and so is
         the verdict on URL, ``Authorization`` and ``Content-Type`` together (:class:`_Verdicts`),
-        until the token's lifetime ends: a client sending again with the same token costs a
-        dictionary lookup and a clock reading, not a token check.
+        until the access-key token's lifetime ends: a client sending again with the same token
+        costs a dictionary lookup and a clock reading, not a token check. The rules that depend
+        on more than those (the network rules, the hub's REST rate) are judged on every call.
         """
         authorization = headers.get(b"authorization")
         content_type = headers.get(b"content-type")
-        key = (url, authorization, content_type)
-        if self._rules.access_keys is not self._keys:
+        rules = self._rules
+        if rules.access_keys is not self._keys:
             self._verdicts.clear()
-            self._keys = self._rules.access_keys
+            self._keys = rules.access_keys
+        key = (url, authorization, content_type)
         verdict = self._verdicts.get(key)
+        policy = rules.policy
         if verdict is not None:
-            now = time.time()
-            if verdict[1] <= now <= verdict[2]:
-                return verdict[0]
+            admitted, target, begins, expires = verdict
+            if begins <= time.time() <= expires:
+                if policy is not None and (policy.needs_address or policy.rest_limited):
+                    address = _address(policy, peer, forwarding)
+                    if rules.per_call_refusal(target, address=address, count=False) is not None:
+                        return None  # aiohttp refuses it (403, 429)
+                return admitted
             del self._verdicts[key]  # the token expired (or is not valid yet): judged again
         sends = self._sends
         send = sends.get(url)
@@ -165,9 +195,13 @@ class FastLane:
             send = _plain_send(url)
             if send is None:
                 return None
-        target, path, api_version, hub, kind, name = send
-        judged = self._rules.judge(
-            target, "" if authorization is None else authorization.decode("latin-1"), api_version
+        target, path, hub, kind, name = send
+        address = _address(policy, peer, forwarding)
+        judged = rules.judge(
+            target,
+            "" if authorization is None else authorization.decode("latin-1"),
+            address=address,
+            count=False,
         )
         if isinstance(judged, Refusal):
             return None  # aiohttp refuses it: the same rule, with the service's answer
@@ -177,7 +211,8 @@ class FastLane:
         if hub is None or body_type is None:
             return None
         admitted = hub, kind, name, path, body_type
-        self._verdicts.remember(key, (admitted, *judged))
+        if judged is not None:
+            self._verdicts.remember(key, (admitted, target, *judged))
         return admitted
 
     def send(self, admitted: Admitted, body: bytes) -> bytes | None:
@@ -196,15 +231,29 @@ class FastLane:
         return accepted_answer()
 
 
+def _address(
+    policy: Policy | None, peer: str | None, forwarding: list[tuple[bytes, bytes]] | None
+) -> Address | None:
+    """The client's address for the network rules (None when they need none)."""
+    if policy is None or not policy.needs_address:
+        return None
+    lines = forwarding or []
+    return policy.address(
+        peer,
+        [v.decode("latin-1") for k, v in lines if k == b"forwarded"],
+        [v.decode("latin-1") for k, v in lines if k == b"x-forwarded-for"],
+    )
+
+
 class _Send(NamedTuple):
     """What the URL of a plain send says."""
 
     target: str
     """The request target, as sent."""
     path: str
-    api_version: str
     hub: HubName | None
-    """None: not a send the lane serves (another operation, or a name the handlers refuse)."""
+    """None: not a send the lane serves (another operation, a name the handlers refuse, an
+    api-version the service does not answer)."""
     kind: Target
     name: str
 
@@ -218,16 +267,15 @@ def _plain_send(url: bytes) -> _Send | None:
     path, _, query = target.partition("?")
     if "%" in path or not query.startswith(_API_VERSION) or "&" in query:
         return None
-    api_version = query[len(_API_VERSION) :]
     found = route("POST", path)
     send = None if found is None else SENDS.get(found.operation)
-    if found is None or send is None:
-        return _Send(target, path, api_version, None, Target.HUB, "")
+    if found is None or send is None or query[len(_API_VERSION) :] not in SUPPORTED_VERSIONS:
+        return _Send(target, path, None, Target.HUB, "")
     try:
         hub, name = send_target(found, send)
     except BadRequestError:
-        return _Send(target, path, api_version, None, Target.HUB, "")
-    return _Send(target, path, api_version, hub, send.target, name)
+        return _Send(target, path, None, Target.HUB, "")
+    return _Send(target, path, hub, send.target, name)
 
 
 class _Sends(dict[bytes, _Send]):
@@ -251,8 +299,9 @@ class _Sends(dict[bytes, _Send]):
 
 _VerdictKey = tuple[bytes, bytes | None, bytes | None]
 """URL, ``Authorization`` and ``Content-Type`` of a send, as sent."""
-_Verdict = tuple[Admitted, float, float]
-"""What the lane admits for such a send, and from when until when (its token's lifetime)."""
+_Verdict = tuple[Admitted, str, float, float]
+"""What the lane admits for such a send, its request target, and from when until when (its
+token's lifetime)."""
 _CACHED_AUTHORIZATION_BYTES = 512
 
 
@@ -283,12 +332,16 @@ class _Verdicts(dict[_VerdictKey, _Verdict]):
 class _Head:
     """httptools callbacks: the URL and the few headers the lane looks at."""
 
-    __slots__ = ("complete", "headers", "url")
+    __slots__ = ("complete", "forwarding", "headers", "metadata", "url")
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: dict[bytes, bytes] = {}
+        self.forwarding: list[tuple[bytes, bytes]] | None = None
+        """Every ``Forwarded`` and ``X-Forwarded-For`` line, in order (None: none)."""
         self.complete = False
+        self.metadata = False
+        """The request gives message metadata (``X-WebPubSub-Metadata-*``): aiohttp reads it."""
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -297,6 +350,12 @@ class _Head:
         key = name.lower()
         if key in _WANTED:
             self.headers[key] = value
+        elif key in _FORWARDING:
+            if self.forwarding is None:
+                self.forwarding = []
+            self.forwarding.append((key, value))
+        elif key.startswith(_METADATA):
+            self.metadata = True
 
     def on_headers_complete(self) -> None:
         self.complete = True
@@ -325,12 +384,19 @@ class Sniffer:
         "_write",
         "active",
         "close",
+        "peer",
     )
 
     def __init__(
-        self, lane: FastLane, write: Callable[[bytes], None], close: Callable[[], None]
+        self,
+        lane: FastLane,
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
+        peer: str | None = None,
     ) -> None:
         self._lane = lane
+        self.peer = peer
+        """The connection's peer address (the network rules judge by it)."""
         self._write = write
         self.close = close
         self._buffer = bytearray()
@@ -373,6 +439,11 @@ class Sniffer:
         try:
             while True:
                 if self._admitted is None:
+                    if not _may_be_post(buffer, start):
+                        # Not a send (another method, or bytes a short Content-Length left
+                        # behind): aiohttp answers it now (a 400 and a close for the bytes).
+                        rest = self._hand_on(buffer, start)
+                        break
                     end = buffer.find(
                         b"\r\n\r\n", start + max(self._scanned - 3, 0), start + MAX_HEAD_BYTES
                     )
@@ -440,6 +511,7 @@ class Sniffer:
         connection = headers.get(b"connection")
         if (
             not fields.complete
+            or fields.metadata
             or parser.get_method() != b"POST"
             or b"expect" in headers
             or b"transfer-encoding" in headers
@@ -452,8 +524,19 @@ class Sniffer:
         length_text = headers.get(b"content-length", b"")
         if not length_text.isdigit() or not body_allowed(int(length_text)):
             return None
-        admitted = self._lane.admit(fields.url, headers)
+        admitted = self._lane.admit(fields.url, headers, self.peer, fields.forwarding)
         return None if admitted is None else (admitted, int(length_text))
+
+
+_POST = b"POST "
+
+
+def _may_be_post(buffer: bytes | bytearray, start: int) -> bool:
+    """The bytes from ``start`` on begin a ``POST`` request, or may once more of it arrives."""
+    if buffer.startswith(_POST, start):
+        return True
+    head = buffer[start : start + len(_POST)]
+    return len(head) < len(_POST) and _POST.startswith(head)
 
 
 def _slice(buffer: bytes | bytearray, start: int, stop: int) -> bytes:

@@ -25,21 +25,38 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.tcp_helpers import tcp_keepalive
 
+from hubbub.core.acl import Address, TrafficKind
 from hubbub.limits import HOLD_BYTES
 from hubbub.server.fastlane import FastLane, Sniffer
 from hubbub.server.restrules import raw_error
 
-__all__ = ["REQUEST_HEADS", "Mode", "Port", "RequestHeads", "Stream", "listen", "request_heads"]
+if TYPE_CHECKING:
+    from hubbub.policy import Policy
+
+__all__ = [
+    "EVERY_KIND",
+    "REQUEST_HEADS",
+    "Mode",
+    "Port",
+    "RequestHeads",
+    "Stream",
+    "listen",
+    "request_address",
+    "request_heads",
+]
 
 log = logging.getLogger("hubbub.port")
 
+EVERY_KIND = frozenset(TrafficKind)
+"""What a listener serves unless REST has one of its own."""
 LISTEN_BACKLOG = 2048
 """Pending connections the kernel queues (aiohttp's default of 128 is small for a burst)."""
 
@@ -112,6 +129,7 @@ class Port(asyncio.Protocol, asyncio.Transport):
         "_held_bytes",
         "_hold_paused",
         "_http",
+        "_kinds",
         "_lane",
         "_lane_paused",
         "_mode",
@@ -127,11 +145,14 @@ class Port(asyncio.Protocol, asyncio.Transport):
         server: web.Server,
         lane: FastLane | None = None,
         heads: RequestHeads | None = None,
+        kinds: frozenset[TrafficKind] = EVERY_KIND,
     ) -> None:
         super().__init__()
         self._server = server
         self._lane = lane
         self._heads = heads
+        self._kinds = kinds
+        """The kinds of traffic this listener serves (REST may have a listener of its own)."""
         self._mode = CLOSED
         """Until the connection is made, nothing is read."""
         self._transport: asyncio.Transport | None = None
@@ -157,6 +178,11 @@ class Port(asyncio.Protocol, asyncio.Transport):
     def mode(self) -> Mode:
         return self._mode
 
+    def serves(self, kind: TrafficKind) -> bool:
+        """Whether this connection's listener serves ``kind`` (with ``network.rest_port``, REST
+        and metrics have a listener of their own and client connections the other)."""
+        return kind in self._kinds
+
     def _enter(self, mode: Mode) -> None:
         """Change the mode: what the old one leaves behind is let go of here, and only here."""
         old = self._mode
@@ -180,7 +206,10 @@ class Port(asyncio.Protocol, asyncio.Transport):
         self._transport = real = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         if self._lane is not None:
             tcp_keepalive(real)  # as aiohttp does for the connections it sees
-            self._sniffer = self._lane.sniffer(real.write, real.close)
+            peer = real.get_extra_info("peername")
+            self._sniffer = self._lane.sniffer(
+                real.write, real.close, peer[0] if isinstance(peer, tuple) and peer else None
+            )
             self._enter(SNIFFING)
         else:
             self._start_http()
@@ -484,17 +513,46 @@ async def request_heads(request: web.Request, handler: _Handler) -> web.StreamRe
         port.request_done()
 
 
+def request_address(request: web.Request, policy: Policy | None) -> Address | None:
+    """The client's address as the network rules judge it: the peer, or what a trusted proxy
+    forwarded for it; None when no rule needs it."""
+    if policy is None or not policy.needs_address:
+        return None
+    headers = request.headers
+    return policy.address(
+        request.remote, headers.getall("Forwarded", []), headers.getall("X-Forwarded-For", [])
+    )
+
+
 async def listen(
-    runner: web.AppRunner, host: str, port: int, lane: FastLane | None = None
+    runner: web.AppRunner,
+    host: str,
+    port: int,
+    lane: FastLane | None = None,
+    tls: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = None,
+    *,
+    kinds: frozenset[TrafficKind] = EVERY_KIND,
 ) -> asyncio.Server:
     """Listen on ``host:port``: a :class:`Port` per connection around the runner's server.
 
-    The request heads' deadlines are the application's :data:`REQUEST_HEADS`, if it has one.
+    With ``tls`` every connection is TLS: the port sees it once the handshake is done, over
+    the loop's TLS transport (the lane, aiohttp and the upgraded sockets write to it as to a
+    plain one); a handshake not done within ``handshake_timeout`` seconds (default: the
+    loop's 60) is dropped. The request heads' deadlines are the application's
+    :data:`REQUEST_HEADS`, if it has one. ``kinds`` are the kinds of traffic the listener
+    serves (the others are answered 404).
     """
     server = runner.server
     assert server is not None, "runner.setup() first"
     heads = runner.app.get(REQUEST_HEADS)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: Port(server, lane, heads), host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        lambda: Port(server, lane, heads, kinds),
+        host,
+        port,
+        reuse_address=True,
+        backlog=LISTEN_BACKLOG,
+        ssl=tls,
+        ssl_handshake_timeout=handshake_timeout if tls is not None else None,
     )

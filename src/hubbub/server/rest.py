@@ -16,15 +16,21 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from hubbub.core.acl import TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, OperationError
+from hubbub.errors import BadRequestError, InvalidFilterError, OperationError
 from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.metadata import MetadataError, metadata_from_headers
+from hubbub.protocol.restanswers import RestAnswer, invalid_filter_answer
 from hubbub.server.errors import error_response
+from hubbub.server.port import Port, request_address
 from hubbub.server.restrules import (
+    API_SUPPORTED_VERSIONS,
     API_VERSION,
+    DEFER,
     HEALTH_PATH,
     INTERNAL_ERROR,
     SENDS,
@@ -36,6 +42,7 @@ from hubbub.server.restrules import (
     payload_of,
     route,
     send_target,
+    version_refusal,
 )
 from hubbub.service import SendOptions, Service
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
@@ -51,28 +58,69 @@ RULES = web.AppKey("rest_rules", RestRules)
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate ``/api`` calls, require ``api-version``, map errors to the service's body."""
+    """Authenticate ``/api`` calls, judge their ``api-version``, map errors to the service's
+    answers; every answer past the token check lists the supported versions, as the
+    service's do."""
     if not request.path.startswith("/api/"):
         return await handler(request)  # the client endpoint answers for itself
-    refusal = request.app[RULES].refusal(
+    health = request.path == HEALTH_PATH
+    port = request.transport
+    if not health and isinstance(port, Port) and not port.serves(TrafficKind.REST):
+        return error_response(404, "the REST API is served on its own port (network.rest_port)")
+    rules = request.app[RULES]
+    address = request_address(request, rules.policy)
+    authorization = request.headers.get("Authorization", "")
+    refusal = rules.refusal(
         request.raw_path,
-        request.headers.get("Authorization", ""),
-        request.query.get(API_VERSION),
-        health=request.path == HEALTH_PATH,
+        authorization,
+        health=health,
+        method=request.method,
+        address=address,
     )
+    if refusal is DEFER:
+        refusal = await rules.refusal_after_keys(
+            request.raw_path, authorization, method=request.method, address=address
+        )
     if refusal is not None:
         return error_response(*refusal)
-    try:
+    if health:
         return await handler(request)
+    try:
+        found = route(request.method, request.raw_path)
+        if found is not None:
+            answer = version_refusal(
+                request.query.getall(API_VERSION, []),
+                found.operation,
+                request.scheme,
+                request.host,
+                request.raw_path,
+            )
+            if answer is not None:
+                return rest_answer(answer)
+            request[ROUTE] = found
+        response = await handler(request)
+    except InvalidFilterError as exc:
+        response = rest_answer(invalid_filter_answer(str(exc)))
     except OperationError as exc:
-        return error_response(exc.status, str(exc))
+        response = error_response(exc.status, str(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        response = error_response(exc.status, exc.reason)
     except Exception:
         log.error("%s %s failed", request.method, request.path, exc_info=True)
-        return error_response(500, INTERNAL_ERROR)
+        response = error_response(500, INTERNAL_ERROR)
+    if not response.prepared:
+        response.headers[SUPPORTED_HEADER] = SUPPORTED_VALUE
+    return response
+
+
+SUPPORTED_HEADER, SUPPORTED_VALUE = API_SUPPORTED_VERSIONS
+
+
+def rest_answer(answer: RestAnswer) -> web.Response:
+    """One of the service's exact answers (:mod:`hubbub.protocol.restanswers`)."""
+    return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
 
 
 # -- parameter parsing --------------------------------------------------------------------------
@@ -147,7 +195,12 @@ async def _payload(request: web.Request) -> Payload:
             reason=f"unsupported Content-Type {media_type(_content_type(request))!r}: use "
             "application/json, text/plain or application/octet-stream"
         )
-    return payload_of(kind, await request.read())
+    try:
+        metadata = metadata_from_headers(request.headers.items())
+    except MetadataError as exc:
+        raise BadRequestError(str(exc)) from exc
+    payload = payload_of(kind, await request.read())
+    return payload if metadata is None else Payload(kind, payload.data, metadata)
 
 
 def _send_options(request: web.Request, *, excluded: bool, filtered: bool) -> SendOptions:
@@ -378,10 +431,9 @@ _HANDLERS: dict[Operation, Handler] = {
 
 async def hub_route(request: web.Request) -> web.StreamResponse:
     """Dispatch ``/api/hubs/{hub}/...`` to the handler of its operation (see ``route``)."""
-    found = route(request.method, request.raw_path)
+    found = request.get(ROUTE)  # routed by api_middleware
     if found is None:
         return error_response(404, "no such operation")
-    request[ROUTE] = found
     return await _HANDLERS[found.operation](request)
 
 

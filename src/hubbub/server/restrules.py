@@ -6,8 +6,14 @@ this module, so a rule is written once and the two cannot drift apart:
 
 - routing: method and path shape to an :class:`Operation` (:func:`route`), and what each
   ``:send`` sends to (:data:`SENDS`, :func:`send_target`);
-- the request target must be UTF-8, a bearer token signed for this URL, ``api-version`` given
-  (:meth:`RestRules.refusal`);
+- what every request must pass, in order (:meth:`RestRules.refusal`): a UTF-8 request
+  target, the network rules (``[network]``, 403), a bearer token — an access-key one signed for
+  this URL, or a Microsoft Entra ID one whose principal holds the operation's data action on
+  the hub (``[auth.entra]``, 401/403; :data:`OPERATION_ACTIONS`) — and the hub's REST rate
+  (``[limits]``, 429 with ``Retry-After``). The answers come from the node's
+  :class:`~hubbub.policy.Policy`; an Entra token whose signing key is not read yet is
+  :data:`DEFER`-red to the reader that can wait for the keys (aiohttp). The ``api-version``
+  is judged once the request is routed (:func:`version_refusal`);
 - content types to :class:`~hubbub.protocol.messages.DataType` (:func:`data_type`), and what a
   message body must be (:func:`payload_of`);
 - the body limit (:func:`body_allowed`), which requests leave their connection open
@@ -17,9 +23,9 @@ this module, so a rule is written once and the two cannot drift apart:
   service's error answer (:func:`raw_error`, with the body of :mod:`hubbub.server.errors`) and
   the status line and ``Date``/``Server`` headers aiohttp writes (:func:`raw_answer`).
 
-Nothing here touches a socket or an aiohttp object. Admin API throttling, a per-client rate
-limit or another rule that every REST request must pass goes here, into
-:meth:`RestRules.refusal`, and both readers apply it.
+Nothing here touches a socket or an aiohttp object. Another rule that every REST request must
+pass (admin API throttling, say) goes here, into :meth:`RestRules.refusal`, and both readers
+apply it.
 """
 
 from __future__ import annotations
@@ -30,29 +36,53 @@ import time
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 from aiohttp.http import SERVER_SOFTWARE
 
+from hubbub.core.acl import Address, TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.errors import BadRequestError
 from hubbub.limits import MAX_REST_BODY_BYTES
+from hubbub.protocol.entra import (
+    DATA_ACTIONS,
+    EntraForbiddenError,
+    EntraTokenError,
+    EntraValidator,
+    UnknownKeyError,
+    is_entra_token,
+)
 from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.restanswers import (
+    API_SUPPORTED_VERSIONS,
+    MINIMUM_API_VERSION,
+    SUPPORTED_API_VERSIONS,
+    RestAnswer,
+    check_api_version,
+)
 from hubbub.protocol.tokens import TokenError, token_window, verify_rest_token
 from hubbub.server.errors import error_body, error_code
 from hubbub.types import HubName
 
+if TYPE_CHECKING:
+    from hubbub.policy import Policy
+
 __all__ = [
+    "API_SUPPORTED_VERSIONS",
     "API_VERSION",
     "CACHED_URLS",
     "CACHED_URL_BYTES",
     "CONTENT_TYPES",
+    "DEFER",
     "HEALTH_PATH",
     "INTERNAL_ERROR",
+    "OPERATION_ACTIONS",
+    "OPERATION_IDS",
     "SENDS",
+    "SUPPORTED_VERSIONS",
     "Operation",
     "Refusal",
     "RestRules",
@@ -66,12 +96,17 @@ __all__ = [
     "payload_of",
     "raw_answer",
     "raw_error",
+    "raw_rest_answer",
     "route",
     "send_target",
+    "version_refusal",
 ]
 
 API_VERSION = "api-version"
-"""The query parameter every data-plane call must give (any version is accepted)."""
+"""The query parameter every data-plane call must give: one of :data:`SUPPORTED_VERSIONS`,
+from the version that introduced the operation on (:func:`version_refusal`)."""
+SUPPORTED_VERSIONS = frozenset(SUPPORTED_API_VERSIONS)
+"""The api-versions the service answers; every ``:send`` takes each of them."""
 HEALTH_PATH = "/api/health"
 """The one ``/api`` path that needs no token and no ``api-version``."""
 INTERNAL_ERROR = "internal server error"
@@ -84,10 +119,18 @@ CACHED_URL_BYTES = 256
 
 
 class Refusal(NamedTuple):
-    """A request refused before its operation runs: the status and the error message."""
+    """A request refused before its operation runs: the status, the error message and any
+    headers to answer with (``Retry-After`` of a 429, ``WWW-Authenticate`` of an Entra 401)."""
 
     status: int
     message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+DEFER = Refusal(0, "the Entra signing keys are to be read first")
+"""What :meth:`RestRules.refusal` answers for an Entra token whose signing key is not known yet:
+a reader that can wait calls :meth:`RestRules.refusal_after_keys`; the fast lane hands the
+request to aiohttp, which can."""
 
 
 # -- answers written as bytes -------------------------------------------------------------------
@@ -128,11 +171,26 @@ def raw_answer(
     return b"\r\n".join(lines) + body
 
 
-def raw_error(status: int, message: str, *, close: bool = False) -> bytes:
+def raw_error(
+    status: int,
+    message: str,
+    *,
+    close: bool = False,
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
     """The service's error answer as bytes: what :func:`~hubbub.server.errors.error_response`
     answers through aiohttp."""
-    headers = [("Content-Type", "application/json"), ("x-ms-error-code", error_code(status))]
-    return raw_answer(status, error_body(status, message), headers, close=close)
+    fields = [
+        ("Content-Type", "application/json"),
+        ("x-ms-error-code", error_code(status)),
+        *headers,
+    ]
+    return raw_answer(status, error_body(status, message), fields, close=close)
+
+
+def raw_rest_answer(answer: RestAnswer, *, close: bool = False) -> bytes:
+    """One of the service's exact answers (:mod:`hubbub.protocol.restanswers`) as bytes."""
+    return raw_answer(answer.status, answer.body, answer.headers, close=close)
 
 
 _accepted_second = -1
@@ -140,12 +198,13 @@ _accepted = b""
 
 
 def accepted_answer() -> bytes:
-    """``202 Accepted`` with an empty body, as aiohttp answers a ``:send`` (made once a second)."""
+    """``202 Accepted`` with an empty body and ``api-supported-versions``, as aiohttp answers a
+    ``:send`` (made once a second)."""
     global _accepted_second, _accepted
     second = int(time.time())
     if second != _accepted_second:
         _accepted_second = second
-        _accepted = raw_answer(202)
+        _accepted = raw_answer(202, headers=(API_SUPPORTED_VERSIONS,))
     return _accepted
 
 
@@ -171,53 +230,179 @@ class RestRules:
         access_keys: the keys a bearer token may be signed with.
         keep_alive_seconds: how long an HTTP connection may stay idle before it is closed
             (aiohttp's ``keepalive_timeout`` and the fast lane's idle sweep both use it).
+        policy: the node's network rules, throttles and Entra ID (:mod:`hubbub.policy`);
+            None: none of them (every address allowed, no rate, access keys only).
     """
 
-    __slots__ = ("access_keys", "keep_alive_seconds")
+    __slots__ = ("access_keys", "keep_alive_seconds", "policy")
 
-    def __init__(self, access_keys: tuple[str, ...], keep_alive_seconds: float) -> None:
+    def __init__(
+        self,
+        access_keys: tuple[str, ...],
+        keep_alive_seconds: float,
+        policy: Policy | None = None,
+    ) -> None:
         self.access_keys = access_keys
         self.keep_alive_seconds = keep_alive_seconds
+        self.policy = policy
 
     def refusal(
-        self, target: str, authorization: str, api_version: str | None, *, health: bool = False
+        self,
+        target: str,
+        authorization: str,
+        *,
+        health: bool = False,
+        method: str = "POST",
+        address: Address | None = None,
+        count: bool = True,
     ) -> Refusal | None:
-        """Why a request to ``/api/...`` is refused before its operation runs, or None.
+        """Why a request to ``/api/...`` is refused before it is routed, or None.
+
+        In order: the target must be UTF-8 (400); the network rules must allow REST from
+        ``address`` (403); a bearer token is required, an access-key one signed for this URL
+        or, with ``[auth.entra]``, a Microsoft Entra ID one whose caller holds the operation's
+        data action on the hub (401, 403); the hub's REST calls must be within
+        ``limits.rest_requests_per_second`` (429 with ``Retry-After``). :data:`DEFER`: an
+        Entra token names a signing key not read yet (:meth:`refusal_after_keys` reads the keys
+        and decides). The ``api-version`` is judged once the operation is known
+        (:func:`version_refusal`).
 
         Args:
             target: the request target as sent (path and query, not decoded).
             authorization: the ``Authorization`` header ("" when missing).
-            api_version: the ``api-version`` query parameter (None when missing).
-            health: the request is for :data:`HEALTH_PATH` (no token, no api-version).
+            health: the request is for :data:`HEALTH_PATH` (no token, no api-version, and
+                answered whatever the network rules: it tells nothing but that the node runs).
+            method: the request method (an Entra caller's data action depends on it).
+            address: the client's address (:meth:`hubbub.policy.Policy.address`).
+            count: count a network denial or a throttled call in the metrics (false for the
+                fast lane, which hands a refused request to aiohttp to answer and count).
         """
-        judged = self.judge(target, authorization, api_version, health=health)
+        judged = self.judge(
+            target, authorization, health=health, method=method, address=address, count=count
+        )
         return judged if isinstance(judged, Refusal) else None
 
     def judge(
-        self, target: str, authorization: str, api_version: str | None, *, health: bool = False
-    ) -> Refusal | tuple[float, float]:
-        """:meth:`refusal`, or when the request passes, the times between which the same
-        request passes again (its token's lifetime, seconds since the epoch; unbounded for
-        health): nothing else in these rules depends on the time, so a reader may keep the
-        verdict for a request that comes again (the fast lane does)."""
+        self,
+        target: str,
+        authorization: str,
+        *,
+        health: bool = False,
+        method: str = "POST",
+        address: Address | None = None,
+        count: bool = True,
+    ) -> Refusal | tuple[float, float] | None:
+        """:meth:`refusal`, and for a request that passes with an access-key token, the times
+        between which the same target and ``Authorization`` pass the token check again (the
+        token's lifetime, seconds since the epoch; None: no such promise, an Entra token or
+        health). The other checks depend on more than these two (the address, the hub's rate):
+        a reader that keeps the verdict asks :meth:`per_call_refusal` on every call (the fast
+        lane does)."""
         if not target.isascii() and not sent_as_text(target):
             return Refusal(400, "the request target is not UTF-8")
         if health:
-            return _ALWAYS
+            return None
+        policy = self.policy
+        if policy is not None and policy.needs_address:
+            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            if denied is not None:
+                return Refusal(denied.status, denied.message)
         scheme, _, token = authorization.partition(" ")  # RFC 6750 §2.1
         token = token.strip()
         if not token or scheme.lower() != "bearer":
             return Refusal(401, "a bearer token is required")
+        entra = policy.entra if policy is not None else None
+        window: tuple[float, float] | None = None
+        if entra is not None and is_entra_token(token):
+            refused = _entra_refusal(entra.validator, token, method, target)
+            if refused is not None:
+                return refused
+        else:
+            try:
+                window = token_window(verify_rest_token(token, self.access_keys, target))
+            except TokenError as exc:
+                return Refusal(401, str(exc))
+        if policy is not None and policy.rest_limited:
+            throttled = policy.check_rest_rate(_hub_of(target), count=count)
+            if throttled is not None:
+                return Refusal(429, throttled.message, tuple(throttled.headers.items()))
+        return window
+
+    def per_call_refusal(
+        self, target: str, *, address: Address | None = None, count: bool = True
+    ) -> Refusal | None:
+        """The checks of :meth:`refusal` that a kept verdict does not answer for: the network
+        rules for ``address`` and the hub's REST rate (None: neither applies or both pass)."""
+        policy = self.policy
+        if policy is None:
+            return None
+        if policy.needs_address:
+            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            if denied is not None:
+                return Refusal(denied.status, denied.message)
+        if policy.rest_limited:
+            throttled = policy.check_rest_rate(_hub_of(target), count=count)
+            if throttled is not None:
+                return Refusal(429, throttled.message, tuple(throttled.headers.items()))
+        return None
+
+    async def refusal_after_keys(
+        self,
+        target: str,
+        authorization: str,
+        *,
+        method: str = "POST",
+        address: Address | None = None,
+    ) -> Refusal | None:
+        """:meth:`refusal` for a request it :data:`DEFER`-red: the Entra signing keys are read
+        again (at most once per refresh interval), then the request is judged."""
+        assert self.policy is not None and self.policy.entra is not None
+        token = authorization.partition(" ")[2].strip()
         try:
-            claims = verify_rest_token(token, self.access_keys, target)
-        except TokenError as exc:
-            return Refusal(401, str(exc))
-        if not api_version:
-            return Refusal(400, "the api-version query parameter is required")
-        return token_window(claims)
+            await self.policy.entra.authenticate(token)
+        except EntraTokenError as exc:
+            return _unauthorized(str(exc))
+        refused = self.refusal(target, authorization, method=method, address=address)
+        if refused is DEFER:
+            return _unauthorized("invalid token: the signing key is not known")
+        return refused
 
 
-_ALWAYS = (float("-inf"), float("inf"))
+def _unauthorized(message: str) -> Refusal:
+    """An Entra token that does not verify: 401 with an RFC 6750 challenge, as bearer-token
+    resources answer (the service's exact header is unconfirmed)."""
+    return Refusal(401, message, (("WWW-Authenticate", 'Bearer error="invalid_token"'),))
+
+
+def _entra_refusal(
+    validator: EntraValidator, token: str, method: str, target: str
+) -> Refusal | None:
+    """401 for an Entra token that does not verify, 403 for a caller without the operation's
+    data action on the hub; :data:`DEFER` for a key not read yet. A path that names no
+    operation is left to the handler (404) once the token verifies."""
+    try:
+        identity = validator.authenticate(token)
+    except UnknownKeyError:
+        return DEFER
+    except EntraTokenError as exc:
+        return _unauthorized(str(exc))
+    try:
+        found = route(method, target)
+    except BadRequestError:
+        return None  # the handler answers 400
+    if found is None:
+        return None
+    try:
+        validator.authorize(identity, found.hub, OPERATION_ACTIONS[found.operation])
+    except EntraForbiddenError as exc:
+        return Refusal(403, str(exc))
+    return None
+
+
+def _hub_of(target: str) -> str:
+    """The hub a request target names, lower case, for the REST rate ("" for none)."""
+    parts = _sent_path(target).split("/", 4)
+    return parts[3].lower() if len(parts) > 3 and parts[2] == "hubs" else ""
 
 
 # -- routing ------------------------------------------------------------------------------------
@@ -280,6 +465,62 @@ _ROUTES: dict[tuple[str, str], Operation] = {
     ("DELETE", "users/*/groups/*"): Operation.REMOVE_USER_FROM_GROUP,
     ("PUT", "users/*/groups/*"): Operation.ADD_USER_TO_GROUP,
 }
+OPERATION_ACTIONS: dict[Operation, str] = {
+    operation: DATA_ACTIONS[key] for key, operation in _ROUTES.items()
+}
+"""The data action an Entra caller needs for each operation (:data:`DATA_ACTIONS`)."""
+OPERATION_IDS: dict[Operation, str] = {
+    Operation.ADD_TO_GROUPS: "WebPubSub_AddConnectionsToGroups",
+    Operation.CLOSE_ALL: "WebPubSub_CloseAllConnections",
+    Operation.GENERATE_TOKEN: "WebPubSub_GenerateClientToken",
+    Operation.REMOVE_FROM_GROUPS: "WebPubSub_RemoveConnectionsFromGroups",
+    Operation.SEND_TO_ALL: "WebPubSub_SendToAll",
+    Operation.CLOSE_CONNECTION: "WebPubSub_CloseConnection",
+    Operation.CONNECTION_EXISTS: "WebPubSub_ConnectionExists",
+    Operation.SEND_TO_CONNECTION: "WebPubSub_SendToConnection",
+    Operation.REMOVE_CONNECTION_FROM_ALL_GROUPS: "WebPubSub_RemoveConnectionFromAllGroups",
+    Operation.GROUP_EXISTS: "WebPubSub_GroupExists",
+    Operation.CLOSE_GROUP: "WebPubSub_CloseGroupConnections",
+    Operation.SEND_TO_GROUP: "WebPubSub_SendToGroup",
+    Operation.LIST_GROUP_CONNECTIONS: "WebPubSub_ListConnectionsInGroup",
+    Operation.REMOVE_CONNECTION_FROM_GROUP: "WebPubSub_RemoveConnectionFromGroup",
+    Operation.ADD_CONNECTION_TO_GROUP: "WebPubSub_AddConnectionToGroup",
+    Operation.REVOKE_PERMISSION: "WebPubSub_RevokePermission",
+    Operation.CHECK_PERMISSION: "WebPubSub_CheckPermission",
+    Operation.GRANT_PERMISSION: "WebPubSub_GrantPermission",
+    Operation.USER_EXISTS: "WebPubSub_UserExists",
+    Operation.CLOSE_USER: "WebPubSub_CloseUserConnections",
+    Operation.SEND_TO_USER: "WebPubSub_SendToUser",
+    Operation.REMOVE_USER_FROM_ALL_GROUPS: "WebPubSub_RemoveUserFromAllGroups",
+    Operation.REMOVE_USER_FROM_GROUP: "WebPubSub_RemoveUserFromGroup",
+    Operation.ADD_USER_TO_GROUP: "WebPubSub_AddUserToGroup",
+}
+"""The REST API's operationId of each operation (what the api-version rules are keyed by)."""
+
+
+def version_refusal(
+    versions: list[str], operation: Operation, scheme: str, host: str, target: str
+) -> RestAnswer | None:
+    """The service's 400 for the ``api-version`` values of a request to ``operation``, or None.
+
+    Args:
+        versions: every ``api-version`` value of the query, in order.
+        operation: the routed operation.
+        scheme: ``http`` or ``https``, as the request came.
+        host: the ``Host`` header.
+        target: the request target as sent; the message names its path, without the query.
+    """
+    if len(versions) == 1 and versions[0] in SUPPORTED_VERSIONS:
+        if operation not in _NEWER_OPERATIONS:
+            return None
+    uri = f"{scheme}://{host}{_sent_path(target)}" if target.startswith("/") else target
+    return check_api_version(versions, OPERATION_IDS[operation], uri.partition("?")[0])
+
+
+_NEWER_OPERATIONS = frozenset(op for op, oid in OPERATION_IDS.items() if oid in MINIMUM_API_VERSION)
+"""Operations that came after the first supported version (``MINIMUM_API_VERSION``)."""
+
+
 _NAMES = {
     "connections": "connectionId",
     "groups": "group",

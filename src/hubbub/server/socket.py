@@ -92,7 +92,8 @@ class Sockets:
     """
 
     def __init__(self, max_outbound_bytes: int) -> None:
-        self._max_outbound = max_outbound_bytes
+        self.max_outbound_bytes = max_outbound_bytes
+        """The bound given to each socket upgraded from now on (a reload may change it)."""
         self._flusher: Flusher | None = None
         self._open: set[UpgradedSocket] = set()
         """The sockets being read, or waiting for the client's close."""
@@ -137,7 +138,7 @@ class Sockets:
         if self._flusher is None:
             self._flusher = Flusher(loop)
         socket.outlet = CorkedOutlet(
-            socket.transport, self._flusher, self._max_outbound, socket.close
+            socket.transport, self._flusher, self.max_outbound_bytes, socket.close
         )
         return ws, socket
 

@@ -32,10 +32,23 @@ __all__ = [
     "server_context",
     "thumbprint",
     "upstream_context",
+    "verify_mode",
 ]
 
 CLIENT_AUTH_MODES = ("off", "optional", "required")
 _VERIFY = {"off": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def verify_mode(client_auth: str) -> ssl.VerifyMode:
+    """The context's ``verify_mode`` for a ``tls_client_auth`` mode.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    try:
+        return _VERIFY[client_auth]
+    except KeyError:
+        raise ValueError(f"client_auth must be one of {', '.join(CLIENT_AUTH_MODES)}") from None
 
 
 def server_context(

@@ -1,34 +1,48 @@
 """The Web PubSub client endpoint: ``/client/hubs/{hub}`` and ``/client/?hub=``
 (client-protocols.md §1).
 
-Everything is decided before the upgrade (hub, token, subprotocol, the ``connect`` event, or
-the session a reconnecting client recovers), so a refusal is a plain HTTP answer with the
-service's status. Then the upgraded-socket layer (:mod:`hubbub.server.socket`) takes the
+Everything is decided before the upgrade (the network rules, hub, token, the connection
+limits, subprotocol, the ``connect`` event, or the session a reconnecting client recovers), so a
+refusal is a plain HTTP answer with the service's status (403 from a denied address — the
+service's status for an upgrade is unconfirmed — and 429 over a connection limit, with no
+``connect`` event). Then the upgraded-socket layer (:mod:`hubbub.server.socket`) takes the
 connection over from aiohttp, and this module binds the socket to the node: each message is
-decoded with the connection's codec and handed to the node, whose answers go out through the
-socket's outlet.
+checked against the connection's inbound limits (one that breaks them closes it), decoded with
+the connection's codec and handed to the node, whose answers go out through the socket's
+outlet.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from hubbub.closecodes import CLOSE_POLICY_VIOLATION, REASON_NOT_RECOVERABLE
+from hubbub.closecodes import (
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    REASON_NOT_RECOVERABLE,
+    REASON_THROTTLING,
+)
+from hubbub.core.acl import TrafficKind
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.state import Connection
+from hubbub.core.throttle import InboundGate
 from hubbub.errors import BadRequestError, HandshakeError, OperationError, ProtocolError
 from hubbub.events import ConnectRequest
 from hubbub.limits import MAX_MESSAGE_BYTES
 from hubbub.node import Node
+from hubbub.policy import Policy
 from hubbub.protocol.codec import KNOWN_SUBPROTOCOLS
 from hubbub.protocol.messages import AckMessage
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import ClientClaims, TokenError, verify_client_token
 from hubbub.server.errors import error_response
+from hubbub.server.port import request_address
 from hubbub.server.socket import Sockets, UpgradedSocket, port_of
+from hubbub.server.tls import client_certificates
 from hubbub.server.writer import CorkedOutlet
 from hubbub.types import GroupName, HubName, UserId
 
@@ -61,10 +75,13 @@ def _offered(request: web.Request) -> list[str]:
 def _connect_request(
     request: web.Request, claims: ClientClaims, offered: list[str]
 ) -> ConnectRequest:
-    """The handshake as the ``connect`` event shows it: no token, no Authorization header."""
+    """The handshake as the ``connect`` event shows it: no token, no Authorization header; the
+    TLS client certificate, when the client sent one."""
     query = [(k, v) for k, v in request.query.items() if k != "access_token"]
     headers = [(str(k), v) for k, v in request.headers.items() if k.lower() != "authorization"]
-    return ConnectRequest(claims, query, headers, offered)
+    transport = request.transport
+    certificates = client_certificates(transport.get_extra_info("ssl_object")) if transport else []
+    return ConnectRequest(claims, query, headers, offered, certificates)
 
 
 def _token(request: web.Request) -> str | None:
@@ -84,12 +101,34 @@ class ClientEndpoint:
     Args:
         node: the node the connections belong to.
         sockets: the node's upgraded sockets (shared with any other protocol's endpoint).
+        policy: the network rules and limits (None: none).
     """
 
-    def __init__(self, node: Node, sockets: Sockets) -> None:
+    def __init__(self, node: Node, sockets: Sockets, policy: Policy | None = None) -> None:
         self._node = node
         self._sockets = sockets
         self._stopping = False
+        self._policy = policy
+        self._admitted: dict[Connection, _Admitted] = {}
+        """Connections holding a place in the connection limits, until they end."""
+        if policy is not None:
+            node.on_ended.append(self._ended)
+
+    def _ended(self, connection: Connection) -> None:
+        admitted = self._admitted.pop(connection, None)
+        if admitted is not None and self._policy is not None:
+            self._policy.release_connection(connection.hub, admitted.user, admitted.token)
+
+    def _refusal(self, request: web.Request, port: Port) -> HandshakeError | None:
+        """404 on a listener that serves only REST, 403 from an address the network rules deny
+        client connections (the service's status for an upgrade is unconfirmed)."""
+        if not port.serves(TrafficKind.CLIENT):
+            return HandshakeError("client connections are served on the other port", 404)
+        policy = self._policy
+        if policy is None or not policy.needs_address:
+            return None
+        denied = policy.check_network(TrafficKind.CLIENT, request_address(request, policy))
+        return HandshakeError(denied.message, denied.status) if denied is not None else None
 
     def _hub(self, request: web.Request) -> HubName:
         raw = request.match_info.get("hub") or request.query.get("hub")
@@ -124,9 +163,14 @@ class ClientEndpoint:
         if port is None:
             log.error("a client connection that did not come through hubbub's listener")
             return error_response(500, "internal server error")
+        admitted: _Admitted | None = None
+        hub: HubName | None = None
         try:
             if self._stopping:
                 raise HandshakeError(STOPPING, 503)
+            refused = self._refusal(request, port)
+            if refused is not None:
+                raise refused
             hub = self._hub(request)
             offered = _offered(request)
             if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
@@ -137,20 +181,24 @@ class ClientEndpoint:
             recovering = "awps_connection_id" in request.query
             if not recovering:
                 claims = self._claims(request, hub)
+                admitted = self._admit(hub, claims.user_id, _token(request))
                 connection_id = self._node.new_connection_id()
                 decision = await self._node.connect_event(
                     hub, connection_id, _connect_request(request, claims, offered)
                 )
         except HandshakeError as exc:
             port.release()
+            self._give_back(hub, admitted)
             return error_response(exc.status, str(exc))
         except Exception:
             port.release()
+            self._give_back(hub, admitted)
             log.error("handshake failed", exc_info=True)
             return error_response(500, "internal server error")
         if self._stopping:
             # The node began to stop while this handshake waited (e.g. for its connect event).
             port.release()
+            self._give_back(hub, admitted)
             return error_response(503, STOPPING)
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
@@ -168,11 +216,14 @@ class ClientEndpoint:
             ws, socket = await self._upgrade(request, port, hub, connection.subprotocol)
             if socket is not None and socket.outlet is not None:
                 self._node.resume(connection, socket.outlet)
-                self._bind(socket, connection)
+                found = self._admitted.get(connection)
+                self._bind(socket, connection, found.gate if found is not None else None)
             return ws
         subprotocol = decision.subprotocol if decision.subprotocol is not None else subprotocol
         ws, socket = await self._upgrade(request, port, hub, subprotocol)
-        if socket is not None and socket.outlet is not None:
+        if socket is None or socket.outlet is None:
+            self._give_back(hub, admitted)
+        else:
             user_id = decision.user_id
             connection = self._node.connect(
                 hub,
@@ -185,24 +236,46 @@ class ClientEndpoint:
                 subprotocol=subprotocol,
                 state=decision.state,
             )
-            self._bind(socket, connection)
+            if admitted is not None:
+                self._admitted[connection] = admitted
+            self._bind(socket, connection, admitted.gate if admitted is not None else None)
         return ws
+
+    def _admit(self, hub: HubName, user: str | None, token: str | None) -> _Admitted | None:
+        """Reserve the connection's place in the limits (429 over one) and make its inbound
+        gate; None without a policy."""
+        policy = self._policy
+        if policy is None:
+            return None
+        refused = policy.admit_connection(hub, user, token)
+        if refused is not None:
+            raise HandshakeError(refused.message, refused.status)
+        return _Admitted(user, token, policy.inbound_gate(hub, user, token))
+
+    def _give_back(self, hub: HubName | None, admitted: _Admitted | None) -> None:
+        """A handshake that reserved a place and did not become a connection."""
+        if admitted is not None and hub is not None and self._policy is not None:
+            self._policy.release_connection(hub, admitted.user, admitted.token)
 
     async def _upgrade(
         self, request: web.Request, port: Port, hub: HubName, subprotocol: str | None
     ) -> tuple[web.WebSocketResponse, UpgradedSocket | None]:
         keep_alive = float(self._node.config.hub(hub).keep_alive_seconds)
+        limit = self._policy.limits.max_message_bytes if self._policy is not None else None
         return await self._sockets.upgrade(
             request,
             port,
             subprotocol,
             keep_alive_seconds=keep_alive,
-            max_message_bytes=MAX_MESSAGE_BYTES,
+            max_message_bytes=MAX_MESSAGE_BYTES if limit is None else min(limit, MAX_MESSAGE_BYTES),
         )
 
-    def _bind(self, socket: UpgradedSocket, connection: Connection) -> None:
+    def _bind(
+        self, socket: UpgradedSocket, connection: Connection, gate: InboundGate | None = None
+    ) -> None:
         assert socket.outlet is not None
-        self._sockets.run(socket, _Binding(self._node, connection, socket.outlet))
+        binding = _Binding(self._node, connection, socket.outlet, gate, self._policy)
+        self._sockets.run(socket, binding)
 
     async def shut_down(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Close every connection with a close frame; wait up to ``grace`` for the clients'."""
@@ -213,16 +286,38 @@ class ClientEndpoint:
         await self._sockets.wait_closed(grace)
 
 
+class _Admitted:
+    """A connection's place in the connection limits, and its inbound checks."""
+
+    __slots__ = ("gate", "token", "user")
+
+    def __init__(self, user: str | None, token: str | None, gate: InboundGate | None) -> None:
+        self.user, self.token, self.gate = user, token, gate
+
+
 class _Binding:
     """One socket bound to its Web PubSub connection: messages decoded with the connection's
-    codec and handed to the node; a refused message answered as the protocol says."""
+    codec and handed to the node; a refused message answered as the protocol says.
 
-    __slots__ = ("_connection", "_node", "_outlet")
+    With an inbound gate (``[limits]``), a message over ``max_message_bytes`` closes the
+    connection with 1009, one over the message rate or a traffic limit with 1008 and the reason
+    ``Throttling`` (the session ends: recovering it would go on over the limit)."""
 
-    def __init__(self, node: Node, connection: Connection, outlet: CorkedOutlet) -> None:
+    __slots__ = ("_connection", "_gate", "_node", "_outlet", "_policy")
+
+    def __init__(
+        self,
+        node: Node,
+        connection: Connection,
+        outlet: CorkedOutlet,
+        gate: InboundGate | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self._node = node
         self._connection = connection
         self._outlet = outlet
+        self._gate = gate
+        self._policy = policy
 
     @property
     def name(self) -> str:
@@ -230,6 +325,9 @@ class _Binding:
 
     async def message(self, payload: bytes, binary: bool) -> None:
         connection = self._connection
+        gate = self._gate
+        if gate is not None and self._over(gate, connection, len(payload)):
+            return
         try:
             await self._node.handle_client_frame(connection, payload, binary)
         except ProtocolError as exc:
@@ -241,6 +339,24 @@ class _Binding:
                 reply = connection.codec.encode(ack)
                 if reply is not None:
                     connection.outlet.send(reply)
+
+    def _over(self, gate: InboundGate, connection: Connection, size: int) -> bool:
+        """Whether the message breaks a limit; the connection is then closed."""
+        if connection.close_reason is not None:
+            return True  # closing already: nothing more is executed
+        if gate.too_big(size):
+            code, why = CLOSE_MESSAGE_TOO_BIG, f"a message of more than {gate.max_bytes} bytes"
+        else:
+            over = gate.check(size, time.monotonic())
+            if over is None:
+                return False
+            code, why = CLOSE_POLICY_VIOLATION, over
+        log.info("connection %s closed: %s", connection.id, why)
+        if self._policy is not None:
+            self._policy.throttled()
+        connection.close_reason = REASON_THROTTLING
+        self._outlet.close(code, REASON_THROTTLING)
+        return True
 
     def closed(self, code: int | None) -> None:
         self._node.socket_closed(self._connection, self._outlet, code)

@@ -11,12 +11,20 @@ Members on a reliable subprotocol hold the same
 the buffer it builds for that id (once for all the members whose ids agree).
 Each outlet is bounded in bytes (its pending frames plus the transport's unsent buffer); one
 over the bound is closed as a slow client, its buffers dropped, and nobody else waits for it.
+
+A message with a TTL (:meth:`CorkedOutlet.send_expiring`) that finds the client behind (unsent
+bytes in the transport) is held by the outlet instead, and so is everything after it, in order:
+the held frames go to the transport as it drains (looked at every
+:data:`HOLD_POLL_SECONDS`), the ones past their deadline dropped, never written late. Only a
+slow client that gets messages with a TTL pays for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 
 from hubbub.closecodes import CLOSE_SLOW_CLIENT, REASON_SLOW_CLIENT
@@ -24,7 +32,7 @@ from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.logs import ACTIVITY
 from hubbub.metrics import SLOW_CLIENT_CLOSES
 
-__all__ = ["CorkedOutlet", "Flusher"]
+__all__ = ["HOLD_POLL_SECONDS", "CorkedOutlet", "Flusher"]
 
 log = logging.getLogger("hubbub.writer")
 
@@ -34,6 +42,8 @@ MAX_COALESCE_SECONDS = 0.004
 """The longest a frame waits for a flush because of coalescing."""
 SLOW_CLIENT_GRACE_SECONDS = 2.0
 """How long a slow client's close frame may take before its socket is aborted."""
+HOLD_POLL_SECONDS = 0.02
+"""How often an outlet holding frames for a slow client looks whether the transport drained."""
 
 
 _Pending = bytes | SharedFrames | tuple[SequencedFrames, int]
@@ -94,8 +104,11 @@ class CorkedOutlet:
         "_closed",
         "_closer",
         "_flusher",
+        "_held",
+        "_held_bytes",
         "_limit",
         "_pending",
+        "_poll",
         "_shared",
         "_size",
         "_transport",
@@ -117,6 +130,11 @@ class CorkedOutlet:
         """The shared frames still open for appends, last in ``_pending``."""
         self._size = 0
         self._closed = False
+        self._held: deque[tuple[float | None, bytes]] | None = None
+        """Frames held back from a client that is behind, with their deadlines (monotonic):
+        from the first message with a TTL that found it behind on. None: not holding."""
+        self._held_bytes = 0
+        self._poll: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -141,6 +159,25 @@ class CorkedOutlet:
         # A burst over the bound within one pass is fine for a client that keeps up; one that
         # is already behind (unsent bytes in the transport) is cut off without waiting.
         if self._size > self._limit and self._transport.get_write_buffer_size():
+            self._overflow()
+
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        """Queue a frame that must not be written after ``deadline`` (monotonic seconds).
+
+        A client that keeps up gets it as any frame. One that is behind (unsent bytes in the
+        transport) gets it once the transport drains, unless the deadline passed by then.
+        """
+        if self._closed:
+            return
+        if self._held is None and not self._transport.get_write_buffer_size():
+            self.send(frame)
+            return
+        held = self._hold_pending()
+        if self._closed:
+            return  # what was pending put it over its bound
+        held.append((deadline, frame))
+        self._held_bytes += len(frame)
+        if self._held_bytes + self._transport.get_write_buffer_size() > self._limit:
             self._overflow()
 
     def share(self, shared: SharedFrames) -> bool:
@@ -183,6 +220,10 @@ class CorkedOutlet:
         pending = self._pending
         if pending is None or self._closed:
             return
+        if self._held is not None:
+            self._hold_pending()  # after the held frames, in order
+            self._write_held()
+            return
         self._pending = None
         self._size = 0
         if self._shared is not None:
@@ -215,6 +256,9 @@ class CorkedOutlet:
         """Write what is pending now, then start the close handshake; later sends are dropped."""
         if self._closed:
             return
+        if self._held is not None:
+            self._hold_pending()
+            self._write_held(everything=True)
         self.flush()
         self._closed = True
         self._closer(code, reason)
@@ -229,6 +273,74 @@ class CorkedOutlet:
         self._closed = True
         self._pending = None
         self._size = 0
+        self._stop_holding()
+
+    # -- frames held for a slow client --------------------------------------------------------
+
+    def _hold_pending(self) -> deque[tuple[float | None, bytes]]:
+        """Move what is pending to the held frames (starting to hold if need be)."""
+        held = self._held
+        if held is None:
+            held = self._held = deque()
+            self._poll = asyncio.get_running_loop().call_later(HOLD_POLL_SECONDS, self._drain)
+        pending = self._pending
+        if pending is None:
+            return held
+        self._pending = None
+        self._size = 0
+        if self._shared is not None:
+            self._shared.open = False  # held now: later frames go after them
+            self._shared = None
+        items = pending if type(pending) is list else [pending]
+        for item in items:
+            if isinstance(item, SharedFrames):
+                frame = item.joined()
+            elif type(item) is tuple:
+                frame = item[0].joined(item[1])
+            else:
+                frame = item  # type: ignore[assignment]
+            held.append((None, frame))
+            self._held_bytes += len(frame)
+        if self._held_bytes + self._transport.get_write_buffer_size() > self._limit:
+            self._overflow()
+        return held
+
+    def _write_held(self, *, everything: bool = False) -> None:
+        """Write held frames while the transport has nothing unsent (all of them when
+        ``everything``), dropping the ones past their deadline; stop holding once none is."""
+        held = self._held
+        transport = self._transport
+        if held is None or transport.is_closing():
+            return
+        now = time.monotonic()
+        while held and (everything or not transport.get_write_buffer_size()):
+            deadline, frame = held.popleft()
+            self._held_bytes -= len(frame)
+            if deadline is None or now < deadline:
+                transport.write(frame)
+        if not held:
+            self._stop_holding()
+        else:
+            # Past their deadline, the frames still waiting are dropped now, not when reached.
+            live = [item for item in held if item[0] is None or now < item[0]]
+            if len(live) < len(held):
+                self._held = deque(live)
+                self._held_bytes = sum(len(frame) for _, frame in live)
+
+    def _drain(self) -> None:
+        self._poll = None
+        if self._closed or self._held is None:
+            return
+        self._write_held()
+        if self._held is not None:
+            self._poll = asyncio.get_running_loop().call_later(HOLD_POLL_SECONDS, self._drain)
+
+    def _stop_holding(self) -> None:
+        self._held = None
+        self._held_bytes = 0
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
 
     def _overflow(self) -> None:
         SLOW_CLIENT_CLOSES.inc()
