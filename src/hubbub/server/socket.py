@@ -354,7 +354,13 @@ class UpgradedSocket:
         self._queued += size + _MESSAGE_OVERHEAD
         if self._queued > _QUEUE_LIMIT:
             self._port.pause_reading()
-        self._wake()
+        # What _wake does, for a backlog that is not empty (the path of every message).
+        if self._task is not None:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(False)
+        elif state is _READING:
+            self._task = self._loop.create_task(self._work())
 
     def received_eof(self) -> None:
         """The client's side is gone."""
