@@ -27,6 +27,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def sys_cpu_seconds(pid: int) -> float:
+    """The kernel's share of :func:`cpu_seconds` (``stime``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / CLK_TCK
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident set size in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -57,6 +63,7 @@ def percentile(sorted_values: Sequence[int], p: float) -> float:
 class Sample:
     t: float
     server_cpu: float
+    server_sys_cpu: float
     frames: int
     load_cpu: float
     ok: int
@@ -73,14 +80,17 @@ async def sample(
     t0 = time.monotonic()
     cpu0 = server.cpu_seconds()
     parts0 = server.cpu_parts()
+    sys0 = sys_cpu_seconds(server.proc.pid)
     stats = await asyncio.gather(*(p.call("stats", limit_s=30) for p in [*members, *publishers]))
     t1 = time.monotonic()
     cpu1 = server.cpu_seconds()
     parts1 = server.cpu_parts()
+    sys1 = sys_cpu_seconds(server.proc.pid)
     pub_stats = stats[len(members) :]
     return Sample(
         t=(t0 + t1) / 2,
         server_cpu=(cpu0 + cpu1) / 2,
+        server_sys_cpu=(sys0 + sys1) / 2,
         frames=sum(s["frames"] for s in stats[: len(members)])
         + sum(s["probe_frames"] for s in pub_stats),
         load_cpu=sum(s["cpu"] for s in stats),
@@ -145,6 +155,7 @@ async def measure(
         "calls_per_s": (s1.ok - s0.ok) / dt,
         "published_per_s": (s1.published - s0.published) / dt,
         "server_cpu_util": cpu / dt,
+        "server_sys_share": (s1.server_sys_cpu - s0.server_sys_cpu) / cpu if cpu > 0 else 0.0,
         "loadgen_cpu_util": (s1.load_cpu - s0.load_cpu) / dt,
         "errors": sum(r["errors"] for r in results),
         "lost_connections": s1.lost,

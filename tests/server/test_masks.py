@@ -16,7 +16,6 @@ import aiohttp._websocket.reader_c as reader_c
 import pytest
 from aiohttp import WSCloseCode, WSMsgType
 from aiohttp._websocket import reader_py
-from aiohttp.http_websocket import WebSocketError
 
 from hubbub.server import socket
 from hubbub.server.socket import MaskCheck
@@ -98,19 +97,67 @@ def test_a_payload_that_looks_like_an_unmasked_header_is_not_read_as_one() -> No
 
 
 class FakePort:
-    """What the socket's queue and hand-over need of a port."""
+    """What the socket's read pause and hand-over need of a port."""
 
     def __init__(self) -> None:
-        self._reading_paused = False
+        self.paused = False
 
     def pause_reading(self) -> None:
-        self._reading_paused = True
+        self.paused = True
 
     def resume_reading(self) -> None:
-        self._reading_paused = False
+        self.paused = False
 
     def hand_over(self, stream: Any) -> Any:
-        return None
+        return FakeTransport()
+
+
+class FakeTransport:
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class Recorder:
+    """The socket's handler, outlet and owner at once: records what reaches each."""
+
+    name = "c"
+
+    def __init__(self) -> None:
+        self.got: list[tuple[WSMsgType, bytes]] = []
+        self.sent: list[bytes] = []
+        self.closes: list[int] = []
+        self.done = asyncio.Event()
+
+    async def message(self, payload: bytes, binary: bool) -> None:
+        self.got.append((WSMsgType.BINARY if binary else WSMsgType.TEXT, payload))
+
+    def closed(self, code: int | None) -> None:
+        self.done.set()
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closes.append(code)
+        self.done.set()
+
+    def abort(self) -> None:
+        self.done.set()
+
+    def mark_closed(self) -> None:
+        pass
+
+    def ended(self, socket: Any) -> None:
+        pass
 
 
 @pytest.fixture(params=["c", "python"])
@@ -122,43 +169,38 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-def upgraded() -> socket.UpgradedSocket:
+def upgraded() -> tuple[socket.UpgradedSocket, Recorder]:
     loop = asyncio.get_running_loop()
-    return socket.UpgradedSocket(FakePort(), 20.0, 1024 * 1024, loop)  # type: ignore[arg-type]
-
-
-async def read_all(upgraded: Any) -> tuple[list[tuple[WSMsgType, bytes]], WebSocketError | None]:
-    got: list[tuple[WSMsgType, bytes]] = []
-    while True:
-        try:
-            msg = await asyncio.wait_for(upgraded.queue.read(), 1)
-        except WebSocketError as exc:
-            return got, exc
-        got.append((msg.type, bytes(msg.data) if msg.type is not WSMsgType.PING else b"ping"))
+    ws = socket.UpgradedSocket(FakePort(), 20.0, 1024 * 1024, loop)  # type: ignore[arg-type]
+    recorder = Recorder()
+    ws.outlet = recorder  # type: ignore[assignment]
+    ws.start(recorder, recorder)  # type: ignore[arg-type]
+    return ws, recorder
 
 
 @pytest.mark.parametrize("step", [1, 9, 4096, 1 << 20])
 async def test_frames_before_an_unmasked_one_are_read_then_the_reader_fails_1002(
     reader: str, step: int
 ) -> None:
-    ws = upgraded()
+    ws, got = upgraded()
     before = [frame(0x1, b"one"), frame(0x2, b"two" * 50_000), frame(0x9, b"")]
     after = frame(0x1, b"never read")
     for chunk in split(b"".join(before) + frame(0x1, b"bad", mask=False) + after, step):
         ws.feed(chunk)
-    got, exc = await read_all(ws)
-    assert [kind for kind, _ in got] == [WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING]
-    assert got[1][1] == b"two" * 50_000
-    assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR
+    await asyncio.wait_for(got.done.wait(), 5)
+    assert [kind for kind, _ in got.got] == [WSMsgType.TEXT, WSMsgType.BINARY]
+    assert got.got[1][1] == b"two" * 50_000
+    assert got.sent == [b"\x8a\x00"]  # the ping's pong
+    assert got.closes == [WSCloseCode.PROTOCOL_ERROR]
 
 
 async def test_a_full_queue_still_hands_out_every_frame_before_the_unmasked_one(
     reader: str,
 ) -> None:
-    # Far more than the queue holds: the reader stalls with unparsed bytes, then resumes.
-    ws = upgraded()
+    # Far more than the socket keeps before it pauses reading: every one is handled, in order.
+    ws, got = upgraded()
     messages = [b"%d" % i * 500 for i in range(2000)]
     ws.feed(b"".join(frame(0x1, m) for m in messages) + frame(0x1, b"bad", mask=False))
-    got, exc = await read_all(ws)
-    assert [data for _, data in got] == messages
-    assert exc is not None and exc.code == WSCloseCode.PROTOCOL_ERROR
+    await asyncio.wait_for(got.done.wait(), 5)
+    assert [data for _, data in got.got] == messages
+    assert got.closes == [WSCloseCode.PROTOCOL_ERROR]

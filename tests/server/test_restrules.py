@@ -135,6 +135,16 @@ def test_an_error_as_bytes_is_what_aiohttp_answers() -> None:
     assert b"Connection: close\r\n" in raw_error(408, "slow", close=True)
 
 
+def test_a_passing_request_is_judged_with_its_tokens_lifetime() -> None:
+    target = "/api/hubs/h/:send?api-version=1"
+    now = int(time.time())
+    claims = {"aud": f"http://h{target}", "nbf": now - 5, "exp": now + 60}
+    good = f"Bearer {jwt.encode(claims, KEY, algorithm='HS256')}"
+    assert RULES.judge(target, good) == (now - 5 - 30, now + 60 + 30)  # 30 s of skew
+    assert RULES.judge(target, "") == Refusal(401, "a bearer token is required")
+    assert RULES.judge("/api/health", "", health=True) is None  # passes, nothing to keep
+
+
 def _policy_rules(tmp_path: Path, text: str) -> RestRules:
     path = tmp_path / "hubbub.toml"
     path.write_text(text)
@@ -209,3 +219,35 @@ def test_network_and_rate_by_the_rulebook(tmp_path: Path) -> None:
     assert metrics.REST_THROTTLED.value == before
     assert rules.refusal(send, good, address=inside) is not None
     assert metrics.REST_THROTTLED.value == before + 1
+
+
+def test_an_entra_token_passes_without_a_lifetime_to_keep(
+    tmp_path: Path, entra_key: TestKey, jwks_file: Path
+) -> None:
+    rules = _policy_rules(
+        tmp_path,
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_file = "{jwks_file}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ chat = "owner" }}\n',
+    )
+    assert rules.policy is not None and rules.policy.entra is not None
+    rules.policy.entra.validator.replace_keys(KeySet.from_json(jwks_file.read_bytes()))
+    send = "/api/hubs/chat/:send?api-version=1"
+    assert rules.judge(send, f"Bearer {entra_token(entra_key)}") is None
+    assert isinstance(rules.judge(send, f"Bearer {token(send)}"), tuple)
+
+
+def test_the_per_call_rules_are_the_address_and_the_rate(tmp_path: Path) -> None:
+    rules = _policy_rules(
+        tmp_path,
+        '[network]\ndefault_action = "deny"\n'
+        '[[network.rules]]\naction = "allow"\naddresses = ["10.0.0.0/8"]\n'
+        "[limits]\nrest_requests_per_second = 1\n",
+    )
+    send = "/api/hubs/chat/:send?api-version=1"
+    inside, outside = ipaddress.ip_address("10.1.1.1"), ipaddress.ip_address("192.0.2.1")
+    denied = rules.per_call_refusal(send, address=outside, count=False)
+    assert denied is not None and denied.status == 403
+    assert rules.per_call_refusal(send, address=inside, count=False) is None
+    throttled = rules.per_call_refusal(send, address=inside, count=False)
+    assert throttled is not None and throttled.status == 429
+    assert RULES.per_call_refusal(send) is None  # no policy: nothing per call

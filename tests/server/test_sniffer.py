@@ -57,10 +57,17 @@ def test_a_plain_send_is_answered_and_nothing_goes_on() -> None:
     assert b"host" not in headers  # only the headers the lane reads are kept
 
 
-def test_pipelined_sends_in_one_chunk_are_answered_in_order() -> None:
+def test_pipelined_sends_in_one_chunk_are_answered_in_order_in_one_write() -> None:
     s, _, written = sniffer()
     assert s.feed(request(b"a") + request(b"b") + request(b"c")) is None
-    assert written == [b"202:a", b"202:b", b"202:c"]
+    assert written == [b"202:a202:b202:c"]
+
+
+def test_the_answers_before_a_hand_over_are_written_before_it() -> None:
+    s, _, written = sniffer()
+    rest = request(b"no") + request(b"after")
+    assert s.feed(request(b"a") + request(b"b") + rest) == rest
+    assert written == [b"202:a202:b"]
 
 
 @pytest.mark.parametrize("step", [1, 2, 7, 64])

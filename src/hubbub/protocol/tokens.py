@@ -32,6 +32,7 @@ __all__ = [
     "audience_path",
     "mint_client_token",
     "reconnection_token",
+    "token_window",
     "verify_client_token",
     "verify_reconnection_token",
     "verify_rest_token",
@@ -134,6 +135,16 @@ def _check_lifetime(claims: dict[str, object]) -> None:
         raise TokenError("invalid token: The token is not yet valid (nbf)")
 
 
+def token_window(claims: dict[str, object]) -> tuple[float, float]:
+    """When a verified token's claims are valid: from the first to the second time (seconds since
+    the epoch, clock skew included), as :func:`_check_lifetime` judges them."""
+    exp = claims.get("exp")
+    nbf = claims.get("nbf")
+    expires = exp + CLOCK_SKEW_SECONDS if isinstance(exp, (int, float)) else float("-inf")
+    begins = nbf - CLOCK_SKEW_SECONDS if isinstance(nbf, (int, float)) else float("-inf")
+    return begins, expires
+
+
 def _verify(token: str, keys: Sequence[str]) -> dict[str, object]:
     last: Exception | None = None
     for key in keys:
@@ -183,9 +194,9 @@ def verify_client_token(token: str, keys: Sequence[str], hub: str) -> ClientClai
     )
 
 
-def verify_rest_token(token: str, keys: Sequence[str], request_path: str) -> None:
+def verify_rest_token(token: str, keys: Sequence[str], request_path: str) -> dict[str, object]:
     """Verify the bearer token of a REST call whose path, as the client sent it (not decoded),
-    is ``request_path``.
+    is ``request_path``; returns its claims.
 
     Raises:
         TokenError: bad signature, expired, or an audience for another URL.
@@ -194,6 +205,7 @@ def verify_rest_token(token: str, keys: Sequence[str], request_path: str) -> Non
     aud = claims.get("aud")
     if not isinstance(aud, str) or audience_path(aud) != audience_path(request_path):
         raise TokenError("invalid token: audience does not match the request URL")
+    return claims
 
 
 def mint_client_token(

@@ -37,10 +37,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httptools
 
+from hubbub.core.acl import Address
 from hubbub.core.commands import Target
 from hubbub.errors import BadRequestError, ClusterUnavailableError
 from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
@@ -54,6 +55,7 @@ from hubbub.server.restrules import (
     INTERNAL_ERROR,
     SENDS,
     SUPPORTED_VERSIONS,
+    Refusal,
     RestRules,
     accepted_answer,
     body_allowed,
@@ -66,6 +68,9 @@ from hubbub.server.restrules import (
 )
 from hubbub.service import SendOptions, Service
 from hubbub.types import HubName
+
+if TYPE_CHECKING:
+    from hubbub.policy import Policy
 
 __all__ = ["FastLane", "Sniffer"]
 
@@ -100,6 +105,9 @@ class FastLane:
         self._service = service
         self._rules = rules
         self._sends = _Sends()
+        self._verdicts = _Verdicts()
+        self._keys = rules.access_keys
+        """The keys the kept verdicts were judged with (other keys: judged again)."""
         self._keep_alive = rules.keep_alive_seconds
         self._sniffers: set[Sniffer] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -156,8 +164,30 @@ class FastLane:
 
         The rules are the rulebook's; a send is plain when its query is ``api-version`` alone
         and its path is ASCII without percent-escapes (nothing to decode). What the URL says is
-        remembered (:class:`_Sends`) only once a request to it passed the token check.
+        remembered (:class:`_Sends`) only once a request to it passed the token check, and so is
+        the verdict on URL, ``Authorization`` and ``Content-Type`` together (:class:`_Verdicts`),
+        until the access-key token's lifetime ends: a client sending again with the same token
+        costs a dictionary lookup and a clock reading, not a token check. The rules that depend
+        on more than those (the network rules, the hub's REST rate) are judged on every call.
         """
+        authorization = headers.get(b"authorization")
+        content_type = headers.get(b"content-type")
+        rules = self._rules
+        if rules.access_keys is not self._keys:
+            self._verdicts.clear()
+            self._keys = rules.access_keys
+        key = (url, authorization, content_type)
+        verdict = self._verdicts.get(key)
+        policy = rules.policy
+        if verdict is not None:
+            admitted, target, begins, expires = verdict
+            if begins <= time.time() <= expires:
+                if policy is not None and (policy.needs_address or policy.rest_limited):
+                    address = _address(policy, peer, forwarding)
+                    if rules.per_call_refusal(target, address=address, count=False) is not None:
+                        return None  # aiohttp refuses it (403, 429)
+                return admitted
+            del self._verdicts[key]  # the token expired (or is not valid yet): judged again
         sends = self._sends
         send = sends.get(url)
         fresh = send is None
@@ -166,31 +196,24 @@ class FastLane:
             if send is None:
                 return None
         target, path, hub, kind, name = send
-        authorization = headers.get(b"authorization")
-        policy = self._rules.policy
-        address = None
-        if policy is not None and policy.needs_address:
-            lines = forwarding or []
-            address = policy.address(
-                peer,
-                [v.decode("latin-1") for k, v in lines if k == b"forwarded"],
-                [v.decode("latin-1") for k, v in lines if k == b"x-forwarded-for"],
-            )
-        refusal = self._rules.refusal(
+        address = _address(policy, peer, forwarding)
+        judged = rules.judge(
             target,
             "" if authorization is None else authorization.decode("latin-1"),
             address=address,
             count=False,
         )
-        if refusal is not None:
+        if isinstance(judged, Refusal):
             return None  # aiohttp refuses it: the same rule, with the service's answer
         if fresh:
             sends.remember(url, send)
-        content_type = headers.get(b"content-type")
         body_type = data_type(None if content_type is None else content_type.decode("latin-1"))
         if hub is None or body_type is None:
             return None
-        return hub, kind, name, path, body_type
+        admitted = hub, kind, name, path, body_type
+        if judged is not None:
+            self._verdicts.remember(key, (admitted, target, *judged))
+        return admitted
 
     def send(self, admitted: Admitted, body: bytes) -> bytes | None:
         """Publish an admitted send and return the ``202`` answer; None: aiohttp must answer."""
@@ -208,6 +231,20 @@ class FastLane:
             return raw_error(500, INTERNAL_ERROR)
         FAST_SENDS.inc()
         return accepted_answer()
+
+
+def _address(
+    policy: Policy | None, peer: str | None, forwarding: list[tuple[bytes, bytes]] | None
+) -> Address | None:
+    """The client's address for the network rules (None when they need none)."""
+    if policy is None or not policy.needs_address:
+        return None
+    lines = forwarding or []
+    return policy.address(
+        peer,
+        [v.decode("latin-1") for k, v in lines if k == b"forwarded"],
+        [v.decode("latin-1") for k, v in lines if k == b"x-forwarded-for"],
+    )
 
 
 class _Send(NamedTuple):
@@ -260,6 +297,38 @@ class _Sends(dict[bytes, _Send]):
         if len(self) >= CACHED_URLS:
             del self[next(iter(self))]  # the oldest
         self[url] = send
+
+
+_VerdictKey = tuple[bytes, bytes | None, bytes | None]
+"""URL, ``Authorization`` and ``Content-Type`` of a send, as sent."""
+_Verdict = tuple[Admitted, str, float, float]
+"""What the lane admits for such a send, its request target, and from when until when (its
+token's lifetime)."""
+_CACHED_AUTHORIZATION_BYTES = 512
+
+
+class _Verdicts(dict[_VerdictKey, _Verdict]):
+    """The sends admitted recently, with the lifetime of their tokens.
+
+    Bounded: at most :data:`~hubbub.server.restrules.CACHED_URLS` of them, each with a URL of up
+    to :data:`~hubbub.server.restrules.CACHED_URL_BYTES` bytes and an ``Authorization`` of up to
+    512 (a token an SDK signs for one URL is 200-400 bytes): about 4 MiB at most.
+    """
+
+    __slots__ = ()
+
+    def remember(self, key: _VerdictKey, verdict: _Verdict) -> None:
+        url, authorization, content_type = key
+        if (
+            len(url) > CACHED_URL_BYTES
+            or authorization is None
+            or len(authorization) > _CACHED_AUTHORIZATION_BYTES
+            or (content_type is not None and len(content_type) > CACHED_URL_BYTES)
+        ):
+            return
+        if len(self) >= CACHED_URLS:
+            del self[next(iter(self))]  # the oldest
+        self[key] = verdict
 
 
 class _Head:
@@ -352,7 +421,11 @@ class Sniffer:
 
     def feed(self, data: bytes) -> bytes | None:
         """Answer the plain sends in ``data``; return the bytes for aiohttp from the first other
-        request on (None while every request so far was the lane's)."""
+        request on (None while every request so far was the lane's).
+
+        The answers to the requests of one read go out in one write (a client that pipelines
+        its sends gets them together), before anything is handed on to aiohttp.
+        """
         self.active = time.monotonic()
         kept = self._buffer
         buffer: bytes | bytearray
@@ -362,25 +435,30 @@ class Sniffer:
         else:
             buffer = data  # the usual case: nothing waits, no copy
         start = 0  # where the request being read starts in ``buffer``
+        first = b""  # the first answer, and from the second on all of them in ``answers``
+        answers: list[bytes] | None = None
+        rest: bytes | None = None
         try:
             while True:
                 if self._admitted is None:
                     if not _may_be_post(buffer, start):
                         # Not a send (another method, or bytes a short Content-Length left
                         # behind): aiohttp answers it now (a 400 and a close for the bytes).
-                        return self._hand_on(buffer, start)
+                        rest = self._hand_on(buffer, start)
+                        break
                     end = buffer.find(
                         b"\r\n\r\n", start + max(self._scanned - 3, 0), start + MAX_HEAD_BYTES
                     )
                     if end < 0:
                         self._scanned = len(buffer) - start
                         if self._scanned >= MAX_HEAD_BYTES:
-                            return self._hand_on(buffer, start)
+                            rest = self._hand_on(buffer, start)
                         break
                     self._scanned = 0
                     decided = self._admit(_slice(buffer, start, end + 4))
                     if decided is None:
-                        return self._hand_on(buffer, start)
+                        rest = self._hand_on(buffer, start)
+                        break
                     self._admitted, length = decided
                     self._body = end + 4 - start
                     self._stop = self._body + length
@@ -389,14 +467,26 @@ class Sniffer:
                     break  # the body is still on its way
                 answer = self._lane.send(self._admitted, _slice(buffer, start + self._body, stop))
                 if answer is None:
-                    return self._hand_on(buffer, start)
+                    rest = self._hand_on(buffer, start)
+                    break
                 self._admitted = None  # published: never handed on again
                 start = stop
-                self._write(answer)
+                if not first:
+                    first = answer
+                elif answers is None:
+                    answers = [first, answer]
+                else:
+                    answers.append(answer)
         except Exception:
             # ``start`` is where the request that failed begins: aiohttp answers it.
             log.error("the fast lane failed on a request; aiohttp answers it", exc_info=True)
-            return self._hand_on(buffer, start)
+            rest = self._hand_on(buffer, start)
+        if answers is not None:
+            self._write(b"".join(answers))
+        elif first:
+            self._write(first)
+        if rest is not None:
+            return rest
         if buffer is kept:
             del kept[:start]  # bytearray: dropping the front does not move the rest
         elif start < len(buffer):

@@ -63,7 +63,7 @@ from hubbub.protocol.restanswers import (
     RestAnswer,
     check_api_version,
 )
-from hubbub.protocol.tokens import TokenError, verify_rest_token
+from hubbub.protocol.tokens import TokenError, token_window, verify_rest_token
 from hubbub.server.errors import error_body, error_code
 from hubbub.types import HubName
 
@@ -281,6 +281,27 @@ class RestRules:
             count: count a network denial or a throttled call in the metrics (false for the
                 fast lane, which hands a refused request to aiohttp to answer and count).
         """
+        judged = self.judge(
+            target, authorization, health=health, method=method, address=address, count=count
+        )
+        return judged if isinstance(judged, Refusal) else None
+
+    def judge(
+        self,
+        target: str,
+        authorization: str,
+        *,
+        health: bool = False,
+        method: str = "POST",
+        address: Address | None = None,
+        count: bool = True,
+    ) -> Refusal | tuple[float, float] | None:
+        """:meth:`refusal`, and for a request that passes with an access-key token, the times
+        between which the same target and ``Authorization`` pass the token check again (the
+        token's lifetime, seconds since the epoch; None: no such promise, an Entra token or
+        health). The other checks depend on more than these two (the address, the hub's rate):
+        a reader that keeps the verdict asks :meth:`per_call_refusal` on every call (the fast
+        lane does)."""
         if not target.isascii() and not sent_as_text(target):
             return Refusal(400, "the request target is not UTF-8")
         if health:
@@ -295,16 +316,36 @@ class RestRules:
         if not token or scheme.lower() != "bearer":
             return Refusal(401, "a bearer token is required")
         entra = policy.entra if policy is not None else None
+        window: tuple[float, float] | None = None
         if entra is not None and is_entra_token(token):
             refused = _entra_refusal(entra.validator, token, method, target)
             if refused is not None:
                 return refused
         else:
             try:
-                verify_rest_token(token, self.access_keys, target)
+                window = token_window(verify_rest_token(token, self.access_keys, target))
             except TokenError as exc:
                 return Refusal(401, str(exc))
         if policy is not None and policy.rest_limited:
+            throttled = policy.check_rest_rate(_hub_of(target), count=count)
+            if throttled is not None:
+                headers = (*throttled.headers.items(), API_SUPPORTED_VERSIONS)
+                return Refusal(429, throttled.message, headers)
+        return window
+
+    def per_call_refusal(
+        self, target: str, *, address: Address | None = None, count: bool = True
+    ) -> Refusal | None:
+        """The checks of :meth:`refusal` that a kept verdict does not answer for: the network
+        rules for ``address`` and the hub's REST rate (None: neither applies or both pass)."""
+        policy = self.policy
+        if policy is None:
+            return None
+        if policy.needs_address:
+            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            if denied is not None:
+                return Refusal(denied.status, denied.message)
+        if policy.rest_limited:
             throttled = policy.check_rest_rate(_hub_of(target), count=count)
             if throttled is not None:
                 headers = (*throttled.headers.items(), API_SUPPORTED_VERSIONS)
