@@ -300,3 +300,59 @@ rest_burst = 400
 def test_limits_mistakes(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
     """Each [limits] mistake is one line naming the key."""
     refused(tmp_path, f"[limits]\n{text}\n", *fragments)
+
+
+def test_engine_defaults_to_memory() -> None:
+    """Without a Redis URL a node is alone, in memory; replication is on (for a cluster)."""
+    config = load_config(None, env={})
+    assert config.redis_url is None
+    assert config.session_replication is True
+
+
+def test_engine_section_environment_and_flag(tmp_path: Path) -> None:
+    """[engine] in the file, HUBBUB_REDIS_URL over it, --redis-url over both."""
+    text = '[engine]\nredis_url = "redis://10.0.0.5:6379/2"\nsession_replication = false\n'
+    config = load(tmp_path, text)
+    assert config.redis_url == "redis://10.0.0.5:6379/2"  # type: ignore[attr-defined]
+    assert config.session_replication is False  # type: ignore[attr-defined]
+    config = load(tmp_path, text, HUBBUB_REDIS_URL="rediss://:secret@redis.example:6380")
+    assert config.redis_url == "rediss://:secret@redis.example:6380"  # type: ignore[attr-defined]
+    path = tmp_path / "hubbub.toml"
+    config = load_config(
+        str(path),
+        env={"HUBBUB_REDIS_URL": "redis://a:1", "HUBBUB_SESSION_REPLICATION": "true"},
+        overrides={"redis_url": "unix:///run/redis.sock"},
+    )
+    assert config.redis_url == "unix:///run/redis.sock"
+    assert config.session_replication is True
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ('redis_url = "http://127.0.0.1:6379"', ("engine.redis_url", "expected redis://")),
+        ('redis_url = "redis://"', ("engine.redis_url", "expected redis://")),
+        ('redis_url = "redis://h:99999"', ("engine.redis_url", "expected redis://")),
+        ('redis_url = "redis://h:6379/x"', ("engine.redis_url", "database number")),
+        ('redis_url = "unix://"', ("engine.redis_url", "socket's path")),
+        ("redis_url = 6379", ("engine.redis_url", "a Redis URL")),
+        ('session_replication = "yes"', ("engine.session_replication", "true or false")),
+        ('redis = "redis://h"', ("engine.redis", "unknown key")),
+    ],
+)
+def test_engine_mistakes(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
+    """Each [engine] mistake is one line naming the key."""
+    refused(tmp_path, f"[engine]\n{text}\n", *fragments)
+
+
+def test_engine_errors_hide_the_password(tmp_path: Path) -> None:
+    """A wrong Redis URL is shown without its password, from any source."""
+    message = refused(tmp_path, '[engine]\nredis_url = "redis://u:hunter2@h:6379/db"\n')
+    assert "hunter2" not in message and "u:***@h" in message
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, env={"HUBBUB_REDIS_URL": "http://:hunter2@h"})
+    assert "HUBBUB_REDIS_URL" in str(caught.value) and "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigError, match="HUBBUB_SESSION_REPLICATION: expected true or false"):
+        load_config(None, env={"HUBBUB_SESSION_REPLICATION": "maybe"})
+    with pytest.raises(ConfigError, match="--redis-url: expected redis://"):
+        load_config(None, env={}, overrides={"redis_url": "redis//h"})

@@ -163,3 +163,22 @@ def test_a_generated_key_survives_a_reload_without_keys() -> None:
     assert old.access_keys != new.access_keys
     assert live_config(old, new).access_keys == old.access_keys
     assert lines(old, new) == ["no changes"]
+
+
+def test_the_engine_needs_a_restart_and_is_kept(tmp_path: Path) -> None:
+    """A node joins its cluster when it starts: [engine] changes wait for a restart, and the
+    Redis password is never shown."""
+    old = config(tmp_path, BASE + '\n[engine]\nredis_url = "redis://:pw1@r1:6379/0"\n')
+    new = config(
+        tmp_path,
+        BASE + '\n[engine]\nredis_url = "redis://u:pw2@r2:6379/1"\nsession_replication = false\n',
+    )
+    said = lines(old, new)
+    assert (
+        "engine.redis_url: redis://:***@r1:6379/0 -> redis://u:***@r2:6379/1 (needs a restart)"
+        in said
+    )
+    assert "engine.session_replication: True -> False (needs a restart)" in said
+    assert not any("pw1" in line or "pw2" in line for line in said)
+    running = live_config(old, new)
+    assert (running.redis_url, running.session_replication) == ("redis://:pw1@r1:6379/0", True)

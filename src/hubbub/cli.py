@@ -60,15 +60,19 @@ def _parser() -> argparse.ArgumentParser:
         "(env HUBBUB_ACCESS_KEY, comma-separated)"
     )
 
+    redis_help = (
+        "Redis URL of the cluster (redis://host:port/db): nodes on one Redis are one "
+        "service (env HUBBUB_REDIS_URL; default none, one in-memory node)"
+    )
     serve = sub.add_parser(
         "serve",
         help="start a node and print its connection string",
         description=(
             "Start a node: the client endpoint (ws://HOST:PORT/client/hubs/HUB, wss:// with "
-            "TLS) and the REST API on one port, with an in-memory engine. It prints the "
-            "connection string for the server SDKs. Stop it with Ctrl-C or SIGTERM; SIGHUP "
-            "(or changing the --config file) reloads the configuration and the certificate "
-            "without dropping connections."
+            "TLS) and the REST API on one port, with an in-memory engine, or as one node of a "
+            "cluster with --redis-url. It prints the connection string for the server SDKs. "
+            "Stop it with Ctrl-C or SIGTERM; SIGHUP (or changing the --config file) reloads "
+            "the configuration and the certificate without dropping connections."
         ),
     )
     serve.add_argument("--config", metavar="FILE", help=config_help)
@@ -99,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
             "and kept under $XDG_STATE_HOME/hubbub/dev-tls; prints how to trust the CA"
         ),
     )
+    serve.add_argument("--redis-url", metavar="URL", help=redis_help)
     serve.add_argument(
         "--log-level",
         default="info",
@@ -185,6 +190,7 @@ def _parser() -> argparse.ArgumentParser:
             "(both read with the same variables and flags)"
         ),
     )
+    check.add_argument("--redis-url", metavar="URL", help=redis_help)
     return parser
 
 
@@ -240,6 +246,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "host": args.host,
         "port": args.port,
         "access_keys": args.access_keys,
+        "redis_url": getattr(args, "redis_url", None),  # token has no engine
     }
     for name in _TLS_FLAGS:
         overrides[name] = getattr(args, name, None)
@@ -313,6 +320,13 @@ def _run(main: Coroutine[None, None, None]) -> None:
 
 def _run_serve(config: Config, args: argparse.Namespace, hint: str | None) -> int:
     from hubbub import logs
+
+    if config.redis_url is not None and config.key_generated:
+        return _fail(
+            "a node of a cluster needs the cluster's access keys (--access-key, "
+            "HUBBUB_ACCESS_KEY or auth.access_keys): a key generated per node would refuse "
+            "the tokens of the others"
+        )
 
     logs.install(args.log_level, secrets=config.access_keys)
     if hint is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hubbub.broker.base import Broker
@@ -32,7 +33,13 @@ from hubbub.core.names import validate_group
 from hubbub.core.roles import Permission
 from hubbub.core.state import Connection, HubRegistry
 from hubbub.core.streams import bad_request
-from hubbub.errors import BadRequestError, ForbiddenError, OperationError, UpstreamError
+from hubbub.errors import (
+    BadRequestError,
+    ForbiddenError,
+    InvalidFragmentError,
+    OperationError,
+    UpstreamError,
+)
 from hubbub.events import EventDispatcher
 from hubbub.groupstates import AfterAck, GroupStateRequest, GroupStates
 from hubbub.metrics import PUBLICATIONS
@@ -102,12 +109,16 @@ class ClientHandler:
         self.states = GroupStates(hubs)
         self._invocations: dict[Connection, _Invocations] = {}
         """Only connections with pending invocations are here."""
+        self.on_sequence_ack: Callable[[Connection, int], None] | None = None
+        """Told every ``sequenceAck`` of a reliable session (a replica drops what it covers)."""
+        self.on_ack_remembered: Callable[[Connection], None] | None = None
+        """Told when a connection remembers the ``ackId`` of a message it executed."""
 
     async def handle_frame(self, connection: Connection, data: bytes, binary: bool) -> None:
         """Decode one client frame and execute it.
 
         An invalid stream message is refused with ``streamClosed{BadRequest}``; the connection
-        stays open.
+        stays open. An invalid fragment also ends the stream it addresses.
 
         Raises:
             ProtocolError: the frame breaks the subprotocol (the caller closes the connection).
@@ -115,6 +126,9 @@ class ClientHandler:
         """
         try:
             message = connection.codec.decode_inbound(data, binary)
+        except InvalidFragmentError as exc:
+            await self.streams.invalid(connection, exc.stream_id, str(exc))
+            return
         except BadRequestError as exc:
             if exc.stream_id is None:
                 raise
@@ -135,6 +149,8 @@ class ClientHandler:
             if connection.session is not None:
                 connection.session.ack(message.sequence_id)
                 forget_acked(connection, message.sequence_id)
+                if self.on_sequence_ack is not None:
+                    self.on_sequence_ack(connection, message.sequence_id)
         elif isinstance(message, StreamDataMessage):
             await self.streams.data(connection, message)
         elif isinstance(message, StreamStartMessage):
@@ -188,6 +204,8 @@ class ClientHandler:
             return
         if ack_id is not None:
             connection.remember_ack(ack_id)
+            if self.on_ack_remembered is not None:
+                self.on_ack_remembered(connection)
             send_message(connection, AckMessage(ack_id, True))
         if after_ack is not None:
             after_ack()

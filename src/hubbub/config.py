@@ -21,7 +21,11 @@ The file's shape (ARCHITECTURE.md "Configuration")::
     group_presence_filters = ["room-*"]          # optional: only these groups (default all)
 
 and the production sections parsed by :mod:`hubbub.configparse`: ``[server]``'s ``tls_*`` keys
-and ``upstream_ca_file``, ``[auth.entra]``, ``[network]`` and ``[limits]``.
+and ``upstream_ca_file``, ``[auth.entra]``, ``[network]``, ``[limits]`` and ``[engine]``::
+
+    [engine]
+    redis_url = "redis://127.0.0.1:6379/0"   # a cluster on Redis; none: one in-memory node
+    session_replication = true               # reliable sessions survive their node's death
 
 A hub not named in the file gets :data:`DEFAULT_HUB`. Errors name the source (the file; a
 variable or a flag names itself), the key and the problem, in one line.
@@ -46,9 +50,11 @@ from hubbub.configparse import (
     error as _error,
     expect as _expect,
     is_loopback,
+    parse_engine,
     parse_entra,
     parse_limits,
     parse_network_section,
+    parse_redis_url,
     parse_tls_value,
 )
 from hubbub.core.grouppresence import GroupPresenceSettings
@@ -139,6 +145,16 @@ class Config:
     """``[auth.entra]``: Microsoft Entra ID tokens on the REST API; None: not accepted."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     limits: Limits = field(default_factory=Limits)
+    redis_url: str | None = None
+    """``[engine] redis_url``: the nodes sharing this Redis are one service; None: this node
+    alone, with the in-memory engine."""
+    session_replication: bool = True
+    """``[engine] session_replication``: every reliable delivery is copied to Redis, so a
+    session survives its node's death (kill -9). On by default: a client picks a reliable
+    subprotocol so as to lose nothing, and only replication keeps that promise when a node
+    dies; it costs a Redis write per reliable delivery, so a cluster fanning out to large
+    reliable groups that accepts losing a dead node's sessions turns it off. Without
+    ``redis_url`` it does nothing."""
     key_generated: bool = False
 
     def hub(self, name: str) -> HubConfig:
@@ -409,7 +425,7 @@ def _from_file(path: Path) -> dict[str, object]:
     source = str(path)
     raw = _read(path)
     out: dict[str, object] = {}
-    unknown = set(raw) - {"server", "auth", "hubs", "network", "limits"}
+    unknown = set(raw) - {"server", "auth", "hubs", "network", "limits", "engine"}
     if unknown:
         raise _error(source, sorted(unknown)[0], "unknown section")
     server = raw.get("server", {})
@@ -473,6 +489,8 @@ def _from_file(path: Path) -> dict[str, object]:
         out["network"] = parse_network_section(source, raw["network"], _port)
     if "limits" in raw:
         out["limits"] = parse_limits(source, raw["limits"])
+    if "engine" in raw:
+        out.update(parse_engine(source, raw["engine"]))
     return out
 
 
@@ -498,6 +516,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, object]:
         variable = f"HUBBUB_{key.upper()}"
         if value := env.get(variable):
             out[key] = parse_tls_value(None, variable, key, value)
+    if url := env.get("HUBBUB_REDIS_URL"):
+        out["redis_url"] = parse_redis_url(None, "HUBBUB_REDIS_URL", url)
+    if replication := env.get("HUBBUB_SESSION_REPLICATION"):
+        out["session_replication"] = _switch("HUBBUB_SESSION_REPLICATION", replication)
     return out
 
 
@@ -567,6 +589,8 @@ def load_config(
             value = _keys(None, "--access-key", value, "one or two (primary, secondary)")
         elif key in TLS_KEYS:
             value = parse_tls_value(None, f"--{key.replace('_', '-')}", key, value)
+        elif key == "redis_url":
+            value = parse_redis_url(None, "--redis-url", value)
         values[key] = value
     config = Config(**values)  # type: ignore[arg-type]
     _check_together(config)

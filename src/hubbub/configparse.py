@@ -1,6 +1,6 @@
 """Validation helpers of the configuration, and the production sections.
 
-``[server]``'s TLS keys, ``[auth.entra]``, ``[network]`` and ``[limits]`` (see
+``[server]``'s TLS keys, ``[auth.entra]``, ``[network]``, ``[limits]`` and ``[engine]`` (see
 :mod:`hubbub.config` for the rest). Every error is one line: ``source: key: problem``, where a
 variable or flag names itself; no error echoes a secret.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import ssl
 import uuid
 from collections.abc import Mapping
@@ -38,9 +39,11 @@ __all__ = [
     "error",
     "expect",
     "is_loopback",
+    "parse_engine",
     "parse_entra",
     "parse_limits",
     "parse_network_section",
+    "parse_redis_url",
     "parse_tls_value",
 ]
 
@@ -461,3 +464,63 @@ def parse_limits(source: str, raw: object) -> Limits:
         if burst in values and rate not in values:
             raise error(source, f"{key}.{burst}", f"a burst needs {rate}")
     return Limits(**values)  # type: ignore[arg-type]
+
+
+# --- [engine] -----------------------------------------------------------------------------------
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+_ENGINE_KEYS = {"redis_url", "session_replication"}
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+def parse_redis_url(source: str | None, key: str, value: object) -> str:
+    """``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path/to/socket``; an error never echoes the password."""
+    expect(source, key, value, str, "a Redis URL (e.g. redis://127.0.0.1:6379/0)")
+    assert isinstance(value, str)
+    url = value.strip()
+    shown = _without_password(url)
+    problem = (
+        f"expected redis://host[:port][/db], rediss://... (TLS) or unix:///path, got {shown!r}"
+    )
+    if not url or not url.isprintable() or any(c.isspace() for c in url):
+        raise error(source, key, problem)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise error(source, key, problem) from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise error(source, key, problem)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise error(source, key, f"a unix:// URL names the socket's path, got {shown!r}")
+        return url
+    if not parts.hostname:
+        raise error(source, key, problem)
+    if port == 0:
+        raise error(source, key, f"expected a port from 1 to 65535, got {shown!r}")
+    database = parts.path.strip("/")
+    if database and not (database.isdigit() and int(database) < 2**31):
+        raise error(source, key, f"the path is a database number (e.g. /0), got {shown!r}")
+    return url
+
+
+def parse_engine(source: str, raw: object) -> dict[str, object]:
+    """``[engine]``: ``redis_url`` (the cluster engine; none: the in-memory single node) and
+    ``session_replication``; as keys of :class:`hubbub.config.Config`."""
+    key = "engine"
+    expect(source, key, raw, dict, "a table")
+    assert isinstance(raw, dict)
+    _keys_of(source, key, raw, _ENGINE_KEYS)
+    out: dict[str, object] = {}
+    if "redis_url" in raw:
+        out["redis_url"] = parse_redis_url(source, f"{key}.redis_url", raw["redis_url"])
+    if "session_replication" in raw:
+        value = raw["session_replication"]
+        expect(source, f"{key}.session_replication", value, bool, "true or false")
+        out["session_replication"] = value
+    return out

@@ -32,6 +32,7 @@ __all__ = [
     "HandshakeError",
     "HubbubError",
     "InvalidFilterError",
+    "InvalidFragmentError",
     "NotFoundError",
     "OperationError",
     "ProtocolError",
@@ -97,6 +98,17 @@ class BadRequestError(OperationError):
 class InvalidFilterError(BadRequestError):
     """An OData ``filter`` that does not parse; ``str(e)`` is the service's text for it
     (``Invalid syntax for '<part>': <detail>. (Parameter 'filter')``)."""
+
+
+class InvalidFragmentError(BadRequestError):
+    """An invalid ``streamData`` (incomplete, or data that does not decode): it ends the
+    stream ``stream_id`` addresses."""
+
+    stream_id: str
+
+    def __init__(self, message: str, stream_id: str) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
 
 
 class ForbiddenError(OperationError):

@@ -19,6 +19,7 @@ __all__ = [
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
     "DELIVERIES",
+    "ENGINE_STATE",
     "FAST_SENDS",
     "LIMIT_REFUSALS",
     "NETWORK_DENIALS",
@@ -28,7 +29,9 @@ __all__ = [
     "SLOW_CLIENT_CLOSES",
     "THROTTLE_CLOSES",
     "Tally",
+    "engine_state",
     "render",
+    "watch_engine",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -107,6 +110,59 @@ NETWORK_DENIALS = _TALLIES.add(
     "hubbub_network_denials",
     "Requests refused by the network rules ([network]).",
 )
+
+
+ENGINE_STATES = ("connecting", "ready", "degraded", "closed")
+ENGINE_STATE = Gauge(
+    "hubbub_engine_state",
+    "1 for the cluster engine's current state (connecting, ready, degraded, closed); "
+    "absent on a node without Redis.",
+    ["state"],
+    registry=REGISTRY,
+)
+
+
+def engine_state(state: object) -> None:
+    """The cluster engine's new state (an ``EngineState``: its ``value`` is the name)."""
+    current = getattr(state, "value", str(state))
+    for name in ENGINE_STATES:
+        ENGINE_STATE.labels(name).set(1 if name == current else 0)
+
+
+class _EngineStats(Collector):
+    """The Redis engine's counters (``RedisStats``), read when scraped."""
+
+    _FIELDS = (
+        ("published", "Publications handed to Redis for the other nodes."),
+        ("dropped", "Cross-node copies dropped while Redis was unavailable."),
+        ("received", "Messages received from the other nodes."),
+        ("commands", "Cluster commands sent."),
+        ("request_timeouts", "Cluster requests that timed out waiting for the other nodes."),
+        ("outages", "Times Redis was lost after the node had registered."),
+        ("reregistered", "Connections registered again after an outage."),
+        ("reaped", "Dead nodes whose connections this node removed from the registry."),
+    )
+
+    def __init__(self) -> None:
+        self.stats: object | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        if stats is None:
+            return
+        for name, documentation in self._FIELDS:
+            yield CounterMetricFamily(
+                f"hubbub_engine_{name}", documentation, value=getattr(stats, name)
+            )
+
+
+_ENGINE_STATS = _EngineStats()
+REGISTRY.register(_ENGINE_STATS)
+
+
+def watch_engine(stats: object) -> None:
+    """Expose a Redis engine's ``RedisStats`` (one engine per process)."""
+    _ENGINE_STATS.stats = stats
 
 
 def render() -> bytes:

@@ -186,6 +186,27 @@ def _limits(old: Config, new: Config) -> Iterator[Change]:
             yield Change(f"limits.{name}", f"{_shown(b)} -> {_shown(a)}")
 
 
+def _redis_url(url: str | None) -> str:
+    """A Redis URL without its password (keys never appear in the output)."""
+    if url is None:
+        return "not set"
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].split(":", 1)[0] if "@" in parts.netloc else ""
+    auth = f"{user}:***@" if "@" in parts.netloc else ""
+    return f"{parts.scheme}://{auth}{host}{parts.path}"
+
+
+def _engine(old: Config, new: Config) -> Iterator[Change]:
+    """``[engine]``: a node joins its cluster when it starts, so each needs a restart."""
+    if old.redis_url != new.redis_url:
+        what = f"{_redis_url(old.redis_url)} -> {_redis_url(new.redis_url)}"
+        yield Change("engine.redis_url", what, live=False)
+    if old.session_replication != new.session_replication:
+        what = f"{old.session_replication} -> {new.session_replication}"
+        yield Change("engine.session_replication", what, live=False)
+
+
 def diff(old: Config, new: Config) -> list[Change]:
     """Every difference between the running ``old`` and a freshly loaded ``new``."""
     changes: list[Change] = []
@@ -201,6 +222,7 @@ def diff(old: Config, new: Config) -> list[Change]:
     changes += _entra(old, new)
     changes += _network(old, new)
     changes += _limits(old, new)
+    changes += _engine(old, new)
     changes += _hubs(old, new)
     return changes
 
@@ -212,6 +234,7 @@ def live_config(old: Config, new: Config) -> Config:
     another would refuse every client).
     """
     kept: dict[str, object] = {name: getattr(old, name) for name in RESTART_FIELDS}
+    kept.update(redis_url=old.redis_url, session_replication=old.session_replication)
     if old.tls != new.tls:
         kept.update(tls_cert_file=old.tls_cert_file, tls_key_file=old.tls_key_file)
     kept["tls_client_ca_file"] = old.tls_client_ca_file

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hubbub.broker.base import Broker, Member, Presence
 from hubbub.closecodes import REASON_CLOSED_BY_APP_SERVER
@@ -30,13 +31,21 @@ from hubbub.core.commands import (
     Target,
 )
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, InvalidFilterError, NotFoundError
+from hubbub.errors import (
+    BadRequestError,
+    ClusterUnavailableError,
+    InvalidFilterError,
+    NotFoundError,
+)
 from hubbub.limits import MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.metrics import PUBLICATIONS
 from hubbub.protocol.filters import FilterError, parse_filter, service_message
 from hubbub.protocol.messages import Payload
 from hubbub.protocol.tokens import mint_client_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
+
+if TYPE_CHECKING:
+    from hubbub.broker.redis import RedisBroker
 
 __all__ = ["MAX_PAGE_SIZE", "MAX_TTL_SECONDS", "Page", "SendOptions", "Service"]
 
@@ -116,10 +125,32 @@ def _publication(
 class Service:
     """The data plane of a node."""
 
-    def __init__(self, config: Config, broker: Broker, presence: Presence) -> None:
+    def __init__(
+        self,
+        config: Config,
+        broker: Broker,
+        presence: Presence,
+        cluster: RedisBroker | None = None,
+    ) -> None:
         self._config = config
         self._broker = broker
         self._presence = presence
+        self._cluster = cluster
+        """The Redis engine of a cluster node: a send needs it ready (else 503, nothing sent)."""
+
+    def _check_cluster(self, hub: HubName, target: Target, name: str) -> None:
+        """Refuse a send while the cluster is out of reach, unless this node holds its target
+        connection: a 503 means nothing was delivered, anywhere.
+
+        Raises:
+            ClusterUnavailableError: the engine is not ready.
+        """
+        cluster = self._cluster
+        if cluster is None or cluster.ready:
+            return
+        if target is Target.CONNECTION and cluster.holds(hub, ConnectionId(name)):
+            return
+        raise ClusterUnavailableError("cluster engine unavailable")
 
     def update(self, config: Config) -> None:
         """Take a reloaded configuration: tokens from now on are signed with its primary key."""
@@ -131,6 +162,7 @@ class Service:
         self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
     ) -> None:
         """Send to the hub, a group, a user or a connection; nothing matched is not an error."""
+        self._check_cluster(hub, target, name)
         publication = _publication(hub, target, name, payload, options)
         PUBLICATIONS.inc()
         await self._broker.publish(publication)
@@ -139,6 +171,7 @@ class Service:
         self, hub: HubName, target: Target, name: str, payload: Payload, options: SendOptions
     ) -> None:
         """:meth:`send` without waiting for the engine (a send is fire-and-forget anyway)."""
+        self._check_cluster(hub, target, name)
         publication = _publication(hub, target, name, payload, options)
         PUBLICATIONS.inc()
         self._broker.publish_nowait(publication)

@@ -106,6 +106,13 @@ class GroupStreams:
             send_message(connection, answer)
         self._schedule(connection)
 
+    async def invalid(self, connection: Connection, stream_id: str, message: str) -> None:
+        """An invalid fragment: its stream ends at once (receivers get ``Cancelled``), and the
+        publisher gets ``streamClosed{BadRequest}``."""
+        book = self._books.get(connection) or StreamBook(self._limits)
+        await self._end(connection, book.invalid(stream_id, message))
+        self._schedule(connection)
+
     async def end(self, connection: Connection, message: StreamEndMessage) -> None:
         """``streamEnd``: the last message to the receivers, then ``streamClosed``."""
         book = self._books.get(connection) or StreamBook(self._limits)

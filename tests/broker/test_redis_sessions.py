@@ -31,7 +31,9 @@ async def test_replica_keeps_the_unacked_frames_in_order(start_node: StartNode) 
     store.save(HUB, S1, b"meta-2")  # rewritten when the connection's state changes
     await settle(a)
     taken = await b.broker.sessions.take(HUB, S1)
-    assert taken == ReplicatedSession(b"meta-2", [(s, b"frame %d" % s) for s in range(7, 11)])
+    assert taken == ReplicatedSession(
+        b"meta-2", [(s, b"frame %d" % s) for s in range(7, 11)], last_sequence_id=10
+    )
     assert await b.broker.sessions.take(HUB, S1) is None  # only one node can restore it
 
 
@@ -96,7 +98,7 @@ async def test_killed_owner_session_is_restored_from_the_replica(
         assert await a.presence.owner(HUB, cid) == "victim"  # not reaped yet
         transfer = await a.broker.take_session(HUB, cid)
         assert transfer == SessionTransfer(
-            replica=ReplicatedSession(b"snapshot-victim", [(2, b"frame2"), (3, b"frame3")])
+            replica=ReplicatedSession(b"snapshot-victim", [(2, b"frame2"), (3, b"frame3")], 3)
         )
     finally:
         proc.kill()
@@ -152,3 +154,17 @@ async def test_slow_owner_keeps_its_session(start_node: StartNode) -> None:
     assert await a.broker.take_session(HUB, S1) == SessionTransfer()
     await answered.wait()
     assert (await a.broker.sessions.take(HUB, S1)) is not None  # the replica was left alone
+
+
+async def test_replica_knows_the_last_sequence_id_when_all_is_acked(
+    start_node: StartNode,
+) -> None:
+    """Every frame acked: the take still tells the last sequence id (the next one follows)."""
+    a, b = await start_node("a"), await start_node("b")
+    store = a.broker.sessions
+    store.save(HUB, S1, b"meta")
+    for seq in range(1, 4):
+        store.push(HUB, S1, seq, b"f")
+    store.acked(HUB, S1, 3)
+    await settle(a)
+    assert await b.broker.sessions.take(HUB, S1) == ReplicatedSession(b"meta", [], 3)

@@ -610,6 +610,15 @@ def test_serve_on_port_0_prints_the_bound_port() -> None:
     assert proc.returncode == 0
 
 
+def test_redis_url_flag_is_validated(capsys: pytest.CaptureFixture[str]) -> None:
+    """--redis-url is checked like the other settings: one line naming the flag, exit 2."""
+    assert main(["check-config", "--redis-url", "redis://h:6379/0"]) == 0
+    capsys.readouterr()
+    assert main(["check-config", "--redis-url", "tcp://h:6379"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hubbub: error: --redis-url: expected"), err
+
+
 def test_check_config_against_the_running_file_lists_what_a_reload_changes(
     tmp_path: Path, pki: Pki
 ) -> None:
@@ -661,3 +670,11 @@ def test_tls_flags_make_the_token_url_wss(pki: Pki) -> None:
     missing = run("check-config", "--tls-cert-file", str(pki.server.cert_file))
     assert missing.returncode == 2
     assert "tls_cert_file and tls_key_file are given together" in missing.stderr
+
+
+def test_a_cluster_node_needs_access_keys() -> None:
+    """With a Redis URL and no key, serve stops with one line instead of generating one."""
+    result = run("serve", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("hubbub: error: a node of a cluster needs the cluster's")
+    assert result.stderr.count("\n") == 1

@@ -38,17 +38,26 @@ from tests._entra import (
 )
 from tests._pki import Pki
 from tests.compat._node import NODE_DIR
-from tests.conftest import CONFIG_TOML, Server, start_server, stop_server
+from tests.conftest import (
+    CONFIG_TOML,
+    FAST_LANE_MODES,
+    Server,
+    start_server,
+    stop_server,
+)
 
+SUPPORTED_VERSIONS = "2021-10-01, 2022-11-01, 2023-07-01, 2024-01-01, 2024-12-01"
+"""The service's ``api-supported-versions``."""
 READER_ID = "5f0e6a4c-2b8d-4c1e-9a7f-0d3c6b2e1a90"
 STRANGER_ID = "11111111-2222-4333-8444-555555555555"
 STRANGER_APP = "66666666-7777-4888-9999-000000000000"
 
 
-def entra_config(pki: Pki, jwks_file: Path) -> str:
+def entra_config(pki: Pki, jwks_file: Path, *, fast_lane: bool = True) -> str:
+    lane = "" if fast_lane else "fast_lane = false\n"
     return CONFIG_TOML + (
         f'\n[server]\ntls_cert_file = "{pki.server.cert_file}"\n'
-        f'tls_key_file = "{pki.server.key_file}"\n'
+        f'tls_key_file = "{pki.server.key_file}"\n{lane}'
         f'\n[auth.entra]\ntenants = ["{TENANT}"]\njwks_file = "{jwks_file}"\n'
         f'\n[[auth.entra.principals]]\nname = "app"\nobject_id = "{OBJECT_ID}"\n'
         'hubs = { chat = "owner" }\n'
@@ -64,6 +73,20 @@ def entra_server(
     srv = start_server(
         tmp_path_factory.mktemp("entra"),
         config_toml=entra_config(pki, jwks_file),
+        ca_file=pki.ca_file,
+    )
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def entra_server_without_lane(
+    tmp_path_factory: pytest.TempPathFactory, pki: Pki, jwks_file: Path
+) -> Iterator[Server]:
+    """The same node with the fast lane off: aiohttp reads every request."""
+    srv = start_server(
+        tmp_path_factory.mktemp("entra-no-lane"),
+        config_toml=entra_config(pki, jwks_file, fast_lane=False),
         ca_file=pki.ca_file,
     )
     yield srv
@@ -207,6 +230,36 @@ async def test_python_sdk_gets_the_services_refusals(
         assert "clientConnection/generateToken/action" in answer(generate.value)["message"]
     else:
         assert header(caught.value, "WWW-Authenticate").startswith("Bearer")
+
+
+@pytest.mark.parametrize("fast_lane", FAST_LANE_MODES)
+async def test_a_forbidden_caller_is_told_the_supported_versions(
+    request: pytest.FixtureRequest, pki: Pki, entra_key: TestKey, fast_lane: bool
+) -> None:
+    """The 403 of a caller whose token verified carries api-supported-versions, as every
+    answer past the token check does; the 401 of a token that does not verify does not. A plain
+    send (the fast lane's path when it is on) and an existence check (aiohttp's) alike."""
+    name = "entra_server" if fast_lane else "entra_server_without_lane"
+    server: Server = request.getfixturevalue(name)
+    assert server.fast_lane is fast_lane
+    async with (
+        service(server, pki, "news", key=entra_key) as forbidden,
+        service(server, pki, "chat", key=entra_key, tenant=OTHER_TENANT) as untrusted,
+    ):
+        errors = []
+        for svc in (forbidden, untrusted):
+            with pytest.raises(HttpResponseError) as sent:
+                await svc.send_to_all("hi", content_type="text/plain")
+            with pytest.raises(HttpResponseError) as checked:
+                await svc.group_exists("room")
+            errors.append((sent.value, checked.value))
+    for error in errors[0]:
+        assert error.status_code == 403
+        assert header(error, "api-supported-versions") == SUPPORTED_VERSIONS
+    for error in errors[1]:
+        assert error.status_code == 401
+        response: Any = error.response
+        assert "api-supported-versions" not in response.headers
 
 
 async def test_reader_reads_and_a_key_not_published_is_401(

@@ -47,6 +47,7 @@ SCENARIOS = [
     "stream_no_echo",
     "stream_publisher_gone",
     "stream_idle_timeout",
+    "stream_invalid_fragment",
     "group_state",
     "client_metadata",
     "rest_metadata",
@@ -321,6 +322,21 @@ def test_idle_stream_times_out_for_both_sides(node_run: NodeRun) -> None:
             "completed": False,
         },
         "publisherErrors": ["IdleTimeout"],
+    }
+
+
+def test_an_invalid_fragment_ends_the_stream_for_receivers_at_once(node_run: NodeRun) -> None:
+    """A raw publisher's incomplete streamData: BadRequest for it, the SDK's receiver sees the
+    stream end Cancelled well before any idle timeout, and a later fragment finds no stream."""
+    message = "A stream fragment needs streamSequenceId, dataType and data."
+    assert node_run.obs("stream_invalid_fragment") == {
+        "receiver": {
+            "fragments": [fragment(1, "text", "first")],
+            "error": {"name": "Cancelled", "message": message},
+            "completed": False,
+        },
+        "closed": "BadRequest",
+        "late": "StreamNotFound",
     }
 
 

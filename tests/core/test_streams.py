@@ -207,6 +207,26 @@ def test_size_limit_ends_the_stream() -> None:
     assert "s" not in book
 
 
+def test_an_invalid_fragment_ends_the_stream() -> None:
+    """BadRequest for the publisher, Cancelled for the receivers; then the stream is gone."""
+    book = StreamBook()
+    opened(book)
+    assert isinstance(book.data(fragment(1), 0.0), Fragment)
+    ending = book.invalid("s", "bad")
+    assert ending.closed == StreamClosedMessage("s", "BadRequest", "bad")
+    assert ending.terminal is not None
+    assert ending.terminal.info == StreamInfo("s", 2, True, "Cancelled", "bad")
+    assert "s" not in book
+    late = book.data(fragment(2), 0.0)
+    assert isinstance(late, Ending)
+    assert late.closed.error_name == "StreamNotFound"
+
+
+def test_an_invalid_fragment_of_no_open_stream_tells_no_receiver() -> None:
+    ending = StreamBook().invalid("nope", "bad")
+    assert ending == Ending(StreamClosedMessage("nope", "BadRequest", "bad"), None)
+
+
 def test_lifetime_limit_ends_the_stream() -> None:
     """With a lifetime limit, a busy stream still ends when it is reached."""
     book = StreamBook(StreamLimits(max_lifetime_ms=2000))

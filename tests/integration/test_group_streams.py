@@ -169,6 +169,88 @@ async def test_refusals_answer_with_stream_closed_and_keep_the_connection(
         await publisher.ping_pong()
 
 
+@pytest.mark.parametrize(
+    ("invalid", "message"),
+    [
+        (
+            {"type": "streamData", "streamId": "s", "streamSequenceId": 2},
+            "A stream fragment needs streamSequenceId, dataType and data.",
+        ),
+        (
+            {
+                "type": "streamData",
+                "streamId": "s",
+                "streamSequenceId": 2,
+                "dataType": "binary",
+                "data": "not base64!",
+            },
+            "data is not valid base64 for dataType binary",
+        ),
+    ],
+    ids=["incomplete", "undecodable"],
+)
+async def test_an_invalid_fragment_ends_its_stream_at_once(
+    server: Server, hub: str, invalid: dict[str, Any], message: str
+) -> None:
+    async with Wire(server) as wire:
+        publisher, member = await pair(wire, hub)
+        await publisher.send_json(start("s"))
+        await publisher.recv_json()
+        await publisher.send_json(data("s", 1, "first"))
+        assert await publisher.recv_json() == stream_ack("s", 2)
+        await publisher.send_json(invalid)
+        assert await publisher.recv_json() == closed("s", "BadRequest", message)
+        assert (await member.recv_json())["data"] == "first"
+        end = {
+            "streamId": "s",
+            "streamSequenceId": 2,
+            "endOfStream": True,
+            "error": {"name": "Cancelled", "message": message},
+        }
+        assert await member.recv_json(wait=1) == fragment("", end)
+        await publisher.send_json(data("s", 2, "late"))
+        assert await publisher.recv_json() == closed(
+            "s", "StreamNotFound", "Stream 's' is not found."
+        )
+        await publisher.send_json({"type": "streamEnd", "streamId": "s"})
+        assert (await publisher.recv_json())["error"]["name"] == "StreamNotFound"
+        await member.ping_pong()  # nothing more reached the member
+        await publisher.send_json(start("s"))  # the id is free again
+        assert await publisher.recv_json() == stream_ack("s", 1)
+
+
+async def test_an_invalid_protobuf_fragment_ends_its_stream(server: Server, hub: str) -> None:
+    async with Wire(server) as wire:
+        publisher = await wire.connect(hub, user="pub", roles=[ROLE_SEND], protocols=(PROTOBUF,))
+        await publisher.recv_bytes()  # connected
+        member = await wire.connect(hub, user="sub", groups=["g"])
+        up = pb.UpstreamMessage()
+        up.send_to_group_message.group = "g"
+        up.send_to_group_message.stream.stream_id = "p"
+        await publisher.ws.send_bytes(up.SerializeToString())
+        answer = pb.DownstreamMessage()
+        answer.ParseFromString(await publisher.recv_bytes())
+        assert answer.stream_ack_message.expected_sequence_id == 1
+        up = pb.UpstreamMessage()
+        up.stream_data_message.stream_id = "p"
+        up.stream_data_message.stream_sequence_id = 1  # no data
+        await publisher.ws.send_bytes(up.SerializeToString())
+        answer.ParseFromString(await publisher.recv_bytes())
+        assert answer.stream_closed_message.error.name == "BadRequest"
+        text = "A stream fragment needs stream_sequence_id and data."
+        end = {
+            "streamId": "p",
+            "streamSequenceId": 1,
+            "endOfStream": True,
+            "error": {"name": "Cancelled", "message": text},
+        }
+        assert await member.recv_json(wait=1) == fragment("", end)
+        up.stream_data_message.data.text_data = "late"
+        await publisher.ws.send_bytes(up.SerializeToString())
+        answer.ParseFromString(await publisher.recv_bytes())
+        assert answer.stream_closed_message.error.name == "StreamNotFound"
+
+
 async def test_a_start_without_send_permission_is_forbidden(server: Server, hub: str) -> None:
     async with Wire(server) as wire:
         scoped = await wire.connect(hub, user="pub", roles=["webpubsub.sendToGroup.other"])

@@ -24,8 +24,18 @@ from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
 from tests.compat._clients import AioSdkClient, rest_token, sdk_options
 from tests.compat._node import NODE_DIR
-from tests.conftest import CONFIG_TOML, Server, start_server, stop_server
+from tests.conftest import (
+    CONFIG_TOML,
+    FAST_LANE_MODES,
+    WITHOUT_LANE,
+    Server,
+    start_server,
+    stop_server,
+)
 from tests.integration._wire import mint_client_token
+
+SUPPORTED_VERSIONS = "2021-10-01, 2022-11-01, 2023-07-01, 2024-01-01, 2024-12-01"
+"""The service's ``api-supported-versions`` (every answer past the token check lists them)."""
 
 LIMITS = """
 [limits]
@@ -44,6 +54,15 @@ rest_burst = 2
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("limits"), config_toml=CONFIG_TOML + LIMITS)
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def limited_without_lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The same limits with the fast lane off: aiohttp reads every request."""
+    config = CONFIG_TOML + LIMITS + WITHOUT_LANE
+    srv = start_server(tmp_path_factory.mktemp("limits-no-lane"), config_toml=config)
     yield srv
     stop_server(srv)
 
@@ -207,23 +226,31 @@ async def rest(http: aiohttp.ClientSession, server: Server, path: str) -> aiohtt
         return resp
 
 
+@pytest.mark.parametrize("fast_lane", FAST_LANE_MODES)
 async def test_rest_over_the_hub_rate_is_429_with_retry_after(
-    limited: Server, http: aiohttp.ClientSession, hub: str
+    request: pytest.FixtureRequest, http: aiohttp.ClientSession, hub: str, fast_lane: bool
 ) -> None:
-    """Two calls, then 429 with Retry-After (seconds) and retry-after-ms, on the lane's path
-    (a plain send) and aiohttp's; another hub has its own budget."""
+    """Two calls, then 429 with Retry-After (seconds), retry-after-ms and the supported
+    versions (the token was checked), on the lane's path (a plain send) and aiohttp's, with the
+    fast lane on and off; another hub has its own budget."""
+    limited: Server = request.getfixturevalue("limited" if fast_lane else "limited_without_lane")
+    assert limited.fast_lane is fast_lane
     before = await counter(http, limited, "hubbub_rest_throttled")
     plain = f"/api/hubs/{hub}/:send?api-version=2024-12-01"
     statuses = [(await rest(http, limited, plain)).status for _ in range(3)]
     assert statuses == [202, 202, 429]
+    throttled = await rest(http, limited, plain)
+    assert throttled.status == 429
+    assert throttled.headers["api-supported-versions"] == SUPPORTED_VERSIONS
     refused = await rest(http, limited, plain + "&excluded=x")
     assert refused.status == 429
     assert refused.headers["Retry-After"] == "1"
     assert 0 < int(refused.headers["retry-after-ms"]) <= 500
     assert refused.headers["x-ms-error-code"] == "TooManyRequests"
+    assert refused.headers["api-supported-versions"] == SUPPORTED_VERSIONS
     other = await rest(http, limited, f"/api/hubs/{hub}x/:send?api-version=2024-12-01")
     assert other.status == 202
-    assert await counter(http, limited, "hubbub_rest_throttled") == before + 2
+    assert await counter(http, limited, "hubbub_rest_throttled") == before + 3
 
 
 async def test_the_python_sdk_waits_for_retry_after(limited: Server, hub: str) -> None:

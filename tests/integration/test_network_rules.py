@@ -107,6 +107,8 @@ async def assert_refused(http: aiohttp.ClientSession, server: Server, **headers:
             "message": "the network rules do not allow this address",
         }
         assert answered["x-ms-error-code"] == "Forbidden"
+        # Judged before the token check: no api-supported-versions (unlike the Entra 403).
+        assert "api-supported-versions" not in answered
 
 
 async def assert_allowed(http: aiohttp.ClientSession, server: Server, **headers: str) -> None:

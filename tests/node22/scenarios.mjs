@@ -419,6 +419,47 @@ const scenarios = {
     }
   },
 
+  async stream_invalid_fragment(hub) {
+    // The publisher writes its frames by hand (the SDK never sends an invalid fragment); the
+    // receiver is the SDK's onGroupStream.
+    const bob = await client(hub, "bob");
+    const alice = new WebSocket(await url(hub, "alice", EVERYTHING), "json.webpubsub.azure.v1");
+    const answers = [];
+    alice.on("message", (data) => {
+      const frame = JSON.parse(data.toString());
+      if (frame.type !== "system") {
+        answers.push(frame);
+      }
+    });
+    try {
+      await new Promise((resolve, reject) => {
+        alice.once("open", resolve);
+        alice.once("error", reject);
+      });
+      await bob.joinGroup("room");
+      const seen = collectStreams(bob, ["room"]);
+      const send = (frame) => alice.send(JSON.stringify(frame));
+      const answer = (n) => until(`answer ${n}`, () => answers.length >= n && answers[n - 1]);
+      send({ type: "sendToGroup", group: "room", stream: { streamId: "bad" } });
+      await answer(1);
+      send({ type: "streamData", streamId: "bad", streamSequenceId: 1, dataType: "text", data: "first" });
+      await answer(2);
+      send({ type: "streamData", streamId: "bad", streamSequenceId: 2 });
+      const closed = await answer(3);
+      const receiver = Object.values(await seen.ended(1))[0];
+      send({ type: "streamData", streamId: "bad", streamSequenceId: 2, dataType: "text", data: "late" });
+      const late = await answer(4);
+      return {
+        receiver,
+        closed: closed.error?.name ?? null,
+        late: late.error?.name ?? null,
+      };
+    } finally {
+      alice.close(1000);
+      bob.stop();
+    }
+  },
+
   async group_state(hub) {
     const roles = [...EVERYTHING, "webpubsub.setGroupState", "webpubsub.getGroupState"];
     const alice = await protocolSocket(hub, "alice", roles);

@@ -19,6 +19,7 @@ from hubbub.protocol.messages import DataType
 from hubbub.server import rest
 from hubbub.server.errors import error_response
 from hubbub.server.restrules import (
+    API_SUPPORTED_VERSIONS,
     CONTENT_TYPES,
     DEFER,
     Operation,
@@ -158,6 +159,7 @@ def test_entra_tokens_by_the_rulebook(tmp_path: Path, entra_key: TestKey, jwks_f
     forbidden = rules.refusal("/api/hubs/news/:send?api-version=1", bearer)
     assert forbidden is not None and forbidden.status == 403
     assert forbidden.message.startswith("Microsoft.SignalRService/WebPubSub/hub/send/action ")
+    assert forbidden.headers == (API_SUPPORTED_VERSIONS,)  # past the token check
     generate = rules.refusal("/api/hubs/news/:generateToken", bearer)
     assert generate is not None and "clientConnection/generateToken/action" in generate.message
     assert rules.refusal("/api/hubs/chat/nothing/here", bearer) is None
@@ -203,6 +205,7 @@ def test_network_and_rate_by_the_rulebook(tmp_path: Path) -> None:
     throttled = rules.refusal(send, good, address=inside, count=False)
     assert throttled is not None and throttled.status == 429
     assert dict(throttled.headers)["Retry-After"] == "1"
+    assert API_SUPPORTED_VERSIONS in throttled.headers
     assert metrics.REST_THROTTLED.value == before
     assert rules.refusal(send, good, address=inside) is not None
     assert metrics.REST_THROTTLED.value == before + 1

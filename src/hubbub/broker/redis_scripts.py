@@ -273,7 +273,15 @@ if not meta then
   redis.call('DEL', kf)
   return {false}
 end
-local out = {meta}
+-- The stream's last id: the last sequence id taken, also when every frame was acked.
+local last = '0-0'
+if redis.call('EXISTS', kf) == 1 then
+  local info = redis.call('XINFO', 'STREAM', kf)
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+end
+local out = {meta, last}
 for _, entry in ipairs(redis.call('XRANGE', kf, '-', '+')) do
   out[#out + 1] = entry[1]
   out[#out + 1] = entry[2][2]

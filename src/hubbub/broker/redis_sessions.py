@@ -39,6 +39,8 @@ class ReplicatedSession(NamedTuple):
 
     snapshot: bytes
     frames: list[tuple[int, bytes]]
+    last_sequence_id: int = 0
+    """The last sequence id pushed (also when every frame was acked since)."""
 
 
 class RedisSessions:
@@ -83,6 +85,7 @@ class RedisSessions:
         assert isinstance(reply, list)
         if not reply or reply[0] is None:
             return None
-        pairs = zip(reply[1::2], reply[2::2], strict=True)
+        last = int(reply[1].split(b"-", 1)[0])
+        pairs = zip(reply[2::2], reply[3::2], strict=True)
         frames = [(int(entry.split(b"-", 1)[0]), frame) for entry, frame in pairs]
-        return ReplicatedSession(reply[0], frames)
+        return ReplicatedSession(reply[0], frames, last)

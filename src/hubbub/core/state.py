@@ -146,8 +146,9 @@ class Connection:
         self.next_event_id = event_id + 1
         return event_id
 
-    def snapshot(self) -> ConnectionSnapshot:
-        """Everything about this connection but its socket and codec, as plain data."""
+    def snapshot(self, *, frames: bool = True) -> ConnectionSnapshot:
+        """Everything about this connection but its socket and codec, as plain data
+        (``frames=False``: its session without the unacked frames)."""
         return ConnectionSnapshot(
             self.id,
             self.hub,
@@ -159,7 +160,7 @@ class Connection:
             self.next_event_id,
             _rights(self._grants),
             _rights(self._revokes),
-            self.session.snapshot() if self.session is not None else None,
+            self.session.snapshot(frames=frames) if self.session is not None else None,
             tuple(self._acks.snapshot()) if self._acks is not None else (),
             self.close_reason,
         )

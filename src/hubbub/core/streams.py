@@ -12,7 +12,9 @@ Rules (client-spec §3.6; choices marked in the wire note):
 * A fragment with the expected sequence id is published and acknowledged with the next one; a
   lower id is a duplicate (acknowledged, not published); a higher id is nacked
   (``InvalidSequenceId``) and the stream stays open. Acks never go backwards.
-* A keepalive or any fragment of an open stream resets its idle timer.
+* A keepalive or any fragment of an open stream resets its idle timer. An invalid fragment
+  (incomplete, or data that does not decode) ends the stream: ``streamClosed{BadRequest}`` for
+  the publisher, ``Cancelled`` for the receivers; later fragments find no stream.
 * ``streamEnd`` sends the terminal message to the group (sequence id = the next expected one,
   ``UserError`` when the publisher gave an error) and ``streamClosed`` to the publisher.
 * An idle stream ends with ``IdleTimeout`` for both; a stream whose publisher is gone ends with
@@ -186,6 +188,15 @@ class StreamBook:
         info = StreamInfo(stream.stream_id, sequence_id)
         ack = StreamAckMessage(stream.stream_id, stream.expected)
         return Fragment(stream.group, stream.no_echo, payload, info, ack)
+
+    def invalid(self, stream_id: str, message: str) -> Ending:
+        """An invalid fragment (incomplete, or data that does not decode) ends its stream:
+        ``BadRequest`` for the publisher, ``Cancelled`` for the receivers; a stream that is
+        not open has no receivers to tell."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return Ending(bad_request(stream_id, message), None)
+        return self._end(stream, bad_request(stream_id, message))
 
     def rewind(self, fragment: Fragment) -> StreamNackMessage:
         """Undo an accepted fragment that could not be published: nack ``TransientError``."""

@@ -22,7 +22,7 @@ from typing import Annotated, Literal, NoReturn
 import msgspec
 import orjson
 
-from hubbub.errors import BadRequestError, ProtocolError
+from hubbub.errors import BadRequestError, InvalidFragmentError, ProtocolError
 from hubbub.protocol.codec import EncodedData, executable
 from hubbub.protocol.frames import OP_TEXT, frame
 from hubbub.protocol.messages import (
@@ -205,6 +205,10 @@ def _bad_request(message: str, ack_id: int | None = None, stream_id: str | None 
     raise error
 
 
+def _invalid_fragment(message: str, stream_id: str) -> NoReturn:
+    raise InvalidFragmentError(message, stream_id)
+
+
 def _payload(
     data_type: DataTypeName,
     raw: msgspec.Raw,
@@ -225,7 +229,10 @@ def _payload(
     try:
         return Payload(kind, base64.b64decode(text, validate=True), metadata)
     except (binascii.Error, ValueError):
-        _bad_request(f"data is not valid base64 for dataType {data_type}", ack_id, stream_id)
+        text = f"data is not valid base64 for dataType {data_type}"
+        if stream_id is not None:  # a fragment's data
+            _invalid_fragment(text, stream_id)
+        _bad_request(text, ack_id)
 
 
 def _metadata(given: dict[str, str] | None, ack_id: int | None) -> Metadata | None:
@@ -277,9 +284,8 @@ def _stream_data(struct: _StreamData) -> StreamDataMessage:
     if struct.streamSequenceId is None and not has_data and struct.dataType is None:
         return StreamDataMessage(struct.streamId)
     if struct.streamSequenceId is None or not has_data or struct.dataType is None:
-        _bad_request(
-            "A stream fragment needs streamSequenceId, dataType and data.",
-            stream_id=struct.streamId,
+        _invalid_fragment(
+            "A stream fragment needs streamSequenceId, dataType and data.", struct.streamId
         )
     payload = _payload(struct.dataType, struct.data, None, stream_id=struct.streamId)
     return StreamDataMessage(struct.streamId, struct.streamSequenceId, payload)

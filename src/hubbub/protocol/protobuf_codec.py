@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import msgspec
 from google.protobuf.message import DecodeError
 
-from hubbub.errors import BadRequestError, ProtocolError
+from hubbub.errors import BadRequestError, InvalidFragmentError, ProtocolError
 from hubbub.protocol.codec import EncodedData, executable
 from hubbub.protocol.frames import OP_BINARY, frame, frame_header
 from hubbub.protocol.json_codec import CLOSE_INVALID_DATA, CLOSE_UNSUPPORTED_DATA, MAX_TTL_SECONDS
@@ -178,7 +178,9 @@ def _payload(
         try:
             msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
-            raise _bad_request("json_data is not valid JSON", ack_id, stream_id) from exc
+            if stream_id is not None:  # a fragment's data
+                raise InvalidFragmentError("json_data is not valid JSON", stream_id) from exc
+            raise _bad_request("json_data is not valid JSON", ack_id) from exc
         return Payload(DataType.JSON, text, metadata)
     return None
 
@@ -227,8 +229,8 @@ def _stream_data(message: UpstreamMessage.StreamDataMessage) -> StreamDataMessag
     if not has_sequence and payload is None:
         return StreamDataMessage(stream_id)
     if not has_sequence or payload is None:
-        raise _bad_request(
-            "A stream fragment needs stream_sequence_id and data.", stream_id=stream_id
+        raise InvalidFragmentError(
+            "A stream fragment needs stream_sequence_id and data.", stream_id
         )
     return StreamDataMessage(stream_id, message.stream_sequence_id, payload)
 

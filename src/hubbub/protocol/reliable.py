@@ -427,12 +427,15 @@ class ReliableSession:
             self._settle()
         return self._recount()
 
-    def snapshot(self) -> ReliableSnapshot:
-        """The whole session as plain data; :meth:`restore` makes an equal session of it."""
+    def snapshot(self, *, frames: bool = True) -> ReliableSnapshot:
+        """The whole session as plain data; :meth:`restore` makes an equal session of it.
+
+        ``frames=False``: without the unacked frames (a replica keeps those one by one).
+        """
         return ReliableSnapshot(
             self.state,
             self.next_sequence_id,
-            tuple(self._frames()),
+            tuple(self._frames()) if frames else (),
             self.overflowed,
             self.expires_at,
             self._max_messages,

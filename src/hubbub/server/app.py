@@ -1,7 +1,9 @@
 """One node's server, assembled in one place: :func:`build` makes the parts, :func:`serve` runs
 them until a signal stops it.
 
-The parts, inside out: the engine (in-memory broker and presence), the event handlers' client
+The parts, inside out: the engine (in-memory broker and presence; the Redis engine of
+:mod:`hubbub.broker.redis` when ``engine.redis_url`` is set, started before the port listens
+and closed, deregistering the node, after its connections), the event handlers' client
 (upstream), the node, the service, the policy (network rules, limits, Entra ID:
 :mod:`hubbub.policy`), the REST rulebook, the fast lane (unless ``server.fast_lane`` is off),
 the upgraded sockets and the Web PubSub endpoint over them, the
@@ -33,11 +35,13 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from hubbub.broker.base import Broker
 from hubbub.broker.memory import MemoryBroker
+from hubbub.broker.redis import RedisBroker, RedisSettings
 from hubbub.config import Config, url_host
 from hubbub.core.acl import TrafficKind
 from hubbub.errors import ConfigError
-from hubbub.metrics import render
+from hubbub.metrics import engine_state, render, watch_engine
 from hubbub.node import Node
 from hubbub.policy import Policy
 from hubbub.reloader import ConfigReloader
@@ -80,7 +84,9 @@ class Parts:
     """Everything one node's server is made of (see :func:`build`)."""
 
     config: Config
-    broker: MemoryBroker
+    broker: Broker
+    """The in-memory engine, or the Redis one (``cluster``) when ``engine.redis_url`` is set."""
+    cluster: RedisBroker | None
     upstream: HttpUpstream
     node: Node
     service: Service
@@ -125,10 +131,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 def build(config: Config) -> Parts:
     """Make the parts of one node and wire them together (nothing runs yet)."""
-    broker = MemoryBroker()
+    cluster = _cluster(config) if config.redis_url is not None else None
+    broker: Broker = cluster if cluster is not None else MemoryBroker()
     upstream = HttpUpstream(config, timeout=config.upstream_timeout_seconds)
-    node = Node(config, broker, upstream)
-    service = Service(config, broker, node.presence)
+    node = Node(config, broker, upstream, cluster=cluster)
+    service = Service(config, broker, node.presence, cluster)
     policy = Policy(config)
     rules = RestRules(config.access_keys, config.http_keep_alive_seconds, policy)
     lane = FastLane(service, rules) if config.fast_lane else None
@@ -154,13 +161,28 @@ def build(config: Config) -> Parts:
         ]
     )
     parts = Parts(
-        config, broker, upstream, node, service, rules, lane, heads, sockets, endpoint, app
+        config, broker, cluster, upstream, node, service, rules, lane, heads, sockets, endpoint, app
     )
     app.on_response_prepare.append(count_errors)
     app.on_startup.append(lambda app: _start(parts))
     app.on_shutdown.append(lambda app: _close_connections(parts))
     app.on_cleanup.append(lambda app: _stop(parts))
     return parts
+
+
+def _cluster(config: Config) -> RedisBroker:
+    """The Redis engine of a node of a cluster (a node id of its own, fresh per process)."""
+    assert config.redis_url is not None
+    settings = RedisSettings(
+        url=config.redis_url,
+        session_timeout_seconds=config.session_timeout_seconds,
+        replicate_sessions=config.session_replication,
+    )
+    cluster = RedisBroker(settings)
+    engine_state(cluster.state)
+    cluster.on_state_change(engine_state)
+    watch_engine(cluster.stats)
+    return cluster
 
 
 def build_app(config: Config) -> web.Application:
@@ -187,10 +209,17 @@ async def _refresh_keys(policy: Policy, seconds: float = KEY_REFRESH_SECONDS) ->
             await entra.load()
 
 
+HAND_OVER_SECONDS = 5.0
+"""How long a stopping node of a cluster waits for its reliable clients to recover their
+sessions on other nodes (the SDKs try at once)."""
+
+
 async def _close_connections(parts: Parts) -> None:
     if parts.lane is not None:
         parts.lane.close()
     await parts.endpoint.shut_down()
+    if parts.cluster is not None:
+        await parts.node.hand_over_sessions(HAND_OVER_SECONDS)
 
 
 async def _stop(parts: Parts) -> None:

@@ -15,7 +15,18 @@ from aiohttp import web
 
 from hubbub.logs import ACTIVITY
 
-__all__ = ["count_errors", "error_body", "error_code", "error_response"]
+__all__ = [
+    "CLUSTER_UNAVAILABLE",
+    "count_errors",
+    "error_body",
+    "error_code",
+    "error_response",
+    "unavailable_response",
+]
+
+CLUSTER_UNAVAILABLE = "The cluster engine is unavailable; retry later."
+"""The message of the 503 a node answers while it cannot reach Redis."""
+RETRY_AFTER_SECONDS = 1
 
 log = logging.getLogger("hubbub.rest")
 
@@ -33,6 +44,7 @@ _CODES = {
     429: "TooManyRequests",
     431: "RequestHeaderFieldsTooLarge",
     500: "InternalServerError",
+    503: "ServiceUnavailable",
 }
 
 
@@ -61,6 +73,13 @@ def error_response(
         content_type="application/json",
         headers={"x-ms-error-code": error_code(status), **dict(headers)},
     )
+
+
+def unavailable_response() -> web.Response:
+    """503 ``ServiceUnavailable`` with ``Retry-After``: the cluster engine is out of reach."""
+    response = error_response(503, CLUSTER_UNAVAILABLE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 async def count_errors(request: web.Request, response: web.StreamResponse) -> None:

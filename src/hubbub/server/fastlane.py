@@ -42,7 +42,7 @@ from typing import NamedTuple
 import httptools
 
 from hubbub.core.commands import Target
-from hubbub.errors import BadRequestError
+from hubbub.errors import BadRequestError, ClusterUnavailableError
 from hubbub.limits import MAX_LANE_HEAD_BYTES as MAX_HEAD_BYTES
 from hubbub.metrics import FAST_SENDS
 from hubbub.protocol.messages import DataType
@@ -201,6 +201,8 @@ class FastLane:
             return None
         try:
             self._service.send_nowait(hub, target, name, payload, _NO_OPTIONS)
+        except ClusterUnavailableError:
+            return None  # aiohttp answers 503, as for every operation needing the cluster
         except Exception:
             log.error("POST %s failed", path, exc_info=True)
             return raw_error(500, INTERNAL_ERROR)

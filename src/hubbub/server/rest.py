@@ -20,12 +20,17 @@ from hubbub.core.acl import TrafficKind
 from hubbub.core.commands import Target
 from hubbub.core.names import validate_group, validate_hub
 from hubbub.core.roles import Permission
-from hubbub.errors import BadRequestError, InvalidFilterError, OperationError
+from hubbub.errors import (
+    BadRequestError,
+    ClusterUnavailableError,
+    InvalidFilterError,
+    OperationError,
+)
 from hubbub.limits import MAX_INT32, MAX_PAGE_SIZE, MAX_TTL_SECONDS
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.metadata import MetadataError, metadata_from_headers
 from hubbub.protocol.restanswers import RestAnswer, invalid_filter_answer
-from hubbub.server.errors import error_response
+from hubbub.server.errors import error_response, unavailable_response
 from hubbub.server.port import Port, request_address
 from hubbub.server.restrules import (
     API_SUPPORTED_VERSIONS,
@@ -101,6 +106,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = await handler(request)
     except InvalidFilterError as exc:
         response = rest_answer(invalid_filter_answer(str(exc)))
+    except ClusterUnavailableError:
+        response = unavailable_response()
     except OperationError as exc:
         response = error_response(exc.status, str(exc))
     except web.HTTPException as exc:

@@ -120,7 +120,9 @@ CACHED_URL_BYTES = 256
 
 class Refusal(NamedTuple):
     """A request refused before its operation runs: the status, the error message and any
-    headers to answer with (``Retry-After`` of a 429, ``WWW-Authenticate`` of an Entra 401)."""
+    headers to answer with (``Retry-After`` of a 429, ``WWW-Authenticate`` of an Entra 401,
+    and ``api-supported-versions`` on a refusal past the token check, as on every other
+    answer past it: the Entra 403 and the 429)."""
 
     status: int
     message: str
@@ -262,7 +264,9 @@ class RestRules:
         ``address`` (403); a bearer token is required, an access-key one signed for this URL
         or, with ``[auth.entra]``, a Microsoft Entra ID one whose caller holds the operation's
         data action on the hub (401, 403); the hub's REST calls must be within
-        ``limits.rest_requests_per_second`` (429 with ``Retry-After``). :data:`DEFER`: an
+        ``limits.rest_requests_per_second`` (429 with ``Retry-After``). Refusals past the
+        token check (the Entra 403, the 429) carry ``api-supported-versions``; those before it
+        (400, the network 403, 401) do not. :data:`DEFER`: an
         Entra token names a signing key not read yet (:meth:`refusal_after_keys` reads the keys
         and decides). The ``api-version`` is judged once the operation is known
         (:func:`version_refusal`).
@@ -303,7 +307,8 @@ class RestRules:
         if policy is not None and policy.rest_limited:
             throttled = policy.check_rest_rate(_hub_of(target), count=count)
             if throttled is not None:
-                return Refusal(429, throttled.message, tuple(throttled.headers.items()))
+                headers = (*throttled.headers.items(), API_SUPPORTED_VERSIONS)
+                return Refusal(429, throttled.message, headers)
         return None
 
     async def refusal_after_keys(
@@ -355,7 +360,7 @@ def _entra_refusal(
     try:
         validator.authorize(identity, found.hub, OPERATION_ACTIONS[found.operation])
     except EntraForbiddenError as exc:
-        return Refusal(403, str(exc))
+        return Refusal(403, str(exc), (API_SUPPORTED_VERSIONS,))  # the token verified
     return None
 
 

@@ -202,7 +202,7 @@ class ClientEndpoint:
             return error_response(503, STOPPING)
         # A client that goes away from here on is aiohttp's to log (at debug level).
         if recovering:
-            connection = self._node.find_session(
+            connection = await self._node.recover_session(
                 hub,
                 request.query.get("awps_connection_id", ""),
                 request.query.get("awps_reconnection_token", ""),
@@ -220,25 +220,29 @@ class ClientEndpoint:
                 self._bind(socket, connection, found.gate if found is not None else None)
             return ws
         subprotocol = decision.subprotocol if decision.subprotocol is not None else subprotocol
+        user_id = UserId(decision.user_id) if decision.user_id is not None else None
+        groups = [GroupName(g) for g in decision.groups]
+        if self._node.cluster is not None:
+            await self._node.subscribe_ahead(hub, user_id, groups)
         ws, socket = await self._upgrade(request, port, hub, subprotocol)
         if socket is None or socket.outlet is None:
+            self._node.release_ahead(hub, user_id, groups)
             self._give_back(hub, admitted)
-        else:
-            user_id = decision.user_id
-            connection = self._node.connect(
-                hub,
-                UserId(user_id) if user_id is not None else None,
-                decision.roles,
-                [GroupName(g) for g in decision.groups],
-                codec_for(subprotocol),
-                socket.outlet,
-                connection_id=connection_id,
-                subprotocol=subprotocol,
-                state=decision.state,
-            )
-            if admitted is not None:
-                self._admitted[connection] = admitted
-            self._bind(socket, connection, admitted.gate if admitted is not None else None)
+            return ws
+        connection = self._node.connect(
+            hub,
+            user_id,
+            decision.roles,
+            groups,
+            codec_for(subprotocol),
+            socket.outlet,
+            connection_id=connection_id,
+            subprotocol=subprotocol,
+            state=decision.state,
+        )
+        if admitted is not None:
+            self._admitted[connection] = admitted
+        self._bind(socket, connection, admitted.gate if admitted is not None else None)
         return ws
 
     def _admit(self, hub: HubName, user: str | None, token: str | None) -> _Admitted | None:

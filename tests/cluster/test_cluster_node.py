@@ -1,0 +1,184 @@
+"""Nodes of one process on the Redis engine: a reliable session handed over between them with
+its groups, permissions and unacked frames, and what the replica of a session holds."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hubbub.broker.redis import RedisBroker
+from hubbub.config import Config
+from hubbub.core.commands import GrantPermission, Publication, Target
+from hubbub.core.outlet import SequencedFrames, SharedFrames
+from hubbub.core.roles import Permission
+from hubbub.node import Node, _replica_snapshot
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL
+from hubbub.protocol.messages import DataType, Payload
+from hubbub.protocol.registry import codec_for
+from hubbub.protocol.tokens import reconnection_token
+from hubbub.types import ConnectionId, GroupName, HubName, UserId
+from tests._redis import RedisServer
+from tests.broker.conftest import FAST
+
+pytestmark = pytest.mark.redis
+
+HUB = HubName("nodes")
+KEY = "k" * 40
+CID = ConnectionId("c1")
+
+
+class Outlet:
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def send_expiring(self, frame: bytes, deadline: float) -> None:
+        self.frames.append(frame)
+
+    def share(self, shared: SharedFrames) -> bool:
+        return False
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        return False
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+    def data(self) -> list[tuple[int, str]]:
+        """(sequenceId, data) of every message frame, from the WebSocket frames written."""
+        out: list[tuple[int, str]] = []
+        for message in _messages(b"".join(self.frames)):
+            if message.get("type") == "message":
+                out.append((int(str(message["sequenceId"])), str(message["data"])))
+        return out
+
+
+def _messages(data: bytes) -> list[dict[str, object]]:
+    """The JSON of each unmasked server-to-client WebSocket frame in ``data``."""
+    out = []
+    while data:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4]), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10]), 10
+        out.append(json.loads(data[start : start + length]))
+        data = data[start + length :]
+    return out
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
+    config = Config(access_keys=(KEY,), redis_url=redis_server.url)
+    started = []
+    for name in ("a", "b"):
+        broker = RedisBroker(dataclasses.replace(FAST, url=redis_server.url, node_id=name))
+        node = Node(config, broker, cluster=broker)
+        await broker.start(node)
+        started.append(node)
+    yield started[0], started[1]
+    for node in started:
+        await node.broker.close()
+
+
+def _publish(node: Node, text: str) -> None:
+    payload = Payload(DataType.TEXT, text.encode())
+    node.handle_publication(Publication(HUB, Target.USER, "u", payload))
+
+
+async def test_a_session_moves_to_another_node(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    outlet = Outlet()
+    connection = a.connect(
+        HUB,
+        UserId("u"),
+        (),
+        [GroupName("g")],
+        codec_for(JSON_RELIABLE_SUBPROTOCOL),
+        outlet,
+        connection_id=CID,
+        subprotocol=JSON_RELIABLE_SUBPROTOCOL,
+    )
+    await a.handle_command(GrantPermission(HUB, CID, Permission.SEND_TO_GROUP, "g"))
+    for i in range(1, 4):
+        _publish(a, f"m{i}")
+    assert [d for _, d in outlet.data()] == ["m1", "m2", "m3"]
+    a.socket_closed(connection, outlet, 1006)
+    _publish(a, "m4")  # kept by the detached session
+    await a.broker.sync()
+    token = reconnection_token(KEY, CID)
+    assert await b.recover_session(HUB, "c1", "wrong") is None
+    moved = await b.recover_session(HUB, "c1", token)
+    assert moved is not None and moved is not connection
+    assert not a.holds(HUB, CID) and b.holds(HUB, CID)
+    assert moved.user_id == "u" and moved.groups == {"g"}
+    assert moved.can(Permission.SEND_TO_GROUP, "g")
+    new = Outlet()
+    b.resume(moved, new)
+    assert new.data() == [(1, "m1"), (2, "m2"), (3, "m3"), (4, "m4")]
+    _publish(b, "m5")
+    assert new.data()[-1] == (5, "m5")
+    assert await b.presence.connection_exists(HUB, CID)
+    assert await a.presence.group_members(HUB, GroupName("g"), None, 10) == (
+        await b.presence.group_members(HUB, GroupName("g"), None, 10)
+    )
+
+
+async def test_the_replica_holds_what_a_restore_needs(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    outlet = Outlet()
+    a.connect(
+        HUB,
+        UserId("u"),
+        (),
+        [GroupName("g")],
+        codec_for(JSON_RELIABLE_SUBPROTOCOL),
+        outlet,
+        connection_id=CID,
+        subprotocol=JSON_RELIABLE_SUBPROTOCOL,
+    )
+    for i in range(1, 6):
+        _publish(a, f"m{i}")
+    connection = a.hubs.get(HUB).connections[CID]  # type: ignore[union-attr]
+    a.client.on_sequence_ack(connection, 3)  # type: ignore[misc]
+    await a.broker.sync()
+    assert b.cluster is not None
+    replica = await b.cluster.sessions.take(HUB, CID)
+    assert replica is not None
+    snapshot = _replica_snapshot(replica)
+    assert snapshot is not None and snapshot.groups == ("g",) and snapshot.user_id == "u"
+    assert snapshot.reliable is not None
+    assert [seq for seq, _ in snapshot.reliable.unacked] == [4, 5]
+    assert snapshot.reliable.next_sequence_id == 6
+
+
+async def test_a_disowned_connection_is_closed_without_telling_the_registry(
+    nodes: tuple[Node, Node],
+) -> None:
+    """What the engine says another node took over while this one was cut off: closed here,
+    no ``disconnected`` event, and the registry entry (the other node's) left alone."""
+    a, _ = nodes
+    outlet = Outlet()
+    a.connect(
+        HUB,
+        UserId("u"),
+        (),
+        [GroupName("g")],
+        codec_for(JSON_RELIABLE_SUBPROTOCOL),
+        outlet,
+        connection_id=CID,
+        subprotocol=JSON_RELIABLE_SUBPROTOCOL,
+    )
+    await a.broker.sync()
+    assert [h.connection_id for h in a.inventory()] == [CID]
+    a.disowned(HUB, CID)
+    await a.broker.sync()
+    assert not a.holds(HUB, CID) and a.inventory() == []
+    assert outlet.closed is not None and outlet.closed[0] == 1000
+    assert await a.presence.connection_exists(HUB, CID)  # not removed by this node
