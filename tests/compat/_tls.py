@@ -65,7 +65,11 @@ class TlsServer:
     def reload(self, text: str | None = None, expect: str = "configuration reloaded") -> None:
         """Write the configuration (if given), send SIGHUP and wait for ``expect`` in the log."""
         if text is not None:
-            self.config.write_text(text)
+            # Whole or not at all: the node's watch of the file may look at it any time, and a
+            # file caught half written (empty, say) would be reloaded as it stands.
+            scratch = self.config.with_suffix(".new")
+            scratch.write_text(text)
+            os.replace(scratch, self.config)
         seen = self.output().count(expect)
         self.process.send_signal(signal.SIGHUP)
         wait_for(lambda: self.output().count(expect) > seen, f"{expect!r} in the log", self)
