@@ -2,10 +2,12 @@
 
 Design note.
 
-**Connections.** Each node keeps three: an ordered *writer* (every command it sends:
-publications, registry and session writes, routed messages, replies; see
-:mod:`~hubbub.broker.redis_link`), a *subscriber* (the channels its connections need) and a
-small pool for reads (presence, heartbeats). redis-py (asyncio, RESP2, hiredis) does the
+**Connections.** Each node keeps four: an ordered *writer* (every command it sends:
+publications, registry writes, routed messages, replies; see
+:mod:`~hubbub.broker.redis_link`), a *replica writer* (session replica writes only, batched
+the same way, so that a publication never waits behind the replicas of earlier deliveries),
+a *subscriber* (the channels its connections need) and a small pool for reads (presence,
+heartbeats). redis-py (asyncio, RESP2, hiredis) does the
 protocol; hiredis packs the commands.
 
 **Names** (``{p}`` is ``RedisSettings.prefix``; details in :mod:`~hubbub.broker.channels`,
@@ -285,6 +287,9 @@ class RedisBroker:
         self._member: ClusterMember | None = None
         self._owner: SessionOwner | None = None
         self._writer = Writer(settings.timeout_seconds, settings.max_queued_bytes)
+        self._replica_writer = Writer(settings.timeout_seconds, settings.max_queued_bytes)
+        """Session replica writes, on a connection of their own: a publication never waits
+        behind the replicas of the deliveries made before it."""
         self._subscriber = Subscriber(self._dispatch)
         self._node_channel = self.names.node_channel(self.node_id)
         self._publish = b"SPUBLISH"
@@ -395,6 +400,7 @@ class RedisBroker:
             return
         try:
             await self._writer.wait(self._writer.last)
+            await self._replica_writer.wait(self._replica_writer.last)
             await self._subscriber.settled()
         except (RedisError, OSError, ClusterUnavailableError):
             return  # the connection failed meanwhile: the same as not connected
@@ -696,7 +702,7 @@ class RedisBroker:
 
     def session_write(self, op: str, hub: HubName, cid: str, a: bytes | str, b: bytes) -> None:
         if self._accepting:
-            self._writer.extend(
+            self._replica_writer.extend(
                 "sessions", self._sessions_header, (op, hub, cid, a, b), OPS_PER_BATCH, None, len(b)
             )
 
@@ -808,14 +814,14 @@ class RedisBroker:
     ) -> None:
         assert self._pool is not None
         kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
-        for role in ("pub", "sub"):
+        for role in ("pub", "sub", "rep"):
             conn = self._pool.connection_class(
                 **{**kwargs, "client_name": f"hubbub:{self.node_id}:{role}"}
             )
             connections.append(conn)
             async with asyncio.timeout(self.settings.timeout_seconds):
                 await conn.connect()  # type: ignore[no-untyped-call]
-        writer_conn, subscriber_conn = connections
+        writer_conn, subscriber_conn, replica_conn = connections
         async with asyncio.timeout(self.settings.timeout_seconds):
             await self._prepare(writer_conn)
         subscriber = self._subscriber
@@ -825,6 +831,7 @@ class RedisBroker:
         await self._race(subscriber.settled(), tasks)
         held = self._register()
         tasks.append(asyncio.create_task(self._writer.run(writer_conn)))
+        tasks.append(asyncio.create_task(self._replica_writer.run(replica_conn)))
         await self._race(self._writer.wait(self._writer.last), tasks)
         await self._race(self._await_known_nodes(), tasks)
         self._set_state(EngineState.READY)
@@ -925,6 +932,7 @@ class RedisBroker:
         await asyncio.gather(*tasks, return_exceptions=True)
         error = ClusterUnavailableError("cluster engine unavailable")
         self._writer.fail(error)
+        self._replica_writer.fail(error)
         self._subscriber.detach()
         for request in self._requests.values():
             request.fail(error)
