@@ -60,7 +60,7 @@ from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, 
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import ClientMessage, ConnectedMessage, DisconnectedMessage
 from hubbub.protocol.registry import codec_for
-from hubbub.protocol.reliable import SessionState
+from hubbub.protocol.reliable import SessionReplica, SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream
@@ -618,8 +618,11 @@ class Node:
         """Copy every reliable delivery of ``connection`` to Redis from now on."""
         session = connection.session
         assert session is not None and self.cluster is not None
-        session.replica = functools.partial(
-            self.cluster.sessions.push, connection.hub, connection.id
+        sessions = self.cluster.sessions
+        session.replica = SessionReplica(
+            connection.id,
+            functools.partial(sessions.push, connection.hub, connection.id),
+            functools.partial(sessions.push_shared, connection.hub),
         )
         self._save_replica(connection)
 

@@ -706,6 +706,12 @@ class RedisBroker:
                 "sessions", self._sessions_header, (op, hub, cid, a, b), OPS_PER_BATCH, None, len(b)
             )
 
+    def session_ops(self, args: list[str | bytes], size: int) -> None:
+        if self._accepting:
+            self._replica_writer.extend(
+                "sessions", self._sessions_header, args, OPS_PER_BATCH, None, size
+            )
+
     def _sessions_header(self) -> list[Arg]:
         return [b"EVALSHA", SCRIPTS.sessions.sha, 0, self.names.prefix]
 
