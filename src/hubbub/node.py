@@ -680,6 +680,11 @@ def _interests(hub: HubName, user_id: UserId | None, groups: Iterable[GroupName]
     return interests
 
 
+RESTORE_SKIP = 64
+"""Sequence ids a session restored from its replica skips before its next message: more than
+a node delivers to one session in a replica batch window (the clients accept gaps)."""
+
+
 def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
     """A replicated session as a snapshot: its stored state and its unacked frames."""
     try:
@@ -691,7 +696,9 @@ def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
     if reliable is None:
         return None
     frames = tuple(replica.frames)
-    next_id = max(reliable.next_sequence_id, replica.last_sequence_id + 1)
+    # The client may have got frames whose replica writes were lost with the node (the last
+    # batch window): new messages skip past them, or the client would drop those as repeats.
+    next_id = max(reliable.next_sequence_id, replica.last_sequence_id + 1) + RESTORE_SKIP
     reliable = msgspec.structs.replace(reliable, unacked=frames, next_sequence_id=next_id)
     return msgspec.structs.replace(snapshot, reliable=reliable)
 

@@ -14,7 +14,7 @@ from hubbub.config import Config
 from hubbub.core.commands import GrantPermission, Publication, Target
 from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.node import Node, _replica_snapshot
+from hubbub.node import RESTORE_SKIP, Node, _replica_snapshot
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.registry import codec_for
@@ -170,7 +170,7 @@ async def test_the_replica_holds_what_a_restore_needs(nodes: tuple[Node, Node]) 
     assert snapshot is not None and snapshot.groups == ("g",) and snapshot.user_id == "u"
     assert snapshot.reliable is not None
     assert [seq for seq, _ in snapshot.reliable.unacked] == [4, 5]
-    assert snapshot.reliable.next_sequence_id == 6
+    assert snapshot.reliable.next_sequence_id == 6 + RESTORE_SKIP
 
 
 @pytest.mark.parametrize("subprotocol", [JSON_RELIABLE_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL])
