@@ -117,12 +117,13 @@ node restores it and registers the connection. When nobody answers (the owner wa
 its subscriber is gone, SPUBLISH reaches 0 receivers) and replication is on, the new node
 takes the replica from Redis instead (:class:`~hubbub.broker.redis_sessions.RedisSessions`,
 read and deleted atomically, so only one node can). Replication costs one ``XADD`` per
-reliable delivery and one ``XTRIM`` per ``sequenceAck``, batched like publications: about
-1.5 us of node CPU, 1.6 us of Redis CPU and 120 B of Redis memory per unacked 100 B frame,
-several times the cost of the delivery itself; hence ``RedisSettings.replicate_sessions``.
-It is on by default: a client picks a reliable subprotocol so as to lose nothing, and only
-replication keeps that promise when a node is killed; a deployment fanning out to large
-reliable groups that accepts losing a crashed node's sessions turns it off. A dead owner's
+reliable delivery and one ``XTRIM`` per ``sequenceAck``, on the replica writer (a connection
+of its own, batched like publications); a group fan-out shared by K members on the node
+sends the message once with the K (connection, sequence id) pairs, and the script writes the
+K entries. Redis still does one stream write per delivery (bench (j): about 1 ms of Redis
+CPU per publication to 1,000 reliable members, some 3x the server CPU per delivery without
+replication); hence ``RedisSettings.replicate_sessions``, off by default: without it a
+session survives a hand-over and its node's graceful stop, not a kill -9. A dead owner's
 replicas expire ``session_timeout_seconds`` after it is reaped.
 """
 
