@@ -303,10 +303,10 @@ def test_limits_mistakes(tmp_path: Path, text: str, fragments: tuple[str, ...]) 
 
 
 def test_engine_defaults_to_memory() -> None:
-    """Without a Redis URL a node is alone, in memory; replication is on (for a cluster)."""
+    """Without a Redis URL a node is alone, in memory; replication is off (for a cluster)."""
     config = load_config(None, env={})
     assert config.redis_url is None
-    assert config.session_replication is True
+    assert config.session_replication is False
 
 
 def test_engine_section_environment_and_flag(tmp_path: Path) -> None:

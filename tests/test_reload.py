@@ -168,7 +168,10 @@ def test_a_generated_key_survives_a_reload_without_keys() -> None:
 def test_the_engine_needs_a_restart_and_is_kept(tmp_path: Path) -> None:
     """A node joins its cluster when it starts: [engine] changes wait for a restart, and the
     Redis password is never shown."""
-    old = config(tmp_path, BASE + '\n[engine]\nredis_url = "redis://:pw1@r1:6379/0"\n')
+    old = config(
+        tmp_path,
+        BASE + '\n[engine]\nredis_url = "redis://:pw1@r1:6379/0"\nsession_replication = true\n',
+    )
     new = config(
         tmp_path,
         BASE + '\n[engine]\nredis_url = "redis://u:pw2@r2:6379/1"\nsession_replication = false\n',

@@ -60,7 +60,7 @@ from hubbub.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, 
 from hubbub.protocol.codec import Codec
 from hubbub.protocol.messages import ClientMessage, ConnectedMessage, DisconnectedMessage
 from hubbub.protocol.registry import codec_for
-from hubbub.protocol.reliable import SessionState
+from hubbub.protocol.reliable import SessionReplica, SessionState
 from hubbub.protocol.tokens import reconnection_token, verify_reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from hubbub.upstream import Upstream
@@ -618,8 +618,11 @@ class Node:
         """Copy every reliable delivery of ``connection`` to Redis from now on."""
         session = connection.session
         assert session is not None and self.cluster is not None
-        session.replica = functools.partial(
-            self.cluster.sessions.push, connection.hub, connection.id
+        sessions = self.cluster.sessions
+        session.replica = SessionReplica(
+            connection.id,
+            functools.partial(sessions.push, connection.hub, connection.id),
+            functools.partial(sessions.push_shared, connection.hub),
         )
         self._save_replica(connection)
 
@@ -677,6 +680,11 @@ def _interests(hub: HubName, user_id: UserId | None, groups: Iterable[GroupName]
     return interests
 
 
+RESTORE_SKIP = 64
+"""Sequence ids a session restored from its replica skips before its next message: more than
+a node delivers to one session in a replica batch window (the clients accept gaps)."""
+
+
 def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
     """A replicated session as a snapshot: its stored state and its unacked frames."""
     try:
@@ -688,7 +696,9 @@ def _replica_snapshot(replica: ReplicatedSession) -> ConnectionSnapshot | None:
     if reliable is None:
         return None
     frames = tuple(replica.frames)
-    next_id = max(reliable.next_sequence_id, replica.last_sequence_id + 1)
+    # The client may have got frames whose replica writes were lost with the node (the last
+    # batch window): new messages skip past them, or the client would drop those as repeats.
+    next_id = max(reliable.next_sequence_id, replica.last_sequence_id + 1) + RESTORE_SKIP
     reliable = msgspec.structs.replace(reliable, unacked=frames, next_sequence_id=next_id)
     return msgspec.structs.replace(snapshot, reliable=reliable)
 

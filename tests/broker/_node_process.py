@@ -19,7 +19,12 @@ from tests.broker._fakes import FakeNode
 
 async def main(url: str, node_id: str, hub: str, count: int) -> None:
     settings = RedisSettings(
-        url=url, node_id=node_id, heartbeat_seconds=0.2, node_ttl_seconds=1.0, timeout_seconds=0.5
+        url=url,
+        node_id=node_id,
+        heartbeat_seconds=0.2,
+        node_ttl_seconds=1.0,
+        timeout_seconds=0.5,
+        replicate_sessions=True,
     )
     broker = RedisBroker(settings)
     node = FakeNode(broker)

@@ -20,6 +20,7 @@ FAST = RedisSettings(
     reconnect_min_seconds=0.05,
     reconnect_max_seconds=0.3,
     start_timeout_seconds=5.0,
+    replicate_sessions=True,
 )
 """Short heartbeats and timeouts, so that expiry and reconnection take a second, not ten."""
 

@@ -9,6 +9,9 @@ import redis.asyncio as aioredis
 
 from hubbub.broker.redis import SessionTransfer
 from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL
+from hubbub.protocol.messages import DataMessage, DataType, Payload
+from hubbub.protocol.registry import codec_for
 from hubbub.types import ConnectionId, HubName
 from tests._redis import RedisServer
 from tests.broker._util import HUB, settle, until
@@ -35,6 +38,43 @@ async def test_replica_keeps_the_unacked_frames_in_order(start_node: StartNode) 
         b"meta-2", [(s, b"frame %d" % s) for s in range(7, 11)], last_sequence_id=10
     )
     assert await b.broker.sessions.take(HUB, S1) is None  # only one node can restore it
+
+
+async def test_replica_writes_do_not_queue_on_the_publication_writer(
+    start_node: StartNode,
+) -> None:
+    """Session writes have a writer (and a Redis connection) of their own: a publication
+    queued after a burst of them goes out without waiting for them."""
+    a = await start_node("a")
+    main, replicas = a.broker._writer, a.broker._replica_writer
+    before = main.last
+    for seq in range(1, 501):
+        a.broker.sessions.push(HUB, S1, seq, b"f" * 1000)
+    assert main.last == before and replicas.queued_bytes >= 500 * 1000
+    await settle(a)
+    assert main.last == before
+
+
+async def test_a_shared_message_is_written_once_for_its_members(start_node: StartNode) -> None:
+    """One operation per message for the members sharing a fan-out; each member's frames are
+    rebuilt with its own sequence ids, after and among the ones pushed one by one."""
+    a, b = await start_node("a"), await start_node("b")
+    store = a.broker.sessions
+    codec = codec_for(JSON_RELIABLE_SUBPROTOCOL)
+    datas = [codec.encode_data(DataMessage(Payload(DataType.TEXT, b"m%d" % i))) for i in (0, 1)]
+    members = [("s1", 1), ("s2", 5)]
+    store.save(HUB, S1, b"meta-1")
+    store.save(HUB, ConnectionId("s2"), b"meta-2")
+    for offset, data in enumerate(datas):
+        store.push_shared(HUB, data, members, offset)
+    store.push(HUB, S1, 3, b"alone")
+    await settle(a)
+    one = await b.broker.sessions.take(HUB, S1)
+    two = await b.broker.sessions.take(HUB, ConnectionId("s2"))
+    assert one is not None and two is not None
+    assert one.frames == [(1, datas[0].sequenced(1)), (2, datas[1].sequenced(2)), (3, b"alone")]
+    assert two.frames == [(5, datas[0].sequenced(5)), (6, datas[1].sequenced(6))]
+    assert two.last_sequence_id == 6
 
 
 async def test_replica_expiry_follows_detach_and_attach(

@@ -364,7 +364,7 @@ def test_cluster_configuration_example_is_valid(tmp_path: Path) -> None:
     path.write_text(block(CLUSTER, "toml"), encoding="utf-8")
     config = load_config(str(path), env={})
     assert config.redis_url == "redis://redis.internal:6379/0"
-    assert config.session_replication
+    assert config.session_replication  # the example turns it on (the default is off)
     assert config.public_endpoint == "https://pubsub.example.com"
 
 

@@ -19,7 +19,10 @@ def test_memory_engine_without_a_redis_url() -> None:
 def test_redis_engine_for_a_redis_url() -> None:
     """The Redis engine, a node id of its own per node, the node as its cluster member and
     the session settings passed on."""
-    config = load_config(None, env={"HUBBUB_REDIS_URL": "redis://127.0.0.1:1/3"})
+    config = load_config(
+        None,
+        env={"HUBBUB_REDIS_URL": "redis://127.0.0.1:1/3", "HUBBUB_SESSION_REPLICATION": "true"},
+    )
     first, second = build(config), build(config)
     assert isinstance(first.broker, RedisBroker) and first.cluster is first.broker
     assert first.node.presence is first.broker.presence

@@ -14,8 +14,8 @@ from hubbub.config import Config
 from hubbub.core.commands import GrantPermission, Publication, Target
 from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission
-from hubbub.node import Node, _replica_snapshot
-from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL
+from hubbub.node import RESTORE_SKIP, Node, _replica_snapshot
+from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import reconnection_token
@@ -59,6 +59,21 @@ class Outlet:
         return out
 
 
+class SharingOutlet(Outlet):
+    """Takes the shared frames of group fan-outs (as a socket's writer does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[tuple[SequencedFrames, int]] = []
+
+    def share_sequenced(self, frames: SequencedFrames, first: int) -> bool:
+        self.runs.append((frames, first))
+        return True
+
+    def shared_bytes(self) -> bytes:
+        return b"".join(frames.joined(first) for frames, first in self.runs)
+
+
 def _messages(data: bytes) -> list[dict[str, object]]:
     """The JSON of each unmasked server-to-client WebSocket frame in ``data``."""
     out = []
@@ -75,7 +90,7 @@ def _messages(data: bytes) -> list[dict[str, object]]:
 
 @pytest.fixture
 async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
-    config = Config(access_keys=(KEY,), redis_url=redis_server.url)
+    config = Config(access_keys=(KEY,), redis_url=redis_server.url, session_replication=True)
     started = []
     for name in ("a", "b"):
         broker = RedisBroker(dataclasses.replace(FAST, url=redis_server.url, node_id=name))
@@ -155,7 +170,43 @@ async def test_the_replica_holds_what_a_restore_needs(nodes: tuple[Node, Node]) 
     assert snapshot is not None and snapshot.groups == ("g",) and snapshot.user_id == "u"
     assert snapshot.reliable is not None
     assert [seq for seq, _ in snapshot.reliable.unacked] == [4, 5]
-    assert snapshot.reliable.next_sequence_id == 6
+    assert snapshot.reliable.next_sequence_id == 6 + RESTORE_SKIP
+
+
+@pytest.mark.parametrize("subprotocol", [JSON_RELIABLE_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL])
+async def test_a_shared_group_fan_out_is_replicated_as_its_members_got_it(
+    nodes: tuple[Node, Node], subprotocol: str
+) -> None:
+    """Members sharing a group's fan-out (one replica write per message for all of them):
+    each replica holds the very frames its member got, under its own sequence ids."""
+    a, b = nodes
+    outlets = {ConnectionId(f"s{i}"): SharingOutlet() for i in (1, 2)}
+    for cid, outlet in outlets.items():
+        a.connect(
+            HUB,
+            UserId(cid),
+            (),
+            [GroupName("g")],
+            codec_for(subprotocol),
+            outlet,
+            connection_id=cid,
+            subprotocol=subprotocol,
+        )
+    payload = Payload(DataType.TEXT, b"solo")
+    a.handle_publication(Publication(HUB, Target.USER, "s2", payload))  # s2 is one ahead
+    for i in range(1, 5):
+        payload = Payload(DataType.TEXT, f"m{i}".encode())
+        a.handle_publication(Publication(HUB, Target.GROUP, "g", payload))
+    await a.broker.sync()
+    assert b.cluster is not None
+    for cid, outlet in outlets.items():
+        assert len(outlet.runs) == 1  # the four fan-outs were shared
+        replica = await b.cluster.sessions.take(HUB, cid)
+        assert replica is not None
+        first = 2 if cid == "s2" else 1
+        shared = [(seq, frame) for seq, frame in replica.frames if seq >= first]
+        assert [seq for seq, _ in shared] == list(range(first, first + 4))
+        assert b"".join(frame for _, frame in shared) == outlet.shared_bytes()
 
 
 async def test_a_disowned_connection_is_closed_without_telling_the_registry(

@@ -16,6 +16,7 @@ from hubbub.protocol.reliable import (
     ReliableSession,
     ReliableSnapshot,
     SequencedFrames,
+    SessionReplica,
     SessionState,
     SessionStateError,
 )
@@ -302,21 +303,50 @@ def test_shared_frames_stay_within_every_sessions_limits() -> None:
     assert bytes_near.share(_run(b"a")) == 4  # the count is made exact again
 
 
-def test_ended_sessions_and_sessions_with_a_replica_do_not_share() -> None:
+def test_ended_sessions_do_not_share_sessions_with_a_replica_do() -> None:
     ended = ReliableSession()
     ended.end()
     assert ended.share(_run(b"a")) == 0
     replicated = ReliableSession()
-    replicated.replica = lambda sequence_id, frame: None
-    assert replicated.share(_run(b"a")) == 0
+    replicated.replica = _replica("c", [], [])
+    assert replicated.share(_run(b"a")) == 1
+
+
+def _replica(
+    key: str,
+    pushed: list[tuple[int, bytes]],
+    shared: list[tuple[bytes, list[tuple[str, int]], int]],
+) -> SessionReplica:
+    def on_shared(data: EncodedData, members: list[tuple[str, int]], offset: int) -> None:
+        shared.append((data.sequenced(0), list(members), offset))
+
+    return SessionReplica(
+        key, lambda sequence_id, frame: pushed.append((sequence_id, frame)), on_shared
+    )
 
 
 def test_the_replica_gets_every_frame_as_the_client_does() -> None:
     session = ReliableSession()
     got: list[tuple[int, bytes]] = []
-    session.replica = lambda sequence_id, frame: got.append((sequence_id, frame))
+    session.replica = _replica("c", got, [])
     frames = [session.push(Numbered(b"m")) for _ in range(2)]
     assert got == [(1, b"m#1"), (2, b"m#2")] and frames == [b"m#1", b"m#2"]
+
+
+def test_a_shared_run_reaches_the_replicas_once_per_message() -> None:
+    """Every message of a shared run is told once, with each member's first sequence id."""
+    shared: list[tuple[bytes, list[tuple[str, int]], int]] = []
+    a, b = ReliableSession(), ReliableSession()
+    a.replica = _replica("a", [], shared)
+    b.replica = _replica("b", [], shared)
+    send(b, b"x")
+    run = _run(b"m")
+    members = [("a", a.share(run)), ("b", b.share(run))]
+    assert members == [("a", 1), ("b", 2)]
+    run.replicate(a.replica, members)
+    assert run.add(Numbered(b"n"))
+    assert shared == [(b"m#0", members, 0), (b"n#0", members, 1)]
+    assert a.next_sequence_id == 3 and b.next_sequence_id == 4
 
 
 def test_the_byte_limit_counts_what_is_kept_after_acks() -> None:

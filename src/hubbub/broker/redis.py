@@ -2,10 +2,12 @@
 
 Design note.
 
-**Connections.** Each node keeps three: an ordered *writer* (every command it sends:
-publications, registry and session writes, routed messages, replies; see
-:mod:`~hubbub.broker.redis_link`), a *subscriber* (the channels its connections need) and a
-small pool for reads (presence, heartbeats). redis-py (asyncio, RESP2, hiredis) does the
+**Connections.** Each node keeps four: an ordered *writer* (every command it sends:
+publications, registry writes, routed messages, replies; see
+:mod:`~hubbub.broker.redis_link`), a *replica writer* (session replica writes only, batched
+the same way, so that a publication never waits behind the replicas of earlier deliveries),
+a *subscriber* (the channels its connections need) and a small pool for reads (presence,
+heartbeats). redis-py (asyncio, RESP2, hiredis) does the
 protocol; hiredis packs the commands.
 
 **Names** (``{p}`` is ``RedisSettings.prefix``; details in :mod:`~hubbub.broker.channels`,
@@ -115,12 +117,13 @@ node restores it and registers the connection. When nobody answers (the owner wa
 its subscriber is gone, SPUBLISH reaches 0 receivers) and replication is on, the new node
 takes the replica from Redis instead (:class:`~hubbub.broker.redis_sessions.RedisSessions`,
 read and deleted atomically, so only one node can). Replication costs one ``XADD`` per
-reliable delivery and one ``XTRIM`` per ``sequenceAck``, batched like publications: about
-1.5 us of node CPU, 1.6 us of Redis CPU and 120 B of Redis memory per unacked 100 B frame,
-several times the cost of the delivery itself; hence ``RedisSettings.replicate_sessions``.
-It is on by default: a client picks a reliable subprotocol so as to lose nothing, and only
-replication keeps that promise when a node is killed; a deployment fanning out to large
-reliable groups that accepts losing a crashed node's sessions turns it off. A dead owner's
+reliable delivery and one ``XTRIM`` per ``sequenceAck``, on the replica writer (a connection
+of its own, batched like publications); a group fan-out shared by K members on the node
+sends the message once with the K (connection, sequence id) pairs, and the script writes the
+K entries. Redis still does one stream write per delivery (bench (j): about 1 ms of Redis
+CPU per publication to 1,000 reliable members, some 3x the server CPU per delivery without
+replication); hence ``RedisSettings.replicate_sessions``, off by default: without it a
+session survives a hand-over and its node's graceful stop, not a kill -9. A dead owner's
 replicas expire ``session_timeout_seconds`` after it is reaped.
 """
 
@@ -285,6 +288,9 @@ class RedisBroker:
         self._member: ClusterMember | None = None
         self._owner: SessionOwner | None = None
         self._writer = Writer(settings.timeout_seconds, settings.max_queued_bytes)
+        self._replica_writer = Writer(settings.timeout_seconds, settings.max_queued_bytes)
+        """Session replica writes, on a connection of their own: a publication never waits
+        behind the replicas of the deliveries made before it."""
         self._subscriber = Subscriber(self._dispatch)
         self._node_channel = self.names.node_channel(self.node_id)
         self._publish = b"SPUBLISH"
@@ -395,6 +401,7 @@ class RedisBroker:
             return
         try:
             await self._writer.wait(self._writer.last)
+            await self._replica_writer.wait(self._replica_writer.last)
             await self._subscriber.settled()
         except (RedisError, OSError, ClusterUnavailableError):
             return  # the connection failed meanwhile: the same as not connected
@@ -696,8 +703,14 @@ class RedisBroker:
 
     def session_write(self, op: str, hub: HubName, cid: str, a: bytes | str, b: bytes) -> None:
         if self._accepting:
-            self._writer.extend(
+            self._replica_writer.extend(
                 "sessions", self._sessions_header, (op, hub, cid, a, b), OPS_PER_BATCH, None, len(b)
+            )
+
+    def session_ops(self, args: list[str | bytes], size: int) -> None:
+        if self._accepting:
+            self._replica_writer.extend(
+                "sessions", self._sessions_header, args, OPS_PER_BATCH, None, size
             )
 
     def _sessions_header(self) -> list[Arg]:
@@ -808,14 +821,14 @@ class RedisBroker:
     ) -> None:
         assert self._pool is not None
         kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
-        for role in ("pub", "sub"):
+        for role in ("pub", "sub", "rep"):
             conn = self._pool.connection_class(
                 **{**kwargs, "client_name": f"hubbub:{self.node_id}:{role}"}
             )
             connections.append(conn)
             async with asyncio.timeout(self.settings.timeout_seconds):
                 await conn.connect()  # type: ignore[no-untyped-call]
-        writer_conn, subscriber_conn = connections
+        writer_conn, subscriber_conn, replica_conn = connections
         async with asyncio.timeout(self.settings.timeout_seconds):
             await self._prepare(writer_conn)
         subscriber = self._subscriber
@@ -825,6 +838,7 @@ class RedisBroker:
         await self._race(subscriber.settled(), tasks)
         held = self._register()
         tasks.append(asyncio.create_task(self._writer.run(writer_conn)))
+        tasks.append(asyncio.create_task(self._replica_writer.run(replica_conn)))
         await self._race(self._writer.wait(self._writer.last), tasks)
         await self._race(self._await_known_nodes(), tasks)
         self._set_state(EngineState.READY)
@@ -925,6 +939,7 @@ class RedisBroker:
         await asyncio.gather(*tasks, return_exceptions=True)
         error = ClusterUnavailableError("cluster engine unavailable")
         self._writer.fail(error)
+        self._replica_writer.fail(error)
         self._subscriber.detach()
         for request in self._requests.values():
             request.fail(error)

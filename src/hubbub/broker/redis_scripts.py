@@ -242,30 +242,44 @@ return out
 #   s hub cid snapshot -   store the snapshot            p hub cid seq frame  push a frame
 #   t hub cid seq -        trim frames before seq       e hub cid ms -       expire in ms
 #   k hub cid - -          keep (no expiry)             d hub cid - -        delete
+# and one of variable length, a message of a group fan-out pushed to K members at once:
+#   g hub message offset K cid1 first1 ... cidK firstK   (sequence id = first + offset)
 _SESSIONS = r"""
-for i = 2, #ARGV, 5 do
+local i = 2
+while i <= #ARGV do
   local op, h, c, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if op == 'p' then
-    redis.call('XADD', k_frames(h, c), a .. '-0', 'f', b)
-  elseif op == 't' then
-    redis.call('XTRIM', k_frames(h, c), 'MINID', a .. '-0')
-  elseif op == 's' then
-    redis.call('SET', k_session(h, c), a)
-  elseif op == 'e' then
-    redis.call('PEXPIRE', k_session(h, c), a)
-    redis.call('PEXPIRE', k_frames(h, c), a)
-  elseif op == 'k' then
-    redis.call('PERSIST', k_session(h, c))
-    redis.call('PERSIST', k_frames(h, c))
-  elseif op == 'd' then
-    redis.call('DEL', k_session(h, c), k_frames(h, c))
+  if op == 'g' then
+    local offset = tonumber(a)
+    local last = i + 4 + 2 * tonumber(b)
+    for j = i + 5, last, 2 do
+      redis.call('XADD', k_frames(h, ARGV[j]), (tonumber(ARGV[j + 1]) + offset) .. '-0', 'd', c)
+    end
+    i = last + 1
+  else
+    if op == 'p' then
+      redis.call('XADD', k_frames(h, c), a .. '-0', 'f', b)
+    elseif op == 't' then
+      redis.call('XTRIM', k_frames(h, c), 'MINID', a .. '-0')
+    elseif op == 's' then
+      redis.call('SET', k_session(h, c), a)
+    elseif op == 'e' then
+      redis.call('PEXPIRE', k_session(h, c), a)
+      redis.call('PEXPIRE', k_frames(h, c), a)
+    elseif op == 'k' then
+      redis.call('PERSIST', k_session(h, c))
+      redis.call('PERSIST', k_frames(h, c))
+    elseif op == 'd' then
+      redis.call('DEL', k_session(h, c), k_frames(h, c))
+    end
+    i = i + 5
   end
 end
 return 1
 """
 
-# ARGV: prefix, hub, cid. Atomically takes a replicated session: {meta or false, frames...}
-# where frames are alternating stream ids and frame bytes; the keys are deleted.
+# ARGV: prefix, hub, cid. Atomically takes a replicated session: {meta or false, last id,
+# frames...} where frames are triples of stream id, field ("f": a frame; "d": a message to
+# build the frame of with the sequence id) and its bytes; the keys are deleted.
 _TAKE_SESSION = r"""
 local ks, kf = k_session(ARGV[2], ARGV[3]), k_frames(ARGV[2], ARGV[3])
 local meta = redis.call('GET', ks)
@@ -284,6 +298,7 @@ end
 local out = {meta, last}
 for _, entry in ipairs(redis.call('XRANGE', kf, '-', '+')) do
   out[#out + 1] = entry[1]
+  out[#out + 1] = entry[2][1]
   out[#out + 1] = entry[2][2]
 end
 redis.call('DEL', ks, kf)

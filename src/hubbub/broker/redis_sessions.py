@@ -10,7 +10,11 @@ rewrite of the whole session::
     {p}:frames:{hub}:{cid}    stream   one entry per unacked frame, entry id = sequence id,
                                        field ``f`` = the frame bytes as the client gets them
 
-Per reliable delivery: ``XADD frames <seq>-0 f <frame>``; per ``sequenceAck``:
+Per reliable delivery: ``XADD frames <seq>-0 f <frame>``; a message of a group fan-out
+shared by K members on the node (``SequencedFrames``) is written once, with the K
+``(connection, first sequence id)`` pairs, and the script adds ``XADD frames <seq>-0 d
+<message>`` to each member's stream (the frame is rebuilt from the message on restore,
+:mod:`hubbub.protocol.replica_data`); per ``sequenceAck``:
 ``XTRIM frames MINID <seq+1>``. Both are queued on the node's ordered writer, and the
 session operations queued back to back go in one script call (the ``sessions`` script), so
 a fan-out to 1,000 reliable members costs a handful of round trips, not 1,000. While the owner
@@ -29,6 +33,8 @@ from typing import NamedTuple
 
 from hubbub.broker.redis_registry import EngineCore
 from hubbub.broker.redis_scripts import SCRIPTS
+from hubbub.protocol import replica_data
+from hubbub.protocol.codec import EncodedData
 from hubbub.types import ConnectionId, HubName
 
 __all__ = ["RedisSessions", "ReplicatedSession"]
@@ -60,6 +66,17 @@ class RedisSessions:
         """One reliable delivery: the frame the client gets, under its sequence id."""
         self._core.session_write("p", hub, connection_id, str(sequence_id), frame)
 
+    def push_shared(
+        self, hub: HubName, data: EncodedData, members: list[tuple[str, int]], offset: int
+    ) -> None:
+        """One message of a group fan-out to ``members`` (connection id, first sequence id of
+        the run), the ``offset``-th of the run: written once for all of them."""
+        args: list[str | bytes] = ["g", hub, replica_data.encode(data), str(offset)]
+        args.append(str(len(members)))
+        for cid, first in members:
+            args += (cid, str(first))
+        self._core.session_ops(args, len(args[2]) + 16 * len(members))
+
     def acked(self, hub: HubName, connection_id: ConnectionId, sequence_id: int) -> None:
         """The client acknowledged every frame up to ``sequence_id``."""
         self._core.session_write("t", hub, connection_id, str(sequence_id + 1), b"")
@@ -86,6 +103,13 @@ class RedisSessions:
         if not reply or reply[0] is None:
             return None
         last = int(reply[1].split(b"-", 1)[0])
-        pairs = zip(reply[2::2], reply[3::2], strict=True)
-        frames = [(int(entry.split(b"-", 1)[0]), frame) for entry, frame in pairs]
+        frames: list[tuple[int, bytes]] = []
+        for entry, field, value in zip(reply[2::3], reply[3::3], reply[4::3], strict=True):
+            sequence_id = int(entry.split(b"-", 1)[0])
+            if field == b"d":
+                try:
+                    value = replica_data.decode(value).sequenced(sequence_id)
+                except (ValueError, IndexError):
+                    continue  # a gap: never resent
+            frames.append((sequence_id, value))
         return ReplicatedSession(reply[0], frames, last)

@@ -61,8 +61,9 @@ class RedisSettings:
     """Sharded pub/sub (SPUBLISH/SSUBSCRIBE); None: when the server has it (Redis >= 7)."""
     session_timeout_seconds: float = 30.0
     """How long a dead node's replicated sessions stay restorable after it was reaped."""
-    replicate_sessions: bool = True
-    """Whether nodes replicate reliable sessions (one XADD per reliable delivery)."""
+    replicate_sessions: bool = False
+    """Whether nodes replicate reliable sessions (a stream write per reliable delivery; off by
+    default, as `[engine] session_replication`)."""
     max_queued_bytes: int = 64 << 20
     """Publications queued for Redis beyond this are dropped (a stalled server)."""
     start_timeout_seconds: float = 10.0

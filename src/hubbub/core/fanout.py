@@ -24,7 +24,7 @@ from hubbub.core.state import Connection, Hub, HubRegistry
 from hubbub.protocol.codec import Codec, EncodedData
 from hubbub.protocol.filters import Filter, parse_filter
 from hubbub.protocol.messages import DataMessage, ServiceMessage
-from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames
+from hubbub.protocol.reliable import RUN_BYTES, SequencedFrames, SessionReplica
 from hubbub.types import ConnectionId, GroupName, UserId
 
 __all__ = [
@@ -108,6 +108,8 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
         return _fan_out(members.values(), message, {codec: data})
     else:
         shared = SequencedFrames(codec, data)
+        replica: SessionReplica | None = None
+        replicated: list[tuple[str, int]] = []
         for connection in members.values():
             session = connection.session
             if connection.codec is not codec or session is None:
@@ -119,6 +121,11 @@ def deliver_to_group(hub: Hub, name: GroupName, message: DataMessage) -> int:
             elif not connection.outlet.share_sequenced(shared, sequence_id):
                 session.unshare()
                 others.append(connection)
+            elif (member_replica := session.replica) is not None:
+                replica = member_replica
+                replicated.append((member_replica.key, sequence_id))
+        if replica is not None:  # one replica write per message for all the members
+            shared.replicate(replica, replicated)
     hub.shared[name] = (weakref.ref(shared), others)
     if others:
         _fan_out(others, message, {codec: data})

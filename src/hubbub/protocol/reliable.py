@@ -42,6 +42,7 @@ __all__ = [
     "ReliableSession",
     "ReliableSnapshot",
     "SequencedFrames",
+    "SessionReplica",
     "SessionState",
     "SessionStateError",
 ]
@@ -101,6 +102,30 @@ _LOWEST = (0, *(10 ** (digits - 1) for digits in range(1, 22)))
 """The lowest number of each digit count (uint64 ids have at most 20)."""
 
 
+class SessionReplica:
+    """Where a session's deliveries are copied (a replica of the session elsewhere).
+
+    ``push`` takes one delivery: its sequence id and the frame the client gets. ``shared``
+    takes a message of a group fan-out once for all the members that share it
+    (:class:`SequencedFrames`): the message, the ``(key, first sequence id)`` of each member
+    and the message's place in the run (its sequence id is ``first + offset`` for each). ``key``
+    names this session in those pairs (its connection id). No I/O here: the callables are the
+    engine's.
+    """
+
+    __slots__ = ("key", "push", "shared")
+
+    def __init__(
+        self,
+        key: str,
+        push: Callable[[int, bytes], None],
+        shared: Callable[[EncodedData, list[tuple[str, int]], int], None],
+    ) -> None:
+        self.key = key
+        self.push = push
+        self.shared = shared
+
+
 class SequencedFrames:
     """Consecutive data messages of a group fan-out, kept once for all the members' sessions.
 
@@ -116,6 +141,7 @@ class SequencedFrames:
         "__weakref__",
         "_first",
         "_joined",
+        "_replicas",
         "_templates",
         "codec",
         "datas",
@@ -132,6 +158,14 @@ class SequencedFrames:
         self._first = 0
         self._joined = b""
         self._templates: dict[int, bytes] = {}
+        self._replicas: tuple[SessionReplica, list[tuple[str, int]]] | None = None
+
+    def replicate(self, replica: SessionReplica, members: list[tuple[str, int]]) -> None:
+        """Copy this run's messages, the first now and each added one, to the replicas of
+        ``members`` (``(key, first sequence id)`` each), with one call per message."""
+        self._replicas = (replica, members)
+        for offset, data in enumerate(self.datas):
+            replica.shared(data, members, offset)
 
     def add(self, data: EncodedData) -> bool:
         """Append the next message; False (and closed) when this is full."""
@@ -141,6 +175,9 @@ class SequencedFrames:
             return False
         self.datas.append(data)
         self.size = size
+        if self._replicas is not None:
+            replica, members = self._replicas
+            replica.shared(data, members, len(self.datas) - 1)
         return True
 
     def joined(self, first: int) -> bytes:
@@ -178,9 +215,10 @@ class SequencedFrames:
 class ReliableSession:
     """Sequence ids, unacknowledged messages and the attached/detached/ended state of a session.
 
-    ``replica``, when set, is called with every sequence id taken and the frame it goes out in,
-    as the client gets it (for a replica of the session elsewhere); a session with one is
-    never shared (:meth:`share`), so that the call comes as the frame is made.
+    ``replica``, when set, is told every sequence id taken and the frame it goes out in, as
+    the client gets it (:class:`SessionReplica`); a session with one still shares group
+    fan-outs (:meth:`share`): their messages reach the replica once per message for all the
+    sharing members (:meth:`SequencedFrames.replicate`), which the fan-out arranges.
     """
 
     __slots__ = (
@@ -221,7 +259,7 @@ class ReliableSession:
             _SHARE_BYTES if max_bytes == MAX_UNACKED_BYTES else max_bytes - RUN_BYTES
         )
         self._alone = False
-        """Never shares: ended, or with a replica."""
+        """Never shares: ended."""
         self._next = 1
         self._run: SequencedFrames | None = None
         """Shared messages this session numbers from ``_run_first`` on, not yet in ``_entries``
@@ -232,19 +270,18 @@ class ReliableSession:
         self.state = SessionState.ATTACHED
         self.expires_at: float | None = None
         """When a detached session expires; None while attached or ended."""
-        self._replica: Callable[[int, bytes], None] | None = None
+        self._replica: SessionReplica | None = None
 
     @property
-    def replica(self) -> Callable[[int, bytes], None] | None:
-        """Called with every sequence id taken and its frame, when set."""
+    def replica(self) -> SessionReplica | None:
+        """Told every sequence id taken and its frame, when set."""
         return self._replica
 
     @replica.setter
-    def replica(self, replica: Callable[[int, bytes], None] | None) -> None:
+    def replica(self, replica: SessionReplica | None) -> None:
         if self._run is not None:
             self._settle()  # what was shared before is the caller's to copy
         self._replica = replica
-        self._alone = replica is not None or self.state is _ENDED
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -278,7 +315,7 @@ class ReliableSession:
         ):
             self.overflowed = True
         if self._replica is not None:
-            self._replica(sequence_id, frame)
+            self._replica.push(sequence_id, frame)
         return frame
 
     def share(self, frames: SequencedFrames) -> int:
@@ -286,7 +323,7 @@ class ReliableSession:
 
         Returns:
             The sequence id of the first of them, or 0 when this session cannot share them: it
-            is ended, has a ``replica``, or has no room for them (:meth:`push` them instead).
+            is ended or has no room for them (:meth:`push` them instead).
         """
         run = self._run
         entries = self._entries
