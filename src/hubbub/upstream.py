@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
+from multidict import CIMultiDict
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
@@ -43,6 +44,8 @@ RETRY_DELAYS = (1.0, 3.0, 5.0)
 """Seconds to wait before the 2nd, 3rd and 4th attempt of a retryable failure."""
 VALIDATION_BACKOFF = (1.0, 60.0)
 """First and largest wait before probing a handler that failed abuse protection again."""
+_MATCHES_KEPT = 4096
+"""At most this many (hub, event) handler choices are remembered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,8 @@ class HttpUpstream:
         self._hubs: Mapping[str, Sequence[EventHandlerConfig]] = {
             name: hub.event_handlers for name, hub in config.hubs.items()
         }
+        self._matches: dict[tuple[str, str, bool], EventHandlerConfig | None] = {}
+        """Which handler takes an event, by (hub, event, system): found once per name."""
         self._keys = config.access_keys
         self._origin = urlsplit(config.endpoint).hostname or "localhost"
         if config.upstream_ca_file != self._ca_file:
@@ -184,6 +189,19 @@ class HttpUpstream:
         return self._session
 
     def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
+        key = (hub, event, system)
+        try:
+            return self._matches[key]
+        except KeyError:
+            pass
+        found = self._find(hub, event, system)
+        if len(self._matches) >= _MATCHES_KEPT:
+            # Event names come from clients: keep the table bounded.
+            self._matches.clear()
+        self._matches[key] = found
+        return found
+
+    def _find(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
         for handler in self._hubs.get(hub, ()):
             if system:
                 if event in handler.system_events:
@@ -274,10 +292,14 @@ class HttpUpstream:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        headers = event_headers(
-            context, event, system, self._origin, self._keys, content_type, prefix=prefix
+        # A CIMultiDict up front: aiohttp copies it as it is instead of converting it first.
+        headers = CIMultiDict(
+            event_headers(
+                context, event, system, self._origin, self._keys, content_type, prefix=prefix
+            )
         )
-        headers.update(extra_headers)
+        for name, value in extra_headers:
+            headers[name] = value
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:
                 await asyncio.sleep(delay)
@@ -301,7 +323,7 @@ class HttpUpstream:
             log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+    async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
         async with self._client().post(
             _parsed(url), data=body, headers=headers, timeout=self._timeout
         ) as response:
