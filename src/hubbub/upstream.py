@@ -30,6 +30,7 @@ from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
+    event_time,
     expand_url,
     origin_allowed,
     user_event_matches,
@@ -44,8 +45,14 @@ RETRY_DELAYS = (1.0, 3.0, 5.0)
 """Seconds to wait before the 2nd, 3rd and 4th attempt of a retryable failure."""
 VALIDATION_BACKOFF = (1.0, 60.0)
 """First and largest wait before probing a handler that failed abuse protection again."""
+_NO_TIMEOUT = aiohttp.ClientTimeout()
+"""aiohttp's own timeout off: ``_post`` bounds each attempt itself."""
 _MATCHES_KEPT = 4096
 """At most this many (hub, event) handler choices are remembered."""
+_HEADERS_KEPT = 8192
+"""At most this many prebuilt header sets (about one per connection and event) are kept."""
+
+_HeadersKey = tuple[str, str, str | None, str | None, str | None, str, bool, str | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +134,7 @@ class HttpUpstream:
 
     def __init__(self, config: Config, timeout: float = 20.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._seconds = timeout
         self._session: aiohttp.ClientSession | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,6 +156,8 @@ class HttpUpstream:
             name: hub.event_handlers for name, hub in config.hubs.items()
         }
         self._matches: dict[tuple[str, str, bool], EventHandlerConfig | None] = {}
+        self._headers: dict[_HeadersKey, CIMultiDict[str]] = {}
+        """The headers of a connection's event but its ce-id and ce-time, built once."""
         """Which handler takes an event, by (hub, event, system): found once per name."""
         self._keys = config.access_keys
         self._origin = urlsplit(config.endpoint).hostname or "localhost"
@@ -168,6 +178,7 @@ class HttpUpstream:
     def set_timeout(self, seconds: float) -> None:
         """How long one event handler request may take, from the next request on."""
         self._timeout = aiohttp.ClientTimeout(total=seconds)
+        self._seconds = seconds
 
     async def _close_later(self, session: aiohttp.ClientSession, grace: float = 30.0) -> None:
         """Close a replaced session once the requests it carries have had time to end."""
@@ -292,12 +303,7 @@ class HttpUpstream:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        # A CIMultiDict up front: aiohttp copies it as it is instead of converting it first.
-        headers = CIMultiDict(
-            event_headers(
-                context, event, system, self._origin, self._keys, content_type, prefix=prefix
-            )
-        )
+        headers = self._event_headers(context, event, system, content_type, prefix)
         for name, value in extra_headers:
             headers[name] = value
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
@@ -323,17 +329,56 @@ class HttpUpstream:
             log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
-        async with self._client().post(
-            _parsed(url), data=body, headers=headers, timeout=self._timeout
-        ) as response:
-            payload = await response.read()
-            return UpstreamResponse(
-                response.status,
-                payload,
-                response.headers.get("Content-Type"),
-                response.headers.get("ce-connectionState"),
+    def _event_headers(
+        self,
+        context: EventContext,
+        event: str,
+        system: bool,
+        content_type: str,
+        prefix: str | None,
+    ) -> CIMultiDict[str]:
+        """``event_headers`` as a CIMultiDict (aiohttp copies that as it is): a copy of the set
+        built for this connection's earlier events, with this event's ce-id and ce-time."""
+        key: _HeadersKey = (
+            context.hub,
+            context.connection_id,
+            context.user_id,
+            context.subprotocol,
+            context.state,
+            event,
+            system,
+            prefix,
+            content_type,
+        )
+        base = self._headers.get(key)
+        if base is None:
+            if len(self._headers) >= _HEADERS_KEPT:
+                self._headers.clear()
+            base = self._headers[key] = CIMultiDict(
+                event_headers(
+                    context, event, system, self._origin, self._keys, content_type, prefix=prefix
+                )
             )
+        headers = base.copy()
+        headers["ce-id"] = str(context.event_id)
+        headers["ce-time"] = event_time()
+        return headers
+
+    async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
+        # The whole attempt under one asyncio timeout rather than aiohttp's: its timer
+        # machinery (a handle, a context and a callback list per request) costs about a sixth
+        # of the request path; the limit is the same, from the request to the body's end.
+        async with asyncio.timeout(self._seconds):
+            async with self._client().post(
+                _parsed(url), data=body, headers=headers, timeout=_NO_TIMEOUT
+            ) as response:
+                payload = await response.read()
+                return UpstreamResponse(
+                    response.status,
+                    payload,
+                    response.headers.get("Content-Type"),
+                    response.headers.get("ce-connectionState"),
+                )
 
     def notify(
         self,
