@@ -121,6 +121,57 @@ def _text(exc: Exception, url: str) -> str:
     return str(exc).replace(url, redact_url(url))
 
 
+class _Deadlines:
+    """Time limits of requests under way, checked by one timer that ticks while any is pending.
+
+    A timer per request (aiohttp's or ``asyncio.timeout``'s) costs a loop timer's insertion and
+    cancellation on every event; here a request costs a dict entry, and a limit fires up to a
+    tenth of it late (at most 1 s).
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[object], float] = {}
+        self._expired: dict[asyncio.Task[object], int] = {}
+        """Tasks cancelled for their limit, with their cancellation count before that."""
+        self._handle: asyncio.TimerHandle | None = None
+        self._tick = 1.0
+
+    def add(self, task: asyncio.Task[object], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[task] = loop.time() + seconds
+        tick = min(1.0, max(0.01, seconds / 10))
+        if self._handle is None or tick < self._tick:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._tick = tick
+            self._handle = loop.call_later(tick, self._check)
+
+    def remove(self, task: asyncio.Task[object]) -> None:
+        """Forget ``task``'s limit."""
+        self._due.pop(task, None)
+        self._expired.pop(task, None)
+
+    def timed_out(self, task: asyncio.Task[object]) -> bool:
+        """Whether the CancelledError ``task`` got is its limit's alone (then it is taken back,
+        as ``asyncio.timeout`` does); False for a cancellation from elsewhere."""
+        before = self._expired.pop(task, None)
+        return before is not None and task.uncancel() <= before
+
+    def _check(self) -> None:
+        self._handle = None
+        if not self._due:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, due in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                self._expired[task] = task.cancelling()
+                task.cancel()
+        if self._due:
+            self._handle = loop.call_later(self._tick, self._check)
+
+
 @dataclass
 class _Validation:
     ok: bool = False
@@ -135,6 +186,7 @@ class HttpUpstream:
     def __init__(self, config: Config, timeout: float = 20.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._seconds = timeout
+        self._deadlines = _Deadlines()
         self._session: aiohttp.ClientSession | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -365,10 +417,12 @@ class HttpUpstream:
         return headers
 
     async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
-        # The whole attempt under one asyncio timeout rather than aiohttp's: its timer
-        # machinery (a handle, a context and a callback list per request) costs about a sixth
-        # of the request path; the limit is the same, from the request to the body's end.
-        async with asyncio.timeout(self._seconds):
+        # The whole attempt under one limit, from the request to the body's end, kept by
+        # ``_Deadlines`` rather than aiohttp's per-request timer (see there).
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.add(task, self._seconds)
+        try:
             async with self._client().post(
                 _parsed(url), data=body, headers=headers, timeout=_NO_TIMEOUT
             ) as response:
@@ -379,6 +433,12 @@ class HttpUpstream:
                     response.headers.get("Content-Type"),
                     response.headers.get("ce-connectionState"),
                 )
+        except asyncio.CancelledError:
+            if self._deadlines.timed_out(task):
+                raise TimeoutError from None
+            raise
+        finally:
+            self._deadlines.remove(task)
 
     def notify(
         self,
