@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
+from multidict import CIMultiDict
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
@@ -29,6 +30,7 @@ from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
     event_headers,
+    event_time,
     expand_url,
     origin_allowed,
     user_event_matches,
@@ -43,6 +45,14 @@ RETRY_DELAYS = (1.0, 3.0, 5.0)
 """Seconds to wait before the 2nd, 3rd and 4th attempt of a retryable failure."""
 VALIDATION_BACKOFF = (1.0, 60.0)
 """First and largest wait before probing a handler that failed abuse protection again."""
+_NO_TIMEOUT = aiohttp.ClientTimeout()
+"""aiohttp's own timeout off: ``_post`` bounds each attempt itself."""
+_MATCHES_KEPT = 4096
+"""At most this many (hub, event) handler choices are remembered."""
+_HEADERS_KEPT = 8192
+"""At most this many prebuilt header sets (about one per connection and event) are kept."""
+
+_HeadersKey = tuple[str, str, str | None, str | None, str | None, str, bool, str | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,57 @@ def _text(exc: Exception, url: str) -> str:
     return str(exc).replace(url, redact_url(url))
 
 
+class _Deadlines:
+    """Time limits of requests under way, checked by one timer that ticks while any is pending.
+
+    A timer per request (aiohttp's or ``asyncio.timeout``'s) costs a loop timer's insertion and
+    cancellation on every event; here a request costs a dict entry, and a limit fires up to a
+    tenth of it late (at most 1 s).
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[object], float] = {}
+        self._expired: dict[asyncio.Task[object], int] = {}
+        """Tasks cancelled for their limit, with their cancellation count before that."""
+        self._handle: asyncio.TimerHandle | None = None
+        self._tick = 1.0
+
+    def add(self, task: asyncio.Task[object], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[task] = loop.time() + seconds
+        tick = min(1.0, max(0.01, seconds / 10))
+        if self._handle is None or tick < self._tick:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._tick = tick
+            self._handle = loop.call_later(tick, self._check)
+
+    def remove(self, task: asyncio.Task[object]) -> None:
+        """Forget ``task``'s limit."""
+        self._due.pop(task, None)
+        self._expired.pop(task, None)
+
+    def timed_out(self, task: asyncio.Task[object]) -> bool:
+        """Whether the CancelledError ``task`` got is its limit's alone (then it is taken back,
+        as ``asyncio.timeout`` does); False for a cancellation from elsewhere."""
+        before = self._expired.pop(task, None)
+        return before is not None and task.uncancel() <= before
+
+    def _check(self) -> None:
+        self._handle = None
+        if not self._due:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, due in list(self._due.items()):
+            if due <= now:
+                del self._due[task]
+                self._expired[task] = task.cancelling()
+                task.cancel()
+        if self._due:
+            self._handle = loop.call_later(self._tick, self._check)
+
+
 @dataclass
 class _Validation:
     ok: bool = False
@@ -124,6 +185,8 @@ class HttpUpstream:
 
     def __init__(self, config: Config, timeout: float = 20.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._seconds = timeout
+        self._deadlines = _Deadlines()
         self._session: aiohttp.ClientSession | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -144,6 +207,10 @@ class HttpUpstream:
         self._hubs: Mapping[str, Sequence[EventHandlerConfig]] = {
             name: hub.event_handlers for name, hub in config.hubs.items()
         }
+        self._matches: dict[tuple[str, str, bool], EventHandlerConfig | None] = {}
+        self._headers: dict[_HeadersKey, CIMultiDict[str]] = {}
+        """The headers of a connection's event but its ce-id and ce-time, built once."""
+        """Which handler takes an event, by (hub, event, system): found once per name."""
         self._keys = config.access_keys
         self._origin = urlsplit(config.endpoint).hostname or "localhost"
         if config.upstream_ca_file != self._ca_file:
@@ -163,6 +230,7 @@ class HttpUpstream:
     def set_timeout(self, seconds: float) -> None:
         """How long one event handler request may take, from the next request on."""
         self._timeout = aiohttp.ClientTimeout(total=seconds)
+        self._seconds = seconds
 
     async def _close_later(self, session: aiohttp.ClientSession, grace: float = 30.0) -> None:
         """Close a replaced session once the requests it carries have had time to end."""
@@ -184,6 +252,19 @@ class HttpUpstream:
         return self._session
 
     def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
+        key = (hub, event, system)
+        try:
+            return self._matches[key]
+        except KeyError:
+            pass
+        found = self._find(hub, event, system)
+        if len(self._matches) >= _MATCHES_KEPT:
+            # Event names come from clients: keep the table bounded.
+            self._matches.clear()
+        self._matches[key] = found
+        return found
+
+    def _find(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
         for handler in self._hubs.get(hub, ()):
             if system:
                 if event in handler.system_events:
@@ -274,10 +355,9 @@ class HttpUpstream:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        headers = event_headers(
-            context, event, system, self._origin, self._keys, content_type, prefix=prefix
-        )
-        headers.update(extra_headers)
+        headers = self._event_headers(context, event, system, content_type, prefix)
+        for name, value in extra_headers:
+            headers[name] = value
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:
                 await asyncio.sleep(delay)
@@ -301,17 +381,64 @@ class HttpUpstream:
             log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
         raise AssertionError("unreachable")
 
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
-        async with self._client().post(
-            _parsed(url), data=body, headers=headers, timeout=self._timeout
-        ) as response:
-            payload = await response.read()
-            return UpstreamResponse(
-                response.status,
-                payload,
-                response.headers.get("Content-Type"),
-                response.headers.get("ce-connectionState"),
+    def _event_headers(
+        self,
+        context: EventContext,
+        event: str,
+        system: bool,
+        content_type: str,
+        prefix: str | None,
+    ) -> CIMultiDict[str]:
+        """``event_headers`` as a CIMultiDict (aiohttp copies that as it is): a copy of the set
+        built for this connection's earlier events, with this event's ce-id and ce-time."""
+        key: _HeadersKey = (
+            context.hub,
+            context.connection_id,
+            context.user_id,
+            context.subprotocol,
+            context.state,
+            event,
+            system,
+            prefix,
+            content_type,
+        )
+        base = self._headers.get(key)
+        if base is None:
+            if len(self._headers) >= _HEADERS_KEPT:
+                self._headers.clear()
+            base = self._headers[key] = CIMultiDict(
+                event_headers(
+                    context, event, system, self._origin, self._keys, content_type, prefix=prefix
+                )
             )
+        headers = base.copy()
+        headers["ce-id"] = str(context.event_id)
+        headers["ce-time"] = event_time()
+        return headers
+
+    async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
+        # The whole attempt under one limit, from the request to the body's end, kept by
+        # ``_Deadlines`` rather than aiohttp's per-request timer (see there).
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.add(task, self._seconds)
+        try:
+            async with self._client().post(
+                _parsed(url), data=body, headers=headers, timeout=_NO_TIMEOUT
+            ) as response:
+                payload = await response.read()
+                return UpstreamResponse(
+                    response.status,
+                    payload,
+                    response.headers.get("Content-Type"),
+                    response.headers.get("ce-connectionState"),
+                )
+        except asyncio.CancelledError:
+            if self._deadlines.timed_out(task):
+                raise TimeoutError from None
+            raise
+        finally:
+            self._deadlines.remove(task)
 
     def notify(
         self,

@@ -28,6 +28,7 @@ __all__ = [
     "content_type_for",
     "data_type_of",
     "event_headers",
+    "event_time",
     "expand_url",
     "group_presence_body",
     "origin_allowed",
@@ -95,7 +96,8 @@ def _time_at(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
-def _time(now: float | None = None) -> str:
+def event_time(now: float | None = None) -> str:
+    """The ``ce-time`` of an event sent at ``now`` (default: this second), UTC."""
     return _time_at(int(time.time() if now is None else now))
 
 
@@ -121,7 +123,7 @@ def event_headers(
         "ce-type": prefix + event,
         "ce-source": f"/hubs/{context.hub}/client/{context.connection_id}",
         "ce-id": str(context.event_id),
-        "ce-time": _time(),
+        "ce-time": event_time(),
         "ce-signature": signature(keys, context.connection_id),
         "ce-hub": context.hub,
         "ce-connectionId": context.connection_id,
