@@ -113,9 +113,17 @@ On this 2-core VM: cross-node publish latency ~60-70 us (p50), a command round t
 through :meth:`RedisBroker.take_session`: the ``route`` script sends ``TakeSession`` to the
 owner's node channel; a live owner (:class:`SessionOwner`) stops serving the session,
 unregisters it, syncs and replies with its snapshot (a msgspec struct, bytes here); the new
-node restores it and registers the connection. When nobody answers (the owner was killed:
-its subscriber is gone, SPUBLISH reaches 0 receivers) and replication is on, the new node
-takes the replica from Redis instead (:class:`~hubbub.broker.redis_sessions.RedisSessions`,
+node restores it and registers the connection. So that nothing sent to the session's user,
+groups or hub falls between the two, the new node subscribes to them (read from the
+registry) before it asks, and keeps what they bring until the snapshot comes; the owner's
+reply carries its *marks*, per origin node the number of the last publication it had (every
+publication is numbered by its origin, and one Redis delivers one origin's messages in
+order to every subscriber), and the new node delivers to the session what it kept past
+those marks, in order, before the session goes live. A send to the connection id itself,
+routed by the registry, can still miss the session while neither node is registered.
+When nobody answers (the owner was killed: its subscriber is gone, SPUBLISH reaches 0
+receivers) and replication is on, the new node takes the replica from Redis instead
+(:class:`~hubbub.broker.redis_sessions.RedisSessions`,
 read and deleted atomically, so only one node can). Replication costs one ``XADD`` per
 reliable delivery and one ``XTRIM`` per ``sequenceAck``, on the replica writer (a connection
 of its own, batched like publications); a group fan-out shared by K members on the node
