@@ -308,8 +308,8 @@ async def test_what_is_sent_during_a_hand_over_reaches_the_session_once_in_order
         await send(c, Target.GROUP, group, "before")  # a has it, and b keeps it too
         await eventually(kept_by_a(2))
 
-    async def interleaved(hub: HubName, cid: ConnectionId) -> bytes | None:
-        snapshot = await give_up(hub, cid)  # a no longer serves it, nor listens for it
+    async def interleaved(hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        snapshot = await give_up(hub, connection_id)  # a no longer serves it, nor listens for it
         # Now, before a's answer leaves: reaches neither unless b listens already.
         await send(c, Target.USER, "u", "during-user")
         await send(c, Target.GROUP, group, "during-group")
