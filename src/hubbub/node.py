@@ -50,7 +50,7 @@ from hubbub.core.commands import (
     Target,
 )
 from hubbub.core.expiring import attach_live, deliver_expiring
-from hubbub.core.fanout import deliver_publication, send_message
+from hubbub.core.fanout import deliver_publication, send_message, targets
 from hubbub.core.outlet import Outlet, SequencedFrames, SharedFrames
 from hubbub.core.roles import RoleSet
 from hubbub.core.state import Connection, ConnectionSnapshot, HubRegistry
@@ -558,7 +558,29 @@ class Node:
             return None
         cid = ConnectionId(connection_id)
         try:
-            transfer = await self.cluster.take_session(hub, cid)
+            # The session's interests are subscribed here before its owner gives it up, and
+            # what comes for them meanwhile is kept: nothing sent to its user, groups or hub
+            # during the hand-over is lost (``transfer.missed``, delivered below).
+            presence = self.cluster.presence
+            user_id = await presence.connection_user(hub, cid)
+            groups = await presence.connection_groups(hub, cid)
+            watch = _interests(hub, user_id, groups)
+            for interest in watch:
+                self.broker.subscribe(interest)
+        except ClusterUnavailableError:
+            log.warning("session %s: the cluster is unavailable, not recovered", cid)
+            return None
+        try:
+            return await self._take_session(hub, cid, token, watch)
+        finally:
+            self.release_ahead(hub, user_id, groups)  # those the session did not take
+
+    async def _take_session(
+        self, hub: HubName, cid: ConnectionId, token: str, watch: list[Interest]
+    ) -> Connection | None:
+        assert self.cluster is not None
+        try:
+            transfer = await self.cluster.take_session(hub, cid, watch)
         except ClusterUnavailableError:
             log.warning("session %s: the cluster is unavailable, not recovered", cid)
             return None
@@ -572,14 +594,29 @@ class Node:
         if snapshot is None or snapshot.hub != hub or snapshot.id != cid:
             return None
         if cid in self._hub_connections(hub):
-            return self.find_session(hub, connection_id, token)  # recovered here meanwhile
+            return self.find_session(hub, cid, token)  # recovered here meanwhile
         connection = self._adopt(snapshot)
         if connection is None:
             log.info("session %s %s, but it is not recoverable", cid, how)
             return None
+        for publication in transfer.missed:
+            self._deliver_to(connection, publication)
         await self.broker.sync()  # subscribed and registered before the client is resumed
         log.info("session %s %s", cid, how)
         return connection
+
+    def _deliver_to(self, connection: Connection, publication: Publication) -> None:
+        """Deliver a publication to one of its local targets only (the others had it)."""
+        hub = self.hubs.get(connection.hub)
+        if hub is None:
+            return
+        others = [
+            c.id for c in targets(hub, publication.target, publication.name) if c is not connection
+        ]
+        if others:
+            excluded = publication.excluded.union(others)
+            publication = msgspec.structs.replace(publication, excluded=excluded)
+        self.handle_publication(publication)
 
     def _adopt(self, snapshot: ConnectionSnapshot) -> Connection | None:
         """Register a connection taken over from another node; its session waits for its

@@ -100,9 +100,9 @@ def test_query_round_trip() -> None:
     ],
 )
 def test_publications_round_trip(publication: Publication) -> None:
-    envelope = wire.decode_envelope(wire.encode_publication("n", publication))
+    envelope = wire.decode_envelope(wire.encode_publication("n", 7, publication))
     assert isinstance(envelope, wire.PublicationEnvelope)
-    assert envelope.origin == "n"
+    assert envelope.origin == "n" and envelope.sequence == 7
     assert wire.decode_publication(envelope) == publication
 
 
@@ -114,6 +114,8 @@ def test_replies_and_sessions_round_trip() -> None:
     )
     assert wire.decode_envelope(wire.encode_session(4, b"snap")) == wire.SessionEnvelope(4, b"snap")
     assert wire.decode_envelope(wire.encode_session(4, None)) == wire.SessionEnvelope(4, None)
+    marks = {"a": 3, "b": 1}
+    assert wire.decode_envelope(wire.encode_session(4, b"s", marks)).marks == marks  # type: ignore[union-attr]
 
 
 def test_garbage_and_unknown_types_are_refused() -> None:

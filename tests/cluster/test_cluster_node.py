@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -15,13 +15,18 @@ from hubbub.core.commands import GrantPermission, Publication, Target
 from hubbub.core.outlet import SequencedFrames, SharedFrames
 from hubbub.core.roles import Permission
 from hubbub.node import RESTORE_SKIP, Node, _replica_snapshot
-from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL, PROTOBUF_RELIABLE_SUBPROTOCOL
+from hubbub.protocol.codec import (
+    JSON_RELIABLE_SUBPROTOCOL,
+    JSON_SUBPROTOCOL,
+    PROTOBUF_RELIABLE_SUBPROTOCOL,
+)
 from hubbub.protocol.messages import DataType, Payload
 from hubbub.protocol.registry import codec_for
 from hubbub.protocol.tokens import reconnection_token
 from hubbub.types import ConnectionId, GroupName, HubName, UserId
 from tests._redis import RedisServer
 from tests.broker.conftest import FAST
+from tests.broker.test_contract import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -88,16 +93,31 @@ def _messages(data: bytes) -> list[dict[str, object]]:
     return out
 
 
-@pytest.fixture
-async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
-    config = Config(access_keys=(KEY,), redis_url=redis_server.url, session_replication=True)
+async def _start(redis_server: RedisServer, names: str, replication: bool) -> list[Node]:
+    config = Config(access_keys=(KEY,), redis_url=redis_server.url, session_replication=replication)
     started = []
-    for name in ("a", "b"):
+    for name in names:
         broker = RedisBroker(dataclasses.replace(FAST, url=redis_server.url, node_id=name))
         node = Node(config, broker, cluster=broker)
         await broker.start(node)
         started.append(node)
+    return started
+
+
+@pytest.fixture
+async def nodes(redis_server: RedisServer) -> AsyncIterator[tuple[Node, Node]]:
+    started = await _start(redis_server, "ab", True)
     yield started[0], started[1]
+    for node in started:
+        await node.broker.close()
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "replicated"])
+async def three_nodes(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Node, Node, Node]]:
+    started = await _start(redis_server, "abc", request.param)
+    yield started[0], started[1], started[2]
     for node in started:
         await node.broker.close()
 
@@ -233,3 +253,83 @@ async def test_a_disowned_connection_is_closed_without_telling_the_registry(
     assert not a.holds(HUB, CID) and a.inventory() == []
     assert outlet.closed is not None and outlet.closed[0] == 1000
     assert await a.presence.connection_exists(HUB, CID)  # not removed by this node
+
+
+def _texts(outlet: Outlet) -> list[str]:
+    return [
+        str(m["data"]) for m in _messages(b"".join(outlet.frames)) if m.get("type") == "message"
+    ]
+
+
+async def test_what_is_sent_during_a_hand_over_reaches_the_session_once_in_order(
+    three_nodes: tuple[Node, Node, Node],
+) -> None:
+    """Publications to the session's user, groups and hub from any node while its owner (a)
+    hands it over to b: those a had are in its snapshot, those it had not reach it on b; none
+    is lost, none comes twice, and b's other connections get each once."""
+    a, b, c = three_nodes
+    group = GroupName("g")
+    outlet = Outlet()
+    connection = a.connect(
+        HUB,
+        UserId("u"),
+        (),
+        [group],
+        codec_for(JSON_RELIABLE_SUBPROTOCOL),
+        outlet,
+        connection_id=CID,
+        subprotocol=JSON_RELIABLE_SUBPROTOCOL,
+    )
+    other = Outlet()  # a member of the group on b all along
+    b.connect(HUB, UserId("v"), (), [group], codec_for(JSON_SUBPROTOCOL), other)
+    await a.broker.sync()
+    await b.broker.sync()
+
+    def send(node: Node, target: Target, name: str, text: str) -> Awaitable[None]:
+        payload = Payload(DataType.TEXT, text.encode())
+        from_group = target is Target.GROUP
+        return node.broker.publish(Publication(HUB, target, name, payload, from_group))
+
+    def kept_by_a(count: int) -> Callable[[], bool]:
+        session = connection.session
+        assert session is not None
+        return lambda: len(session.snapshot().unacked) >= count
+
+    await send(c, Target.USER, "u", "m1")
+    await eventually(kept_by_a(1))
+    a.socket_closed(connection, outlet, 1006)
+    listened = b.broker.sync
+    give_up = a.hand_over
+
+    async def listening() -> None:
+        """b's first sync of the take: b listens, a is not asked yet."""
+        await listened()
+        b.broker.sync = listened  # type: ignore[method-assign]
+        await send(c, Target.GROUP, group, "before")  # a has it, and b keeps it too
+        await eventually(kept_by_a(2))
+
+    async def interleaved(hub: HubName, connection_id: ConnectionId) -> bytes | None:
+        snapshot = await give_up(hub, connection_id)  # a no longer serves it, nor listens for it
+        # Now, before a's answer leaves: reaches neither unless b listens already.
+        await send(c, Target.USER, "u", "during-user")
+        await send(c, Target.GROUP, group, "during-group")
+        await send(c, Target.HUB, "", "during-hub")
+        await send(b, Target.GROUP, group, "from-b")
+        await send(a, Target.USER, "u", "from-a")
+        return snapshot
+
+    b.broker.sync = listening  # type: ignore[method-assign]
+    a.hand_over = interleaved  # type: ignore[method-assign]
+    moved = await b.recover_session(HUB, "c1", reconnection_token(KEY, CID))
+    assert moved is not None and b.holds(HUB, CID) and not a.holds(HUB, CID)
+    new = Outlet()
+    b.resume(moved, new)
+    expected = ["m1", "before", "during-user", "during-group", "during-hub", "from-b", "from-a"]
+    assert new.data() == list(enumerate(expected, 1))
+    # b's own publication reaches b's member at once, before the others: each once.
+    assert sorted(_texts(other)) == ["before", "during-group", "during-hub", "from-b"]
+    await send(c, Target.GROUP, group, "after")
+    await eventually(lambda: len(new.data()) == len(expected) + 1)
+    assert new.data()[-1] == (len(expected) + 1, "after")
+    await eventually(lambda: _texts(other)[-1:] == ["after"])
+    assert b.cluster is not None and not b.cluster._watches

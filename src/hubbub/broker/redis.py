@@ -113,9 +113,17 @@ On this 2-core VM: cross-node publish latency ~60-70 us (p50), a command round t
 through :meth:`RedisBroker.take_session`: the ``route`` script sends ``TakeSession`` to the
 owner's node channel; a live owner (:class:`SessionOwner`) stops serving the session,
 unregisters it, syncs and replies with its snapshot (a msgspec struct, bytes here); the new
-node restores it and registers the connection. When nobody answers (the owner was killed:
-its subscriber is gone, SPUBLISH reaches 0 receivers) and replication is on, the new node
-takes the replica from Redis instead (:class:`~hubbub.broker.redis_sessions.RedisSessions`,
+node restores it and registers the connection. So that nothing sent to the session's user,
+groups or hub falls between the two, the new node subscribes to them (read from the
+registry) before it asks, and keeps what they bring until the snapshot comes; the owner's
+reply carries its *marks*, per origin node the number of the last publication it had (every
+publication is numbered by its origin, and one Redis delivers one origin's messages in
+order to every subscriber), and the new node delivers to the session what it kept past
+those marks, in order, before the session goes live. A send to the connection id itself,
+routed by the registry, can still miss the session while neither node is registered.
+When nobody answers (the owner was killed: its subscriber is gone, SPUBLISH reaches 0
+receivers) and replication is on, the new node takes the replica from Redis instead
+(:class:`~hubbub.broker.redis_sessions.RedisSessions`,
 read and deleted atomically, so only one node can). Replication costs one ``XADD`` per
 reliable delivery and one ``XTRIM`` per ``sequenceAck``, on the replica writer (a connection
 of its own, batched like publications); a group fan-out shared by K members on the node
@@ -137,7 +145,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 import msgspec
@@ -237,6 +245,17 @@ def _reason(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
+class _Watch:
+    """The interests of a session being taken over, and what came for them meanwhile."""
+
+    __slots__ = ("interests", "kept")
+
+    def __init__(self, interests: frozenset[Interest]) -> None:
+        self.interests = interests
+        self.kept: list[tuple[str, int, Publication]] = []
+        """(origin node, its number for it, the publication), in the order they came."""
+
+
 def _connection_target(command: Command | Query) -> ConnectionId | None:
     if isinstance(
         command, (AddToGroup, RemoveFromGroup, GrantPermission, RevokePermission, CheckPermission)
@@ -313,6 +332,12 @@ class RedisBroker:
         self._closing = False
         self._backoff = settings.reconnect_min_seconds
         self._drop_logged = False
+        self._sequence = 0
+        """The number of the last publication this node sent (:mod:`~hubbub.broker.wire`)."""
+        self._marks: dict[str, int] = {}
+        """Per origin node, the number of the last of its publications this node had."""
+        self._watches: list[_Watch] = []
+        """The sessions being taken over to here: what comes for them meanwhile is kept."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -438,7 +463,8 @@ class RedisBroker:
             self._deliver(publication)
         if not self.ready:
             return self._drop(strict)
-        data = encode_publication(self.node_id, publication)
+        self._sequence += 1
+        data = encode_publication(self.node_id, self._sequence, publication)
         if self._writer.full(len(data)):
             return self._drop(strict)
         self.stats.published += 1
@@ -537,9 +563,20 @@ class RedisBroker:
 
         return bool(await self._routed(request, local))
 
-    async def take_session(self, hub: HubName, connection_id: ConnectionId) -> SessionTransfer:
+    async def take_session(
+        self, hub: HubName, connection_id: ConnectionId, watch: Iterable[Interest] = ()
+    ) -> SessionTransfer:
         """Get a reliable session held elsewhere: handed over by its live owner, or, when no
         owner answers and replication is on, restored from Redis.
+
+        ``watch``: the session's interests, subscribed here before the call (this syncs
+        them before it asks the owner; what a subscription brings is kept from the moment
+        it is in effect). What comes for them while the owner gives the session up is kept,
+        and the transfer's ``missed`` has what of it the owner had not had (by the
+        per-origin numbers of the publications and the owner's marks): nothing sent to the
+        session's user, groups or hub during the hand-over is lost, or delivered twice. The
+        caller delivers ``missed``
+        to the session before its next ``await``.
 
         An owner that does not answer within ``request_timeout_seconds`` gets nothing taken
         from it: the result is empty (the client starts a new session) rather than a second
@@ -551,14 +588,24 @@ class RedisBroker:
         self._require_handler()
         request = self._new_request()
         data = encode_take_session(self.node_id, request.id, hub, connection_id)
-        self._writer.append(self._route_args(hub, connection_id, data), request.on_routed)
+        kept = _Watch(frozenset(watch))
         try:
+            if kept.interests:
+                self._watches.append(kept)
+                await self.sync()  # their subscriptions in effect before the owner is asked
+            self._writer.append(self._route_args(hub, connection_id, data), request.on_routed)
             receivers = await self._wait(request.routed)
             if receivers > 0:
                 request.expect(receivers)
                 await self._wait(request.future)
                 if request.replies:
-                    return SessionTransfer(snapshot=request.snapshot)
+                    marks = request.marks
+                    missed = tuple(
+                        publication
+                        for origin, sequence, publication in kept.kept
+                        if sequence > marks.get(origin, 0)
+                    )
+                    return SessionTransfer(snapshot=request.snapshot, missed=missed)
                 return SessionTransfer()
         except TimeoutError:
             if not request.routed.done():
@@ -567,6 +614,8 @@ class RedisBroker:
             return SessionTransfer()
         finally:
             self._forget(request)
+            if kept.interests:
+                self._watches.remove(kept)
         if receivers == -2 or not self.settings.replicate_sessions:
             return SessionTransfer()
         return SessionTransfer(replica=await self.sessions.take(hub, connection_id))
@@ -633,7 +682,10 @@ class RedisBroker:
             return
         self.stats.received += 1
         if type(envelope) is PublicationEnvelope:
+            if self._watches:
+                self._watch(envelope)
             if envelope.origin != self.node_id:  # our own, heard back on a channel
+                self._marks[envelope.origin] = envelope.sequence
                 self._deliver(decode_publication(envelope))
         elif type(envelope) is ReplyEnvelope:
             request = self._requests.get(envelope.request_id)
@@ -643,11 +695,20 @@ class RedisBroker:
             request = self._requests.get(envelope.request_id)
             if request is not None:
                 request.snapshot = envelope.snapshot
+                request.marks = envelope.marks
                 request.reply(0)
         elif isinstance(envelope, (CommandEnvelope, QueryEnvelope)):
             self._spawn(self._answer(envelope))
         elif isinstance(envelope, TakeSessionEnvelope):
             self._spawn(self._hand_over(envelope))
+
+    def _watch(self, envelope: PublicationEnvelope) -> None:
+        """Keep a publication for the sessions being taken over whose interests it names."""
+        publication = decode_publication(envelope)
+        key = Interest(publication.hub, publication.target, publication.name)
+        for watch in self._watches:
+            if key in watch.interests:
+                watch.kept.append((envelope.origin, envelope.sequence, publication))
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -678,12 +739,15 @@ class RedisBroker:
 
     async def _hand_over(self, envelope: TakeSessionEnvelope) -> None:
         snapshot: bytes | None = None
+        # What the session had: the owner takes its snapshot before its first await, so
+        # nothing reaches this node between these marks and the snapshot.
+        marks = {**self._marks, self.node_id: self._sequence}
         if self._owner is not None:
             try:
                 snapshot = await self._owner.hand_over(envelope.hub, envelope.connection_id)
             except Exception:
                 log.exception("redis engine: a session hand-over failed")
-        self._reply(envelope.origin, encode_session(envelope.request_id, snapshot))
+        self._reply(envelope.origin, encode_session(envelope.request_id, snapshot, marks))
 
     def _reply(self, node_id: str, data: bytes) -> None:
         if self._accepting:

@@ -167,6 +167,13 @@ class RedisPresence:
         assert isinstance(reply, (list, set))
         return sorted(GroupName(g.decode()) for g in reply)
 
+    async def connection_user(self, hub: HubName, connection_id: ConnectionId) -> UserId | None:
+        """The user of a registered connection (None: no user, or no such connection)."""
+        reply = await self._core.run_command("HGET", self._names.owners(hub), connection_id)
+        if not isinstance(reply, bytes) or b"\0" not in reply:
+            return None
+        return UserId(reply.split(b"\0", 1)[1].decode())
+
     async def owner(self, hub: HubName, connection_id: ConnectionId) -> str | None:
         """The id of the node holding a connection, or None."""
         reply = await self._core.run_script(SCRIPTS.owner, hub, connection_id)

@@ -15,6 +15,7 @@ from hubbub.broker.base import BrokerHandler
 from hubbub.broker.redis_link import Reply
 from hubbub.broker.redis_registry import Holding
 from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.core.commands import Publication
 from hubbub.errors import ClusterUnavailableError
 from hubbub.types import ConnectionId, HubName
 
@@ -119,6 +120,8 @@ class SessionOwner(Protocol):
 
         The node unregisters the connection (without a ``disconnected`` event) and awaits
         ``broker.sync()`` before it returns, so the new owner's registration comes after.
+        It takes the snapshot and stops delivering to the session before its first ``await``
+        (the engine notes, just before calling it, which publications the session had).
         """
         ...
 
@@ -127,17 +130,21 @@ class SessionTransfer(msgspec.Struct, frozen=True):
     """What :meth:`RedisBroker.take_session` found.
 
     ``snapshot``: handed over by a live owner. ``replica``: restored from Redis because no
-    owner answered. Both None: the session is gone (or its owner refused).
+    owner answered. Both None: the session is gone (or its owner refused). ``missed``: with
+    a snapshot, the publications to the watched interests that reached this node while the
+    session was being handed over and that the owner had not had when it gave it up, in the
+    order they came (the new owner delivers them to the session, then it is live).
     """
 
     snapshot: bytes | None = None
     replica: ReplicatedSession | None = None
+    missed: tuple[Publication, ...] = ()
 
 
 class Request:
     """A command, query or hand-over waiting for the nodes that received it."""
 
-    __slots__ = ("expected", "future", "id", "replies", "routed", "snapshot", "total")
+    __slots__ = ("expected", "future", "id", "marks", "replies", "routed", "snapshot", "total")
 
     def __init__(self, request_id: int) -> None:
         self.id = request_id
@@ -148,6 +155,7 @@ class Request:
         self.replies = 0
         self.total = 0
         self.snapshot: bytes | None = None
+        self.marks: dict[str, int] = {}
 
     def on_routed(self, reply: Reply) -> None:
         if not self.routed.done():

@@ -5,16 +5,22 @@ Every message on a channel is one envelope, a msgpack array whose first element 
 =====  =====================  ==========================================================
 kind   envelope               carries
 =====  =====================  ==========================================================
-1      PublicationEnvelope    origin node, a :class:`~hubbub.core.commands.Publication`
+1      PublicationEnvelope    origin node, its sequence number there, a
+                              :class:`~hubbub.core.commands.Publication`
 2      CommandEnvelope        origin node, request id, command type name, the command
 3      QueryEnvelope          origin node, request id, query type name, the query
 4      ReplyEnvelope          request id, a count (command) or 0/1 (query), error flag
 5      TakeSessionEnvelope    origin node, request id, hub, connection id
-6      SessionEnvelope        request id, the session's snapshot bytes (or nil)
+6      SessionEnvelope        request id, the session's snapshot bytes (or nil), the
+                              owner's marks (origin node -> last sequence number it had)
 =====  =====================  ==========================================================
 
 The body of a publication is decoded only when the envelope did not come from the receiving
-node itself (a node hears its own publications on the channels it subscribes to). Commands
+node itself (a node hears its own publications on the channels it subscribes to). Each node
+numbers the publications it sends, 1, 2, 3 ... (one counter for every target): one Redis
+delivers one node's messages in that order to every subscriber, so "the last number a node
+had from each origin" says exactly which publications it had, whatever their channel (what a
+session hand-over needs, :meth:`hubbub.broker.redis.RedisBroker.take_session`). Commands
 and queries travel as ``(type name, struct)``: that decodes the dataclasses of today's
 :mod:`hubbub.core.commands` and the tagged msgspec structs they become alike.
 """
@@ -57,11 +63,14 @@ _TYPES: dict[str, type[typing.Any]] = {
 
 class _OutgoingPublication(msgspec.Struct, array_like=True, tag=1):
     origin: str
+    sequence: int
     publication: Publication
 
 
 class PublicationEnvelope(msgspec.Struct, frozen=True, array_like=True, tag=1):
     origin: str
+    sequence: int
+    """The origin's number for it: one more than its previous publication's."""
     publication: msgspec.Raw
 
 
@@ -95,6 +104,9 @@ class TakeSessionEnvelope(msgspec.Struct, frozen=True, array_like=True, tag=5):
 class SessionEnvelope(msgspec.Struct, frozen=True, array_like=True, tag=6):
     request_id: int
     snapshot: bytes | None
+    marks: dict[str, int] = {}
+    """Per origin node, the sequence number of the last publication the owner had when it
+    gave the session up (its own: the last it sent)."""
 
 
 class _OutgoingRequest(msgspec.Struct, array_like=True):
@@ -119,8 +131,8 @@ _decoder = msgspec.msgpack.Decoder(Envelope)
 _publication_decoder = msgspec.msgpack.Decoder(Publication)
 
 
-def encode_publication(origin: str, publication: Publication) -> bytes:
-    return _encoder.encode(_OutgoingPublication(origin, publication))
+def encode_publication(origin: str, sequence: int, publication: Publication) -> bytes:
+    return _encoder.encode(_OutgoingPublication(origin, sequence, publication))
 
 
 def encode_command(origin: str, request_id: int, command: Command) -> bytes:
@@ -141,8 +153,10 @@ def encode_take_session(
     return _encoder.encode(TakeSessionEnvelope(origin, request_id, hub, connection_id))
 
 
-def encode_session(request_id: int, snapshot: bytes | None) -> bytes:
-    return _encoder.encode(SessionEnvelope(request_id, snapshot))
+def encode_session(
+    request_id: int, snapshot: bytes | None, marks: dict[str, int] | None = None
+) -> bytes:
+    return _encoder.encode(SessionEnvelope(request_id, snapshot, marks or {}))
 
 
 def decode_envelope(data: bytes) -> Envelope:
