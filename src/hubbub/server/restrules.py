@@ -308,9 +308,9 @@ class RestRules:
             return None
         policy = self.policy
         if policy is not None and policy.needs_address:
-            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            denied = _network_refusal(policy, address, count)
             if denied is not None:
-                return Refusal(denied.status, denied.message)
+                return denied
         scheme, _, token = authorization.partition(" ")  # RFC 6750 §2.1
         token = token.strip()
         if not token or scheme.lower() != "bearer":
@@ -327,10 +327,9 @@ class RestRules:
             except TokenError as exc:
                 return Refusal(401, str(exc))
         if policy is not None and policy.rest_limited:
-            throttled = policy.check_rest_rate(_hub_of(target), count=count)
+            throttled = _rate_refusal(policy, target, count)
             if throttled is not None:
-                headers = (*throttled.headers.items(), API_SUPPORTED_VERSIONS)
-                return Refusal(429, throttled.message, headers)
+                return throttled
         return window
 
     def per_call_refusal(
@@ -342,14 +341,11 @@ class RestRules:
         if policy is None:
             return None
         if policy.needs_address:
-            denied = policy.check_network(TrafficKind.REST, address, count=count)
+            denied = _network_refusal(policy, address, count)
             if denied is not None:
-                return Refusal(denied.status, denied.message)
+                return denied
         if policy.rest_limited:
-            throttled = policy.check_rest_rate(_hub_of(target), count=count)
-            if throttled is not None:
-                headers = (*throttled.headers.items(), API_SUPPORTED_VERSIONS)
-                return Refusal(429, throttled.message, headers)
+            return _rate_refusal(policy, target, count)
         return None
 
     async def refusal_after_keys(
@@ -403,6 +399,21 @@ def _entra_refusal(
     except EntraForbiddenError as exc:
         return Refusal(403, str(exc), (API_SUPPORTED_VERSIONS,))  # the token verified
     return None
+
+
+def _network_refusal(policy: Policy, address: Address | None, count: bool) -> Refusal | None:
+    """The network rules' 403 for REST from ``address`` (before the token is looked at)."""
+    denied = policy.check_network(TrafficKind.REST, address, count=count)
+    return None if denied is None else Refusal(denied.status, denied.message)
+
+
+def _rate_refusal(policy: Policy, target: str, count: bool) -> Refusal | None:
+    """The hub's REST rate: 429 with ``Retry-After`` (past the token check, so it names the
+    supported versions too)."""
+    throttled = policy.check_rest_rate(_hub_of(target), count=count)
+    if throttled is None:
+        return None
+    return Refusal(429, throttled.message, (*throttled.headers.items(), API_SUPPORTED_VERSIONS))
 
 
 def _hub_of(target: str) -> str:
