@@ -24,40 +24,20 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import ACCESS_KEY, SECONDARY_KEY, free_port
+from tests.conftest import ACCESS_KEY, SECONDARY_KEY, Server, free_port
 
 WAIT = 10.0
 
 
-@dataclass
-class TlsServer:
-    """A running ``hubbub serve`` with TLS."""
+@dataclass(frozen=True, kw_only=True)
+class TlsServer(Server):
+    """A running ``hubbub serve`` with TLS (its endpoints and connection strings are
+    :class:`tests.conftest.Server`'s, with https and wss)."""
 
-    port: int
-    process: subprocess.Popen[bytes]
     config: Path
     log: Path
     ca_file: Path
-    access_key: str = ACCESS_KEY
-    secondary_key: str = SECONDARY_KEY
-    host: str = "localhost"
-    """The name the test certificate carries (the connection string's host)."""
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    @property
-    def ws_endpoint(self) -> str:
-        return f"wss://{self.host}:{self.port}"
-
-    @property
-    def connection_string(self) -> str:
-        return f"Endpoint={self.endpoint};AccessKey={self.access_key};Version=1.0;"
-
-    @property
-    def secondary_connection_string(self) -> str:
-        return f"Endpoint={self.endpoint};AccessKey={self.secondary_key};Version=1.0;"
+    tls: bool = True
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -120,7 +100,16 @@ def start_tls_server(
         process = subprocess.Popen(
             [*cmd, *args], stdout=out, stderr=subprocess.STDOUT, env=full_env
         )
-    server = TlsServer(port, process, config, log, ca_file)
+    server = TlsServer(
+        host="localhost",  # the name the test certificate carries
+        port=port,
+        access_key=ACCESS_KEY,
+        secondary_key=SECONDARY_KEY,
+        process=process,
+        config=config,
+        log=log,
+        ca_file=ca_file,
+    )
     url = f"https://localhost:{port}/api/health"
     deadline = time.monotonic() + 20
     while True:
