@@ -200,10 +200,13 @@ class WorkersProcess(ServerProcess):
         redis_url: str,
         *,
         cpu: int | Collection[int] | None,
+        worker_cpus: Sequence[int] = (),
         name: str,
     ) -> WorkersProcess:
         """Start ``workers`` workers on Redis at ``redis_url`` and wait until every one of
-        them listens (the supervisor prints the connection string then)."""
+        them listens (the supervisor prints the connection string then). ``cpu``: the
+        supervisor's CPUs, which the workers inherit; ``worker_cpus``: then pin worker ``i``
+        to ``worker_cpus[i]`` (a replaced worker gets the supervisor's CPUs)."""
         log = OUT / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         server = await cls.start(
@@ -220,6 +223,8 @@ class WorkersProcess(ServerProcess):
             with log.open("rb") as f:
                 f.seek(offset)
                 if b"Connection string:" in f.read():
+                    for pid, one in zip(server.worker_pids(), worker_cpus, strict=False):
+                        os.sched_setaffinity(pid, {one})
                     return server
             await asyncio.sleep(0.1)
         await children.stop(server.proc)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from harness.config import FANOUT_CONCURRENCY, LATENCY_PROBES, Plan, fanout_window
+from harness.config import (
+    FANOUT_CONCURRENCY,
+    LATENCY_PROBES,
+    WORKER_CPUS,
+    WORKERS_CPUS,
+    Plan,
+    fanout_window,
+)
 from harness.measure import measure, percentile
 from harness.processes import LoadProcess
 from harness.profiling import profile_server
@@ -17,8 +24,6 @@ from harness.servers import ServerProcess, WorkersProcess
 FANOUT_VARIANTS = (("rest", 100), ("rest", 2048), ("ws", 100), ("ws", 2048))
 WORKERS = 2
 """The worker processes of (e)'s second figure, ``hubbub serve --workers 2``."""
-WORKERS_CPUS = (0, 1)
-"""The CPUs its supervisor and workers may use: both of this machine's."""
 WORKERS_KEY = f"e-workers{WORKERS}"
 
 
@@ -37,12 +42,18 @@ async def run(ctx: Context, kind: str, want_a: bool, want_e: bool) -> None:
 async def _latency_workers(ctx: Context) -> None:
     """(e) with ``hubbub serve --workers 2 --redis-url``: its own maximum REST 100 B rate, then
     the latency at half of it. The supervisor and workers may run on both CPUs (the scheduler
-    places them; CPU 1 is shared with the load generators), redis-server on CPU 1 (the
-    harness's, as in (j)); server CPU is the workers', the supervisor's and Redis's."""
+    places them; CPU 1 is shared with the load generators) unless :data:`WORKER_CPUS` pins
+    each worker, redis-server on CPU 1 (the harness's, as in (j)); server CPU is the
+    workers', the supervisor's and Redis's."""
     redis = await RedisProcess.start(ctx.children)
     try:
         node = await WorkersProcess.start_workers(
-            ctx.children, WORKERS, redis.url, cpu=WORKERS_CPUS, name="server-hubbub-workers"
+            ctx.children,
+            WORKERS,
+            redis.url,
+            cpu=WORKERS_CPUS,
+            worker_cpus=WORKER_CPUS,
+            name="server-hubbub-workers",
         )
     except BaseException:
         await ctx.children.stop(redis.proc)
@@ -287,14 +298,21 @@ def rows_e(plan: Plan) -> list[Row]:
 def notes_e(plan: Plan, results: Results) -> list[str]:
     if WORKERS_KEY not in results:
         return []
+    if WORKER_CPUS:
+        pinned = ", ".join(f"worker {i + 1} on CPU {c}" for i, c in enumerate(WORKER_CPUS))
+        placement = f"each worker is pinned (HUBBUB_BENCH_WORKER_CPUS: {pinned})"
+    else:
+        placement = (
+            "the supervisor and the workers may run on both (not pinned one by one; the "
+            "scheduler places them)"
+        )
     return [
         f"(e) hubbub --workers {WORKERS} runs in the same invocation as the one-process "
         f"figure, on a fresh `hubbub serve --workers {WORKERS} --redis-url` and a fresh "
         "redis-server: its own maximum REST 100 B rate to the group (as (a)), then the "
-        "latency at half of it. The machine has two cores: the supervisor and the workers may "
-        "run on both (not pinned to one each; the scheduler places them), and share CPU 1 with "
-        "the load generators, the harness and redis-server (on CPU 1, as in (j)). This "
-        f"understates what {WORKERS} dedicated cores give. Its server CPU is the workers' and "
-        "the supervisor's, Redis's separately (per worker in the JSON, with the open files "
-        "of each worker, which show how the kernel spread the connections)."
+        f"latency at half of it. The machine has two cores: {placement}, and they share "
+        "CPU 1 with the load generators, the harness and redis-server (on CPU 1, as in (j)). "
+        f"This understates what {WORKERS} dedicated cores give. Its server CPU is the "
+        "workers' and the supervisor's, Redis's separately (per worker in the JSON, with the "
+        "open files of each worker, which show how the kernel spread the connections)."
     ]
