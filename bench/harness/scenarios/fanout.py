@@ -16,7 +16,7 @@ from harness.config import (
 from harness.measure import measure, percentile
 from harness.processes import LoadProcess
 from harness.profiling import profile_server
-from harness.results import Results, Row, ge, le, ratio
+from harness.results import Results, Row, ge, le, medians, ratio
 from harness.scenarios.cluster import Cluster, RedisProcess
 from harness.scenarios.common import Context, close_all, progress, start_members, start_publisher
 from harness.servers import ServerProcess, WorkersProcess
@@ -315,4 +315,17 @@ def notes_e(plan: Plan, results: Results) -> list[str]:
         f"This understates what {WORKERS} dedicated cores give. Its server CPU is the "
         "workers' and the supervisor's, Redis's separately (per worker in the JSON, with the "
         "open files of each worker, which show how the kernel spread the connections)."
+        + _busy_note(results)
     ]
+
+
+def _busy_note(results: Results) -> str:
+    """How full both CPUs were in the ``--workers`` latency window (medians)."""
+    m = medians(results)[WORKERS_KEY].get("hubbub", {})
+    if "server_cpu_util" not in m or "loadgen_cpu_util" not in m:
+        return ""
+    server, load = m["server_cpu_util"], m["loadgen_cpu_util"]
+    return (
+        f" At its latency rate the workers, supervisor and Redis used {server:.0%} of a core "
+        f"and the load generators {load:.0%}: {(server + load) / 2:.0%} of the two cores."
+    )
