@@ -1,7 +1,9 @@
-"""Entra signing keys read from a file or fetched over https, refreshed for a new kid."""
+"""Entra signing keys read from a file or fetched over https, refreshed for a new kid and every
+``refresh_seconds``; a failed read keeps the keys there were."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,12 +31,16 @@ def validator() -> EntraValidator:
 
 
 class KeyServer:
-    """An https JWKS endpoint of the test CA that counts its requests."""
+    """An https JWKS endpoint of the test CA that counts its requests; ``failure`` makes it
+    answer that status, ``body`` that body instead of the keys, ``delay`` answer late."""
 
     def __init__(self) -> None:
         self.keys = [OLD]
         self.requests = 0
         self.url = ""
+        self.failure: int | None = None
+        self.body: bytes | None = None
+        self.delay = 0.0
 
 
 @pytest.fixture
@@ -44,6 +50,12 @@ async def key_server(tmp_path: Path) -> AsyncIterator[tuple[KeyServer, Path]]:
 
     async def keys(request: web.Request) -> web.Response:
         state.requests += 1
+        if state.delay:
+            await asyncio.sleep(state.delay)
+        if state.failure is not None:
+            return web.Response(status=state.failure, text="unavailable")
+        if state.body is not None:
+            return web.Response(body=state.body, content_type="application/json")
         return web.json_response(jwks(*state.keys))
 
     app = web.Application()
@@ -110,3 +122,79 @@ async def test_an_untrusted_key_endpoint_keeps_the_old_keys(
     assert not await keys.load()
     with pytest.raises(EntraTokenError):
         await keys.authenticate(entra_token(OLD))
+
+
+REFRESH = 0.3
+"""``refresh_seconds`` of the refresh tests (the node's is a day)."""
+
+
+def refreshing(state: KeyServer, ca_file: Path, timeout_seconds: float = 10.0) -> EntraKeys:
+    """Keys of the endpoint read again every REFRESH seconds; an unknown kid does not make
+    them be read (min_refresh_seconds of an hour), so each read is the refresh's."""
+    return EntraKeys(
+        validator(),
+        jwks_url=state.url,
+        ssl_context=upstream_context(str(ca_file)),
+        min_refresh_seconds=3600,
+        refresh_seconds=REFRESH,
+        timeout_seconds=timeout_seconds,
+    )
+
+
+async def test_keys_of_a_url_are_read_again_every_refresh_seconds(
+    key_server: tuple[KeyServer, Path],
+) -> None:
+    """The endpoint rolls its keys (NEW in, OLD out): until refresh_seconds have passed the
+    keys read at first still judge; then the first token reads them again, a token of the new
+    key is accepted and one of the removed key refused."""
+    state, ca_file = key_server
+    keys = refreshing(state, ca_file)
+    assert await keys.load()
+    await keys.authenticate(entra_token(OLD))
+    state.keys = [NEW]
+    with pytest.raises(UnknownKeyError):
+        await keys.authenticate(entra_token(NEW))
+    await keys.authenticate(entra_token(OLD))
+    assert state.requests == 1
+    await asyncio.sleep(REFRESH)
+    await keys.authenticate(entra_token(NEW))
+    assert state.requests == 2
+    with pytest.raises(UnknownKeyError):
+        await keys.authenticate(entra_token(OLD))
+    assert keys.validator.keys is not None and keys.validator.keys.kids == (NEW.kid,)
+    assert state.requests == 2
+
+
+async def test_a_failing_refresh_keeps_the_keys(
+    key_server: tuple[KeyServer, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refresh answered 503, one answered with what is not a key set and one that times out
+    each keep the keys there were (and say why in the log); the refresh after them takes the
+    endpoint's keys again."""
+    state, ca_file = key_server
+    keys = refreshing(state, ca_file, timeout_seconds=0.2)
+    assert await keys.load()
+    state.keys = [NEW]
+    failures: list[dict[str, object]] = [
+        {"failure": 503},
+        {"body": b'{"keys": []}'},  # not a key set with an RSA signing key
+        {"delay": 0.5},  # past timeout_seconds
+    ]
+    for number, how in enumerate(failures, start=2):
+        state.failure, state.body, state.delay = None, None, 0.0
+        for name, value in how.items():
+            setattr(state, name, value)
+        await asyncio.sleep(REFRESH)
+        await keys.authenticate(entra_token(OLD))
+        assert state.requests == number
+        with pytest.raises(UnknownKeyError):
+            await keys.authenticate(entra_token(NEW))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "hubbub.entra"]
+    assert sum("cannot read the Entra signing keys" in w for w in warnings) == len(failures)
+    assert any("503" in w for w in warnings)
+    state.failure, state.body, state.delay = None, None, 0.0
+    await asyncio.sleep(REFRESH)
+    await keys.authenticate(entra_token(NEW))
+    with pytest.raises(UnknownKeyError):
+        await keys.authenticate(entra_token(OLD))
+    assert state.requests == len(failures) + 2
