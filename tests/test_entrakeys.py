@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from hubbub.config import load_config
 from hubbub.entrakeys import EntraKeys, load_key_file
+from hubbub.policy import Policy
 from hubbub.protocol.entra import (
     EntraSettings,
     EntraTokenError,
@@ -19,8 +23,9 @@ from hubbub.protocol.entra import (
     UnknownKeyError,
     tenant_issuers,
 )
+from hubbub.server.app import _refresh_keys
 from hubbub.server.tls import server_context, upstream_context
-from tests._entra import TENANT, TestKey, entra_token, jwks, write_jwks
+from tests._entra import OBJECT_ID, TENANT, TestKey, entra_token, jwks, write_jwks
 from tests._pki import make_pki
 
 OLD, NEW = TestKey(), TestKey()
@@ -31,8 +36,8 @@ def validator() -> EntraValidator:
 
 
 class KeyServer:
-    """An https JWKS endpoint of the test CA that counts its requests; ``failure`` makes it
-    answer that status, ``body`` that body instead of the keys, ``delay`` answer late."""
+    """A JWKS endpoint (https of the test CA, or http) that counts its requests; ``failure``
+    makes it answer that status, ``body`` that body instead of the keys, ``delay`` answer late."""
 
     def __init__(self) -> None:
         self.keys = [OLD]
@@ -43,10 +48,9 @@ class KeyServer:
         self.delay = 0.0
 
 
-@pytest.fixture
-async def key_server(tmp_path: Path) -> AsyncIterator[tuple[KeyServer, Path]]:
-    pki = make_pki(tmp_path / "pki")
-    state = KeyServer()
+@contextlib.asynccontextmanager
+async def serving(state: KeyServer, context: ssl.SSLContext | None) -> AsyncIterator[None]:
+    """``state``'s endpoint on a free loopback port, https with ``context``, else http."""
 
     async def keys(request: web.Request) -> web.Response:
         state.requests += 1
@@ -62,13 +66,32 @@ async def key_server(tmp_path: Path) -> AsyncIterator[tuple[KeyServer, Path]]:
     app.router.add_get("/discovery/v2.0/keys", keys)
     runner = web.AppRunner(app)
     await runner.setup()
-    context = server_context(str(pki.server.cert_file), str(pki.server.key_file))
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     port = runner.addresses[0][1]
-    state.url = f"https://localhost:{port}/discovery/v2.0/keys"
-    yield state, pki.ca_file
-    await runner.cleanup()
+    host = "localhost" if context is not None else "127.0.0.1"
+    state.url = f"{'https' if context else 'http'}://{host}:{port}/discovery/v2.0/keys"
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def key_server(tmp_path: Path) -> AsyncIterator[tuple[KeyServer, Path]]:
+    pki = make_pki(tmp_path / "pki")
+    state = KeyServer()
+    context = server_context(str(pki.server.cert_file), str(pki.server.key_file))
+    async with serving(state, context):
+        yield state, pki.ca_file
+
+
+@pytest.fixture
+async def plain_key_server() -> AsyncIterator[KeyServer]:
+    """The endpoint over http (``jwks_url`` takes http on loopback)."""
+    state = KeyServer()
+    async with serving(state, None):
+        yield state
 
 
 def test_a_key_file(tmp_path: Path) -> None:
@@ -126,6 +149,28 @@ async def test_an_untrusted_key_endpoint_keeps_the_old_keys(
 
 REFRESH = 0.3
 """``refresh_seconds`` of the refresh tests (the node's is a day)."""
+PAST_REFRESH = REFRESH + 0.05
+
+
+async def eventually(check: Callable[[], bool], what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"not within 2 s: {what}")
+
+
+def kids(entra: EntraKeys) -> tuple[str, ...]:
+    keys = entra.validator.keys
+    return keys.kids if keys is not None else ()
+
+
+def failed_reads(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
+        "cannot read the Entra signing keys" in r.getMessage()
+        for r in caplog.records
+        if r.name == "hubbub.entra"
+    )
 
 
 def refreshing(state: KeyServer, ca_file: Path, timeout_seconds: float = 10.0) -> EntraKeys:
@@ -156,12 +201,12 @@ async def test_keys_of_a_url_are_read_again_every_refresh_seconds(
         await keys.authenticate(entra_token(NEW))
     await keys.authenticate(entra_token(OLD))
     assert state.requests == 1
-    await asyncio.sleep(REFRESH)
+    await asyncio.sleep(PAST_REFRESH)
     await keys.authenticate(entra_token(NEW))
     assert state.requests == 2
     with pytest.raises(UnknownKeyError):
         await keys.authenticate(entra_token(OLD))
-    assert keys.validator.keys is not None and keys.validator.keys.kids == (NEW.kid,)
+    assert kids(keys) == (NEW.kid,)
     assert state.requests == 2
 
 
@@ -184,17 +229,50 @@ async def test_a_failing_refresh_keeps_the_keys(
         state.failure, state.body, state.delay = None, None, 0.0
         for name, value in how.items():
             setattr(state, name, value)
-        await asyncio.sleep(REFRESH)
+        await asyncio.sleep(PAST_REFRESH)
         await keys.authenticate(entra_token(OLD))
         assert state.requests == number
         with pytest.raises(UnknownKeyError):
             await keys.authenticate(entra_token(NEW))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "hubbub.entra"]
-    assert sum("cannot read the Entra signing keys" in w for w in warnings) == len(failures)
-    assert any("503" in w for w in warnings)
+    assert failed_reads(caplog) == len(failures)
+    assert any("503" in r.getMessage() for r in caplog.records if r.name == "hubbub.entra")
     state.failure, state.body, state.delay = None, None, 0.0
-    await asyncio.sleep(REFRESH)
+    await asyncio.sleep(PAST_REFRESH)
     await keys.authenticate(entra_token(NEW))
     with pytest.raises(UnknownKeyError):
         await keys.authenticate(entra_token(OLD))
     assert state.requests == len(failures) + 2
+
+
+async def test_a_node_reads_the_keys_of_its_url_again_on_its_own(
+    tmp_path: Path, plain_key_server: KeyServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node's refresh task (every day; here every REFRESH seconds) reads the keys of
+    ``[auth.entra] jwks_url`` again with no token asking: a rolled key verifies at once, the
+    removed one no more; a failed read keeps the keys."""
+    state = plain_key_server
+    path = tmp_path / "hubbub.toml"
+    path.write_text(
+        f'[auth.entra]\ntenants = ["{TENANT}"]\njwks_url = "{state.url}"\n'
+        f'[[auth.entra.principals]]\nobject_id = "{OBJECT_ID}"\nhubs = {{ chat = "owner" }}\n'
+    )
+    policy = Policy(load_config(str(path), env={}))
+    entra = policy.entra
+    assert entra is not None and await entra.load()  # as the node does at start
+    refresh = asyncio.create_task(_refresh_keys(policy, REFRESH))
+    try:
+        await policy.authorize_entra(entra_token(OLD), "chat", "POST", ":send")
+        state.keys = [NEW]
+        await eventually(lambda: kids(entra) == (NEW.kid,), "the rolled keys read")
+        assert state.requests == 2
+        await policy.authorize_entra(entra_token(NEW), "chat", "POST", ":send")
+        with pytest.raises(UnknownKeyError):  # a new kid reads again at most every 5 minutes
+            await policy.authorize_entra(entra_token(OLD), "chat", "POST", ":send")
+        state.failure = 503
+        await eventually(lambda: failed_reads(caplog) == 1, "a failed read logged")
+        await policy.authorize_entra(entra_token(NEW), "chat", "POST", ":send")
+        assert kids(entra) == (NEW.kid,) and state.requests == 3
+    finally:
+        refresh.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresh
