@@ -276,3 +276,31 @@ async def test_a_node_reads_the_keys_of_its_url_again_on_its_own(
         refresh.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresh
+
+
+async def test_keys_not_read_at_start_are_read_again_soon(
+    plain_key_server: KeyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint fails when the node starts: tokens are refused, and read the keys again
+    after a wait that starts short (not min_refresh_seconds) and doubles with each failure."""
+    monkeypatch.setattr("hubbub.entrakeys.KEYLESS_RETRY_SECONDS", 0.2)
+    state = plain_key_server
+    keys = EntraKeys(validator(), jwks_url=state.url, min_refresh_seconds=3600)
+    state.failure = 503
+    assert not await keys.load()
+    with pytest.raises(EntraTokenError):
+        await keys.authenticate(entra_token(OLD))
+    assert state.requests == 1  # within the first wait: not read again
+    await asyncio.sleep(0.25)
+    with pytest.raises(EntraTokenError):
+        await keys.authenticate(entra_token(OLD))
+    assert state.requests == 2  # read again, failed: the wait is 0.4 s now
+    await asyncio.sleep(0.25)
+    state.failure = None
+    with pytest.raises(EntraTokenError):
+        await keys.authenticate(entra_token(OLD))
+    assert state.requests == 2
+    await asyncio.sleep(0.2)
+    await keys.authenticate(entra_token(OLD))
+    assert state.requests == 3
+    assert kids(keys) == (OLD.kid,)
