@@ -36,6 +36,11 @@ def load_key_file(path: str) -> KeySet:
     return KeySet.from_json(Path(path).read_bytes())
 
 
+KEYLESS_RETRY_SECONDS = 1.0
+"""While no keys could be read yet, the first wait before a token makes the node read again
+(it doubles with each failed read, up to ``min_refresh_seconds``)."""
+
+
 class EntraKeys:
     """Keeps ``validator``'s keys current and retries a token once after new keys arrive."""
 
@@ -57,6 +62,8 @@ class EntraKeys:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._last = -float("inf")
         self._lock = asyncio.Lock()
+        self._keyless_wait: float | None = None
+        """While no keys are held: how long after a failed read the next token reads again."""
 
     async def load(self) -> bool:
         """Read the keys now; False (and the old keys kept) when that fails."""
@@ -84,8 +91,18 @@ class EntraKeys:
         now = time.monotonic()
         if self.validator.keys is None and self.validator.settings.verify_signatures:
             async with self._lock:  # the first call, or every read so far failed
-                if self.validator.keys is None and now - self._last >= self.min_refresh_seconds:
+                if self._keyless_wait is None:
+                    self._keyless_wait = KEYLESS_RETRY_SECONDS
+                wait = min(self._keyless_wait, self.min_refresh_seconds)
+                if self.validator.keys is None and now - self._last >= wait:
                     await self.load()
+                    # Every token is refused until a read succeeds: try again soon, then less
+                    # and less often (up to min_refresh_seconds).
+                    self._keyless_wait = (
+                        None
+                        if self.validator.keys is not None
+                        else min(self._keyless_wait * 2, self.min_refresh_seconds)
+                    )
         elif self.jwks_url and now - self._last >= self.refresh_seconds:
             async with self._lock:
                 if now - self._last >= self.refresh_seconds:

@@ -197,7 +197,7 @@ async def _start(parts: Parts) -> None:
     policy = parts.app[POLICY]
     entra = policy.entra
     if entra is not None and entra.validator.settings.verify_signatures:
-        await entra.load()  # a failure is logged; tokens then read the keys again
+        await entra.load()  # a failure is logged; tokens read the keys again (1 s on, doubling)
     parts.app[KEY_REFRESH] = asyncio.get_running_loop().create_task(_refresh_keys(policy))
 
 
