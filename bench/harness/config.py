@@ -18,6 +18,13 @@ SERVER_NAMES = {"hubbub": "hubbub", "node": "Node ws", "uws": "uWS (socketify)"}
 MEMBER_WORKERS = 4
 REPLY_LIMIT = 256 * 1024 * 1024
 PUBLISHER_NICE = -10
+WORKERS_CPUS = (SERVER_CPU, LOAD_CPU)
+"""The CPUs the supervisor and workers of (e)'s ``--workers`` figure may use: both."""
+WORKER_CPUS = tuple(
+    int(c) for c in os.environ.get("HUBBUB_BENCH_WORKER_CPUS", "").split(",") if c.strip()
+)
+"""``HUBBUB_BENCH_WORKER_CPUS=0,1``: pin worker i of that figure to the i-th CPU listed
+(default: not pinned one by one; the scheduler places them on :data:`WORKERS_CPUS`)."""
 LATENCY_PROBES = 20
 """Members of the fan-out group that read each message's send time in scenario (e)."""
 FANOUT_CONCURRENCY = 32

@@ -33,6 +33,22 @@ def sys_cpu_seconds(pid: int) -> float:
     return int(fields[12]) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children first, then theirs), as ``/proc`` lists them."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop(0)
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the task or the process is gone
+                continue
+            out += children
+            todo += children
+    return out
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident set size in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -80,12 +96,12 @@ async def sample(
     t0 = time.monotonic()
     cpu0 = server.cpu_seconds()
     parts0 = server.cpu_parts()
-    sys0 = sys_cpu_seconds(server.proc.pid)
+    sys0 = server.sys_cpu_seconds()
     stats = await asyncio.gather(*(p.call("stats", limit_s=30) for p in [*members, *publishers]))
     t1 = time.monotonic()
     cpu1 = server.cpu_seconds()
     parts1 = server.cpu_parts()
-    sys1 = sys_cpu_seconds(server.proc.pid)
+    sys1 = server.sys_cpu_seconds()
     pub_stats = stats[len(members) :]
     return Sample(
         t=(t0 + t1) / 2,

@@ -8,17 +8,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, BinaryIO
 
 from harness.config import BENCH, LOAD_CPU, OUT, REPLY_LIMIT
 
 
-def pin(cpu: int) -> Callable[[], None]:
-    """A ``preexec_fn`` that pins the child to ``cpu`` before it ``exec``s."""
+def pin(cpu: int | Collection[int]) -> Callable[[], None]:
+    """A ``preexec_fn`` that pins the child to ``cpu`` (one CPU or several) before it
+    ``exec``s."""
+    cpus = {cpu} if isinstance(cpu, int) else set(cpu)
 
     def pin_child() -> None:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, cpus)
 
     return pin_child
 

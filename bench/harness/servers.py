@@ -1,4 +1,5 @@
-"""The servers under test: hubbub and the two references, started fresh and pinned to CPU 0."""
+"""The servers under test: hubbub and the two references, started fresh and pinned to CPU 0;
+and hubbub with ``--workers N``, several node processes behind one port."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,15 @@ class ServerProcess:
         kind: str,
         config: Path | None = None,
         *,
-        cpu: int | None = SERVER_CPU,
+        cpu: int | Collection[int] | None = SERVER_CPU,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         name: str | None = None,
     ) -> ServerProcess:
         """Start ``kind`` on a free port and wait until it is healthy.
 
-        ``cpu``: the CPU it is pinned to (None: not pinned); ``args`` and ``env``: more flags
+        ``cpu``: the CPU or CPUs it is pinned to (None: those of the harness, CPU 1, which it
+        inherits); ``args`` and ``env``: more flags
         and variables for hubbub; ``name``: its log's name (default ``server-<kind>``).
         """
         port = free_port()
@@ -163,13 +165,109 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         return measure.cpu_seconds(self.proc.pid)
 
+    def sys_cpu_seconds(self) -> float:
+        """The kernel's share of :meth:`cpu_seconds`."""
+        return measure.sys_cpu_seconds(self.proc.pid)
+
     def cpu_parts(self) -> dict[str, float]:
         """CPU time of the parts of a server made of several processes, by part (a cluster's
-        nodes and Redis); empty for one process."""
+        nodes and Redis, the workers of ``--workers``); empty for one process."""
         return {}
+
+    def placement(self) -> dict[str, Any]:
+        """Where the server's processes run (the CPUs each may use), for the JSON."""
+        return {"server_cpus": sorted(os.sched_getaffinity(self.proc.pid))}
 
     def rss_kib(self) -> int:
         return measure.rss_kib(self.proc.pid)
+
+
+class WorkersProcess(ServerProcess):
+    """``hubbub serve --workers N``: a supervisor and the N node processes it forks, all on
+    one port (``SO_REUSEPORT``: the kernel spreads the connections over the workers).
+
+    CPU time is the supervisor's plus every worker's. ``/metrics`` answers with the figures of
+    whichever worker the connection reached, so there is no server count of deliveries.
+    """
+
+    workers = 0
+
+    @classmethod
+    async def start_workers(
+        cls,
+        children: Children,
+        workers: int,
+        redis_url: str,
+        *,
+        cpu: int | Collection[int] | None,
+        worker_cpus: Sequence[int] = (),
+        name: str,
+    ) -> WorkersProcess:
+        """Start ``workers`` workers on Redis at ``redis_url`` and wait until every one of
+        them listens (the supervisor prints the connection string then). ``cpu``: the
+        supervisor's CPUs, which the workers inherit; ``worker_cpus``: then pin worker ``i``
+        to ``worker_cpus[i]`` (a replaced worker gets the supervisor's CPUs)."""
+        log = OUT / "logs" / f"{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        server = await cls.start(
+            children,
+            "hubbub",
+            cpu=cpu,
+            args=["--workers", str(workers), "--redis-url", redis_url],
+            name=name,
+        )
+        assert isinstance(server, WorkersProcess)
+        server.workers = workers
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and server.proc.returncode is None:
+            with log.open("rb") as f:
+                f.seek(offset)
+                if b"Connection string:" in f.read():
+                    for pid, one in zip(server.worker_pids(), worker_cpus, strict=False):
+                        os.sched_setaffinity(pid, {one})
+                    return server
+            await asyncio.sleep(0.1)
+        await children.stop(server.proc)
+        raise ServerUnavailable(f"hubbub --workers {workers}: not every worker listened in 30 s")
+
+    def worker_pids(self) -> list[int]:
+        return measure.descendants(self.proc.pid)
+
+    def _each(self, read: Callable[[int], float]) -> dict[str, float]:
+        """``read`` of the supervisor and of each worker (0 for a worker that is gone)."""
+        parts = {"supervisor": read(self.proc.pid)}
+        pids = self.worker_pids()
+        for i in range(self.workers):
+            try:
+                parts[f"worker{i + 1}"] = read(pids[i])
+            except (IndexError, OSError):
+                parts[f"worker{i + 1}"] = 0.0
+        return parts
+
+    def cpu_parts(self) -> dict[str, float]:
+        return self._each(measure.cpu_seconds)
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_parts().values())
+
+    def sys_cpu_seconds(self) -> float:
+        return sum(self._each(measure.sys_cpu_seconds).values())
+
+    async def counted_deliveries(self) -> float | None:
+        return None
+
+    def placement(self) -> dict[str, Any]:
+        pids = self.worker_pids()
+        return {
+            **super().placement(),
+            "worker_cpus": [sorted(os.sched_getaffinity(pid)) for pid in pids],
+            "worker_open_files": [len(os.listdir(f"/proc/{pid}/fd")) for pid in pids],
+        }
+
+    def rss_kib(self) -> int:
+        return measure.rss_kib(self.proc.pid) + sum(
+            measure.rss_kib(pid) for pid in self.worker_pids()
+        )
 
 
 def server_spec(server: ServerProcess) -> dict[str, Any]:

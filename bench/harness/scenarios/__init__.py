@@ -40,7 +40,12 @@ SCENARIOS = (
     Scenario("b", "1,000 groups of 10 members, REST", groups.rows, load_keys=("b-groups",)),
     Scenario("c", "REST send-to-user, 1,000 users", users.rows, load_keys=("c-users",)),
     Scenario("d", "idle memory per connection", idle.rows, idle.notes),
-    Scenario("e", "latency at half the maximum rate of (a) REST 100 B", fanout.rows_e),
+    Scenario(
+        "e",
+        "latency at half the maximum rate of (a) REST 100 B; hubbub also with --workers 2",
+        fanout.rows_e,
+        fanout.notes_e,
+    ),
     Scenario(
         "f", "plain WebSocket echo (hubbub: upstream handler)", echo.rows, echo.notes, ("f-echo",)
     ),

@@ -42,7 +42,7 @@ from harness.config import (
     REST_CONCURRENCY,
     Plan,
 )
-from harness.measure import cpu_seconds, measure
+from harness.measure import cpu_seconds, measure, sys_cpu_seconds
 from harness.processes import Children, LoadProcess, log_file
 from harness.results import Results, Row, ge
 from harness.scenarios.common import (
@@ -153,13 +153,30 @@ class Cluster(ServerProcess):
             await children.stop(self.redis.proc)
 
     def cpu_parts(self) -> dict[str, float]:
+        """``nodes`` and ``redis``, and the parts of a node of several processes (the
+        supervisor and workers of ``--workers``, which ``nodes`` counts in)."""
         parts = {"nodes": sum(node.cpu_seconds() for node in self.nodes)}
         if self.redis is not None:
             parts["redis"] = cpu_seconds(self.redis.proc.pid)
+        for node in self.nodes:
+            parts.update(node.cpu_parts())
         return parts
 
     def cpu_seconds(self) -> float:
-        return sum(self.cpu_parts().values())
+        redis = cpu_seconds(self.redis.proc.pid) if self.redis is not None else 0.0
+        return sum(node.cpu_seconds() for node in self.nodes) + redis
+
+    def sys_cpu_seconds(self) -> float:
+        redis = sys_cpu_seconds(self.redis.proc.pid) if self.redis is not None else 0.0
+        return sum(node.sys_cpu_seconds() for node in self.nodes) + redis
+
+    def placement(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"node_cpus": [n.placement()["server_cpus"] for n in self.nodes]}
+        for node in self.nodes:
+            out.update({k: v for k, v in node.placement().items() if k != "server_cpus"})
+        if self.redis is not None:
+            out["redis_cpus"] = sorted(os.sched_getaffinity(self.redis.proc.pid))
+        return out
 
     async def counted_deliveries(self) -> float | None:
         counts = await asyncio.gather(*(node.counted_deliveries() for node in self.nodes))
