@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import yarl
 
+from hubbub import __version__
 from hubbub.config import load_config
 from hubbub.errors import UpstreamError
 from hubbub.handlerclient import (
@@ -117,8 +120,9 @@ async def test_the_request_on_the_wire_and_a_kept_connection(raw: Start) -> None
     port = handler.url.port
     assert port is not None
     assert first.startswith(
-        b"POST /hubs/h/api?code=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: text/plain\r\n"
-        % port
+        b"POST /hubs/h/api?code=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"User-Agent: hubbub/%s\r\nAccept: */*\r\nContent-Type: text/plain\r\n"
+        % (port, __version__.encode())
     )
     assert first.endswith(b"Content-Length: 5\r\n\r\nhello")
 
@@ -132,9 +136,21 @@ async def test_the_request_on_the_wire_and_a_kept_connection(raw: Start) -> None
             b"abcde",
         ),
         (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", b"ok"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n"
+            b"X-Trailer: t\r\n\r\n",
+            b"ok",
+        ),
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", b"x"),
     ],
-    ids=["chunked", "no-content", "interim-answer-first"],
+    ids=[
+        "chunked",
+        "no-content",
+        "bare-lf",
+        "chunk-size-space-and-trailer",
+        "interim-answer-first",
+    ],
 )
 async def test_answer_framings(raw: Start, answer: bytes, body: bytes) -> None:
     handler = await raw(lambda n, r: (answer, False))
@@ -323,11 +339,11 @@ def test_header_lines_are_utf8() -> None:
     assert header_lines([("ce-userId", "usér")]) == "ce-userId: usér\r\n".encode()
 
 
-async def test_an_event_whose_headers_would_break_is_not_sent(raw: Start, tmp_path: Path) -> None:
-    """A user id (from a token the app signed) with a line break: the event fails as an
-    UpstreamError, and nothing reaches the handler but the abuse-protection probe."""
-    probe = b"HTTP/1.1 200 OK\r\nWebHook-Allowed-Origin: *\r\nContent-Length: 0\r\n\r\n"
-    handler = await raw(lambda n, r: (probe if r.startswith(b"OPTIONS") else OK, False))
+PROBE = b"HTTP/1.1 200 OK\r\nWebHook-Allowed-Origin: *\r\nContent-Length: 0\r\n\r\n"
+
+
+def upstream_of(handler: RawHandler, tmp_path: Path) -> HttpUpstream:
+    """An HttpUpstream whose hub ``chat`` sends every user event to ``handler``."""
     path = tmp_path / "hubbub.toml"
     path.write_text(
         '[auth]\naccess_keys = ["' + "K" * 43 + '"]\n'
@@ -335,7 +351,33 @@ async def test_an_event_whose_headers_would_break_is_not_sent(raw: Start, tmp_pa
         f'url_template = "http://127.0.0.1:{handler.url.port}/{{event}}"\n'
         'user_event_pattern = "*"\n'
     )
-    upstream = HttpUpstream(load_config(str(path), env={}))
+    return HttpUpstream(load_config(str(path), env={}))
+
+
+async def test_a_redirect_is_not_followed(raw: Start, tmp_path: Path) -> None:
+    moved = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+    handler = await raw(lambda n, r: (PROBE if r.startswith(b"OPTIONS") else moved, False))
+    upstream = upstream_of(handler, tmp_path)
+    try:
+        found = upstream.handler("chat", "message", False)
+        assert found is not None
+        context = EventContext("chat", "c1", "alice", None, None, 1)
+        with pytest.raises(UpstreamError, match="redirects are not followed") as caught:
+            await upstream.invoke(found, context, "message", False, b"x", "text/plain")
+        assert caught.value.status == 307
+    finally:
+        await upstream.close()
+    assert [r.split(b" ", 2)[:2] for r in handler.requests] == [
+        [b"OPTIONS", b"/validate"],
+        [b"POST", b"/message"],
+    ]
+
+
+async def test_an_event_whose_headers_would_break_is_not_sent(raw: Start, tmp_path: Path) -> None:
+    """A user id (from a token the app signed) with a line break: the event fails as an
+    UpstreamError, and nothing reaches the handler but the abuse-protection probe."""
+    handler = await raw(lambda n, r: (PROBE if r.startswith(b"OPTIONS") else OK, False))
+    upstream = upstream_of(handler, tmp_path)
     try:
         found = upstream.handler("chat", "message", False)
         assert found is not None
@@ -349,3 +391,117 @@ async def test_an_event_whose_headers_would_break_is_not_sent(raw: Start, tmp_pa
         await upstream.close()
     assert [r.split(b" ", 1)[0] for r in handler.requests] == [b"OPTIONS", b"POST"]
     assert b"ce-userId: alice\r\n" in handler.requests[1]
+
+
+async def test_an_answer_ended_by_a_reset_is_an_error(raw: Start) -> None:
+    """No length: the body ends with the connection, but a reset is no end."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\npartial-")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        # Linger 0: the close is a reset (RST), not an end (FIN).
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = HandlerClient()
+    try:
+        with pytest.raises(HandlerClientError, match="closed the connection"):
+            await client.request("POST", yarl.URL(f"http://127.0.0.1:{port}/"), b"", b"x")
+    finally:
+        await client.close()
+        server.close()
+
+
+async def test_an_unframed_transfer_coding_is_read_to_the_end(raw: Start) -> None:
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nto the end"
+    handler = await raw(lambda n, r: (answer, True))
+    client = HandlerClient()
+    try:
+        assert await post(client, handler.url) == (200, b"to the end")
+    finally:
+        await client.close()
+
+
+async def test_endless_trailers_are_refused(raw: Start) -> None:
+    trailers = b"".join(b"X-T%d: aaaaaaaaaa\r\n" % i for i in range(30_000))
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailers
+    handler = await raw(lambda n, r: (answer, False))
+    client = HandlerClient()
+    try:
+        with pytest.raises(HandlerClientError, match="head is too large"):
+            await post(client, handler.url)
+    finally:
+        await client.close()
+
+
+async def test_a_handler_that_stops_reading_gives_its_places_back() -> None:
+    """Requests too big for the socket buffers to a handler that never reads: each attempt
+    given up frees its place under the cap at once (the connection is aborted, not left
+    draining), so the next request still gets a connection."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    url = yarl.URL(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+    client = HandlerClient(per_origin=2)
+    try:
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.request("POST", url, b"", b"x" * 8_000_000), 0.2)
+        connected = len(held)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.request("POST", url, b"", b"hi"), 0.5)
+        assert len(held) == connected + 1  # a new connection, not a wait for a place
+    finally:
+        await client.close()
+        for writer in held:
+            writer.close()
+        server.close()
+
+
+async def test_waiting_requests_that_give_up_leave_nothing_behind(raw: Start) -> None:
+    handler = await raw(lambda n, r: (OK, False))
+    handler.gate = asyncio.Event()
+    client = HandlerClient(per_origin=1)
+    try:
+        first = asyncio.create_task(post(client, handler.url))
+        await asyncio.sleep(0.05)
+        for _ in range(50):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(post(client, handler.url), 0.01)
+        assert not any(client._waiting.values())
+        handler.gate.set()
+        assert await first == (200, b"ok")
+    finally:
+        await client.close()
+
+
+async def test_close_ends_waiting_requests(raw: Start) -> None:
+    handler = await raw(lambda n, r: (OK, False))
+    handler.gate = asyncio.Event()
+    client = HandlerClient(per_origin=2)
+    calls = [asyncio.create_task(post(client, handler.url)) for _ in range(6)]
+    await asyncio.sleep(0.1)
+    await client.close()
+    handler.gate.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, HandlerClientError) for r in results), results
+    assert handler.connections == 2
+
+
+async def test_a_password_alone_is_sent_too(raw: Start) -> None:
+    handler = await raw(lambda n, r: (OK, False))
+    client = HandlerClient()
+    try:
+        await post(client, yarl.URL(f"http://:secret@127.0.0.1:{handler.url.port}/"))
+    finally:
+        await client.close()
+    expected = base64.b64encode(b":secret").decode()
+    assert f"Authorization: Basic {expected}\r\n".encode() in handler.requests[0]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 from collections import deque
 from collections.abc import Iterable
@@ -25,6 +26,8 @@ from typing import cast
 
 import httptools
 import yarl
+
+from hubbub import __version__
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -38,6 +41,7 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest answer body read from a handler (a reply is at most a client frame anyway)."""
 MAX_ANSWER_HEAD_BYTES = 256 * 1024
 """The largest status line and headers of an answer."""
+USER_AGENT = f"hubbub/{__version__}"
 _TARGETS_KEPT = 1024
 """At most this many parsed request targets are kept (URLs carry hub and event names)."""
 
@@ -106,9 +110,12 @@ def _target(url: yarl.URL) -> _Target:
         raise HandlerClientError(f"not an http(s) URL: {url.with_user(None).with_query(None)}")
     tls = url.scheme == "https"
     port = url.port or (443 if tls else 80)
-    lines = f"{url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
-    if url.user is not None:
-        credentials = f"{url.user}:{url.password or ''}".encode()
+    lines = (
+        f"{url.raw_path_qs or '/'} HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+        f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\n"
+    )
+    if url.user is not None or url.password is not None:
+        credentials = f"{url.user or ''}:{url.password or ''}".encode()
         lines += f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}\r\n"
     return _Target(
         origin=(url.scheme, url.raw_host, port),
@@ -132,12 +139,20 @@ class _Connection(asyncio.Protocol):
         """Requests sent so far."""
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
+        # As lenient as aiohttp's answer parser: handlers with hand-written HTTP stay usable.
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=True,
+            lenient_optional_cr_before_lf=True,
+            lenient_spaces_after_chunk_size=True,
+        )
         self._waiter: asyncio.Future[HandlerAnswer] | None = None
         self._status = 0
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._size = 0
-        self._head_size = 0
+        self._unparsed = 0
+        """Bytes fed since the parser last gave a field, body part or the end."""
+        self._field_bytes = 0
         self._head_done = False
         self._until_eof = False
         """The answer's body ends with the connection (no length, not chunked)."""
@@ -153,18 +168,18 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():
             # Bytes nobody asked for: the connection cannot be trusted with another request.
             self._reusable = False
-            self.close()
+            self.pool._drop(self)
             return
         self._received = True
-        if not self._head_done:
-            self._head_size += len(data)
+        self._unparsed += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(HandlerClientError("the handler switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(HandlerClientError(f"malformed answer from the handler: {exc}"))
-        if self._error is None and not self._head_done and self._head_size > MAX_ANSWER_HEAD_BYTES:
+        if self._error is None and self._unparsed > MAX_ANSWER_HEAD_BYTES:
+            # A line without end (the parser keeps a field until it is whole).
             self._fail(HandlerClientError("the handler's answer head is too large"))
         if self._error is not None:
             self._settle()
@@ -174,7 +189,7 @@ class _Connection(asyncio.Protocol):
         self.pool._lost(self)
         if self._waiter is None or self._waiter.done():
             return
-        if self._head_done and self._until_eof and self._error is None:
+        if self._head_done and self._until_eof and self._error is None and exc is None:
             self._complete(reusable=False)
         elif self._error is None:
             why = f": {exc}" if exc else ""
@@ -186,6 +201,13 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._unparsed = 0
+        # Trailers after a chunked body come here too: they count against the same limit.
+        self._field_bytes += len(name) + len(value) + 4
+        if self._field_bytes > MAX_ANSWER_HEAD_BYTES:
+            self._fail(HandlerClientError("the handler's answer head is too large"))
+        elif self._head_done:
+            return  # a trailer: not kept
         self._headers.append(
             (name.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape"))
         )
@@ -196,14 +218,19 @@ class _Connection(asyncio.Protocol):
             self._reusable = False
 
     def on_headers_complete(self) -> None:
+        self._unparsed = 0
         self._head_done = True
         self._status = self._parser.get_status_code()
         if self._status < 200 or self._status in (204, 304):
             return
-        names = {name for name, _ in self._headers}
-        self._until_eof = "content-length" not in names and "transfer-encoding" not in names
+        framed = any(
+            name == "content-length" or (name == "transfer-encoding" and "chunked" in value.lower())
+            for name, value in self._headers
+        )
+        self._until_eof = not framed
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed = 0
         self._size += len(body)
         if self._size > MAX_ANSWER_BYTES:
             self._error = HandlerClientError(
@@ -213,11 +240,12 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._unparsed = 0
         if self._status < 200:
             # An interim answer (100 Continue, 103 Early Hints): the real one follows.
             self._headers = []
             self._head_done = False
-            self._head_size = 0
+            self._field_bytes = 0
             return
         if self._error is None and self._waiter is not None and not self._waiter.done():
             self._complete(reusable=self._parser.should_keep_alive())
@@ -229,10 +257,15 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         self._status, self._headers, self._body = 0, [], []
-        self._size = self._head_size = 0
+        self._size = self._unparsed = self._field_bytes = 0
         self._head_done = self._until_eof = self._received = self._reusable = False
         self._error = None
         self.used += 1
+        if self.closed or self.transport.is_closing():
+            waiter.set_exception(
+                HandlerClientError("the connection was closed", before_answer=True)
+            )
+            return waiter
         if len(body) < 16384:
             self.transport.write(head + body)
         else:
@@ -244,8 +277,15 @@ class _Connection(asyncio.Protocol):
         return self._reusable and not self.closed
 
     def close(self) -> None:
+        """End the connection gracefully (an answer was read whole)."""
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+    def abort(self) -> None:
+        """End the connection now, unsent bytes and all (mid-request, or an answer gone wrong):
+        a handler that stopped reading cannot hold it open."""
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
 
     def _complete(self, reusable: bool) -> None:
         assert self._waiter is not None
@@ -262,7 +302,7 @@ class _Connection(asyncio.Protocol):
         self._reusable = False
         if self._waiter is not None and not self._waiter.done() and self._error is not None:
             self._waiter.set_exception(self._error)
-        self.close()
+        self.abort()
 
 
 class HandlerClient:
@@ -307,35 +347,39 @@ class HandlerClient:
             len(body),
         )
         for attempt in (1, 2):
-            connection = await self._acquire(target)
+            # A second attempt (the kept connection was found closed) takes a new connection.
+            connection = await self._acquire(target, fresh=attempt == 2)
             reused = connection.used > 0
             try:
                 answer = await connection.exchange(head, body)
             except HandlerClientError as exc:
-                self._release(connection)
+                self._drop(connection)
                 if attempt == 1 and reused and exc.before_answer:
                     continue
                 raise
             except BaseException:
                 # Cancelled mid-answer: what is left of it would meet the next request.
-                connection.close()
-                self._release(connection)
+                self._drop(connection)
                 raise
             self._release(connection)
             return answer
         raise AssertionError("unreachable")
 
-    async def _acquire(self, target: _Target) -> _Connection:
+    async def _acquire(self, target: _Target, fresh: bool = False) -> _Connection:
         origin = target.origin
+        self._check_open()
         idle = self._idle.get(origin)
-        while idle:
+        while idle and not fresh:
             connection = idle.pop()
             if not connection.closed:
                 return connection
         while self._open.get(origin, 0) >= self._per_origin:
             handed = await self._wait_for(origin)
+            self._check_open()
             if handed is not None:
-                return handed
+                if not handed.closed:
+                    return handed
+                self._drop(handed)
         self._open[origin] = self._open.get(origin, 0) + 1
         loop = asyncio.get_running_loop()
         try:
@@ -357,7 +401,14 @@ class HandlerClient:
         # uvloop may call ``connection_made`` only after this returns.
         connection.transport = transport
         self._all.add(connection)
+        if self._closed:
+            self._drop(connection)
+            self._check_open()
         return connection
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HandlerClientError("the client is closed")
 
     async def _wait_for(self, origin: tuple[str, str, int]) -> _Connection | None:
         """Wait until a connection to ``origin`` is handed over (or None: one may be opened)."""
@@ -367,9 +418,10 @@ class HandlerClient:
         try:
             return await waiter
         except BaseException:
-            if not waiter.done():
-                waiting.remove(waiter)
-            elif not waiter.cancelled():
+            if waiter.cancelled() or not waiter.done():
+                with contextlib.suppress(ValueError):
+                    waiting.remove(waiter)
+            else:
                 # Handed something as the caller was cancelled: pass it on.
                 handed = waiter.result()
                 if handed is None:
@@ -387,8 +439,8 @@ class HandlerClient:
         """A request's end: keep its connection for the next one, or let it go."""
         origin = connection.origin
         if not connection.reusable or self._closed:
-            connection.close()
-            return  # ``_lost`` counts it off and wakes a waiter
+            self._drop(connection, graceful=True)
+            return
         waiting = self._waiting.get(origin)
         while waiting:
             waiter = waiting.popleft()
@@ -400,17 +452,25 @@ class HandlerClient:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(self._idle_seconds, self._sweep)
 
+    def _drop(self, connection: _Connection, graceful: bool = False) -> None:
+        """Let a connection go: its place under the per-origin cap is free at once, whether or
+        not its transport has finished closing."""
+        if connection in self._all:
+            self._all.discard(connection)
+            origin = connection.origin
+            self._open[origin] -= 1
+            idle = self._idle.get(origin)
+            if idle and connection in idle:
+                idle.remove(connection)
+            self._wake(origin)
+        if graceful:
+            connection.close()
+        else:
+            connection.abort()
+
     def _lost(self, connection: _Connection) -> None:
         """A connection's end (``connection_lost``)."""
-        if connection not in self._all:
-            return
-        self._all.discard(connection)
-        origin = connection.origin
-        self._open[origin] -= 1
-        idle = self._idle.get(origin)
-        if idle and connection in idle:
-            idle.remove(connection)
-        self._wake(origin)
+        self._drop(connection)
 
     def _wake(self, origin: tuple[str, str, int]) -> None:
         """Let one caller waiting for a connection to ``origin`` open a new one."""
@@ -426,23 +486,21 @@ class HandlerClient:
         self._sweeper = None
         loop = asyncio.get_running_loop()
         stale = loop.time() - self._idle_seconds
-        kept = False
-        for idle in self._idle.values():
+        for idle in list(self._idle.values()):
             for connection in [c for c in idle if c.idle_since <= stale]:
-                idle.remove(connection)
-                connection.close()
-            kept = kept or bool(idle)
-        if kept:
+                self._drop(connection, graceful=True)
+        if any(self._idle.values()):
             self._sweeper = loop.call_later(self._idle_seconds / 2, self._sweep)
 
     async def close(self) -> None:
-        """Close every connection; requests under way end with a HandlerClientError."""
+        """Close every connection; requests under way or waiting end with a
+        HandlerClientError."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
         for connection in list(self._all):
-            connection.close()
+            self._drop(connection)
         for waiting in self._waiting.values():
             for waiter in waiting:
                 if not waiter.done():

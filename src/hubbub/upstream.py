@@ -382,6 +382,12 @@ class HttpUpstream:
                 continue
             if 200 <= response.status < 300:
                 return response
+            if 300 <= response.status < 400:
+                raise UpstreamError(
+                    f"event handler answered {response.status} (redirects are not followed: "
+                    "configure the URL it points to)",
+                    response.status,
+                )
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
             log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
