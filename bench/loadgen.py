@@ -24,7 +24,8 @@ reply line on stdout with the same ``id``. Roles:
 
 ``echo``
     Opens ``count`` plain WebSocket connections (no subprotocol); during a ``run`` each one sends
-    a ``size``-byte text frame and sends the next as soon as the echo arrives (closed loop),
+    a ``size``-byte text frame and sends the next as soon as the echo arrives (closed loop;
+    ``run`` with a ``rate``: frames at that rate in all, open loop),
     recording each round trip.
 
 ``handler``
@@ -789,7 +790,9 @@ class Echo(Role):
         self.concurrency: int = spec.get("concurrency", 50)
         self.clients: list[WsClient] = []
         self.sent = 0
+        self._sent_before = 0
         self._deadline = 0.0
+        self._paced = False
 
     async def connect(self) -> dict[str, Any]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -817,17 +820,30 @@ class Echo(Role):
 
     def _next(self, client: WsClient) -> Any:
         def on_frames(count: int) -> None:
-            if time.monotonic() < self._deadline:
+            if not self._paced and time.monotonic() < self._deadline:
                 self._send(client)
 
         return on_frames
 
-    async def run(self, duration: float) -> dict[str, Any]:
+    async def run(self, duration: float, rate: float | None = None) -> dict[str, Any]:
+        """Closed loop (each client sends its next frame when its echo arrives), or with
+        ``rate`` open loop: frames at ``rate`` per second in all, the clients in turn,
+        whatever is in flight."""
         start = time.monotonic()
         self._deadline = start + duration
-        for client in self.clients:
-            self._send(client)
-        await asyncio.sleep(duration)
+        self._paced = rate is not None
+        if rate is None:
+            for client in self.clients:
+                self._send(client)
+            await asyncio.sleep(duration)
+        else:
+            turn = 0
+            while (now := time.monotonic()) < self._deadline:
+                due = int((now - start) * rate) - (self.sent - self._sent_before)
+                for _ in range(due):
+                    self._send(self.clients[turn % len(self.clients)])
+                    turn += 1
+                await asyncio.sleep(0.001)
         # The last frames in flight are answered (or not) within 10 s.
         for _ in range(200):
             if self.stats.frames >= self.sent:
@@ -846,7 +862,9 @@ class Echo(Role):
         if op == "connect":
             return await self.connect()
         if op == "run":
-            return await self.run(float(args["duration"]))
+            self._sent_before = self.sent
+            rate = args.get("rate")
+            return await self.run(float(args["duration"]), None if rate is None else float(rate))
         return await super().handle(op, args)
 
 

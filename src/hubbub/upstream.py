@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import yarl
-from multidict import CIMultiDict
 
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
+from hubbub.handlerclient import HandlerAnswer, HandlerClient, HandlerClientError, header_lines
 from hubbub.logs import ACTIVITY, redact_url
 from hubbub.protocol.cloudevents import (
     EventContext,
@@ -45,12 +44,13 @@ RETRY_DELAYS = (1.0, 3.0, 5.0)
 """Seconds to wait before the 2nd, 3rd and 4th attempt of a retryable failure."""
 VALIDATION_BACKOFF = (1.0, 60.0)
 """First and largest wait before probing a handler that failed abuse protection again."""
-_NO_TIMEOUT = aiohttp.ClientTimeout()
-"""aiohttp's own timeout off: ``_post`` bounds each attempt itself."""
 _MATCHES_KEPT = 4096
 """At most this many (hub, event) handler choices are remembered."""
 _HEADERS_KEPT = 8192
 """At most this many prebuilt header sets (about one per connection and event) are kept."""
+
+_PER_EVENT = frozenset(("ce-id", "ce-time"))
+"""The event headers that differ from one event of a connection to the next."""
 
 _HeadersKey = tuple[str, str, str | None, str | None, str | None, str, bool, str | None, str]
 
@@ -112,19 +112,29 @@ class Upstream(Protocol):
 
 @functools.lru_cache(maxsize=1024)
 def _parsed(url: str) -> yarl.URL:
-    """An event URL parsed once (aiohttp would parse the string on every request)."""
+    """An event URL parsed once."""
     return yarl.URL(url)
 
 
 def _text(exc: Exception, url: str) -> str:
-    """An HTTP client error's text, without the query of the URL it may quote."""
+    """A client error's text, without the query of the URL it may quote."""
     return str(exc).replace(url, redact_url(url))
+
+
+@functools.lru_cache(maxsize=2)
+def _event_time_at(second: int) -> str:
+    return event_time(second)
+
+
+def _now() -> str:
+    """``event_time()``, formatted once a second."""
+    return _event_time_at(int(time.time()))
 
 
 class _Deadlines:
     """Time limits of requests under way, checked by one timer that ticks while any is pending.
 
-    A timer per request (aiohttp's or ``asyncio.timeout``'s) costs a loop timer's insertion and
+    A timer per request (``asyncio.timeout``'s) costs a loop timer's insertion and
     cancellation on every event; here a request costs a dict entry, and a limit fires up to a
     tenth of it late (at most 1 s).
     """
@@ -184,18 +194,17 @@ class HttpUpstream:
     """Webhook delivery over HTTP with validation, retries and a timeout per attempt."""
 
     def __init__(self, config: Config, timeout: float = 20.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._seconds = timeout
         self._deadlines = _Deadlines()
-        self._session: aiohttp.ClientSession | None = None
+        self._session: HandlerClient | None = None
         self._validations: dict[str, _Validation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: dict[str, asyncio.Task[None]] = {}
         """Per connection, its latest notification: the next one waits for it."""
         self._ca_file: str | None = None
-        self._retired: set[aiohttp.ClientSession] = set()
+        self._retired: set[HandlerClient] = set()
         self._closers: set[asyncio.Task[None]] = set()
-        self._ssl: ssl.SSLContext | bool = True
+        self._ssl: ssl.SSLContext = ssl.create_default_context()
         self.update(config)
 
     def update(self, config: Config) -> None:
@@ -208,7 +217,7 @@ class HttpUpstream:
             name: hub.event_handlers for name, hub in config.hubs.items()
         }
         self._matches: dict[tuple[str, str, bool], EventHandlerConfig | None] = {}
-        self._headers: dict[_HeadersKey, CIMultiDict[str]] = {}
+        self._headers: dict[_HeadersKey, bytes] = {}
         """The headers of a connection's event but its ce-id and ce-time, built once."""
         """Which handler takes an event, by (hub, event, system): found once per name."""
         self._keys = config.access_keys
@@ -217,7 +226,7 @@ class HttpUpstream:
             self._ca_file = config.upstream_ca_file
             # Certificates and host names are verified either way; a bundle replaces the
             # system's CAs (a private CA for internal handlers).
-            self._ssl = ssl.create_default_context(cafile=self._ca_file) if self._ca_file else True
+            self._ssl = ssl.create_default_context(cafile=self._ca_file)
             if self._session is not None:
                 old, self._session = self._session, None
                 self._retired.add(old)
@@ -229,26 +238,20 @@ class HttpUpstream:
 
     def set_timeout(self, seconds: float) -> None:
         """How long one event handler request may take, from the next request on."""
-        self._timeout = aiohttp.ClientTimeout(total=seconds)
         self._seconds = seconds
 
-    async def _close_later(self, session: aiohttp.ClientSession, grace: float = 30.0) -> None:
+    async def _close_later(self, session: HandlerClient, grace: float = 30.0) -> None:
         """Close a replaced session once the requests it carries have had time to end."""
         await asyncio.sleep(grace)
         self._retired.discard(session)
         await session.close()
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> HandlerClient:
         if self._session is None:
-            # No global cap: one slow handler must not starve the sockets of another.
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=256, keepalive_timeout=30, ssl=self._ssl
-            )
-            # No cookie jar: events of different connections share the pooled sockets, and a
-            # cookie one handler answer sets must not ride along on another connection's event.
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
-            )
+            # No global cap: one slow handler must not starve the sockets of another. No
+            # cookies: events of different connections share the pooled sockets, and a cookie
+            # one handler answer sets must not ride along on another connection's event.
+            self._session = HandlerClient(self._ssl, per_origin=256, idle_seconds=30)
         return self._session
 
     def handler(self, hub: str, event: str, system: bool) -> EventHandlerConfig | None:
@@ -300,21 +303,20 @@ class HttpUpstream:
         return state.ok
 
     async def _probe(self, url: str) -> bool:
+        headers = header_lines(validation_headers(self._origin).items())
         try:
-            async with self._client().options(
-                url, headers=validation_headers(self._origin), timeout=self._timeout
-            ) as r:
-                allowed = ",".join(r.headers.getall("WebHook-Allowed-Origin", []))
-                if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
-                    log.info("event handler %s passed abuse protection", redact_url(url))
-                    return True
-                log.warning(
-                    "abuse protection for '%s' failed: %s, allowed origin %r",
-                    redact_url(url),
-                    r.status,
-                    allowed,
-                )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            r = await self._attempt("OPTIONS", url, headers, b"")
+            allowed = ",".join(r.header_values("webhook-allowed-origin"))
+            if 200 <= r.status < 300 and origin_allowed(allowed, self._origin):
+                log.info("event handler %s passed abuse protection", redact_url(url))
+                return True
+            log.warning(
+                "abuse protection for '%s' failed: %s, allowed origin %r",
+                redact_url(url),
+                r.status,
+                allowed,
+            )
+        except (HandlerClientError, TimeoutError) as exc:
             log.warning("abuse protection for '%s' failed: %s", redact_url(url), _text(exc, url))
         return False
 
@@ -355,9 +357,13 @@ class HttpUpstream:
         if not await self._validated(handler, context.hub):
             raise UpstreamError("event handler failed abuse protection", None)
         url = expand_url(handler.url_template, context.hub, event)
-        headers = self._event_headers(context, event, system, content_type, prefix)
-        for name, value in extra_headers:
-            headers[name] = value
+        try:
+            headers = self._event_headers(context, event, system, content_type, prefix)
+            if extra_headers:
+                headers += header_lines(extra_headers)
+        except ValueError as exc:
+            # A user id, event name or metadata value that would break the request's head.
+            raise UpstreamError(f"event headers not sendable: {exc}", None) from exc
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             if delay:
                 await asyncio.sleep(delay)
@@ -367,7 +373,7 @@ class HttpUpstream:
             except TimeoutError as exc:
                 # No URL: the message reaches the client, and the URL may carry a key.
                 raise UpstreamError("event handler timed out", None) from exc
-            except aiohttp.ClientError as exc:
+            except HandlerClientError as exc:
                 if last:
                     raise UpstreamError(f"event handler unreachable: {_text(exc, url)}") from exc
                 log.debug(
@@ -376,6 +382,12 @@ class HttpUpstream:
                 continue
             if 200 <= response.status < 300:
                 return response
+            if 300 <= response.status < 400:
+                raise UpstreamError(
+                    f"event handler answered {response.status} (redirects are not followed: "
+                    "configure the URL it points to)",
+                    response.status,
+                )
             if (response.status != 408 and response.status < 500) or last:
                 raise UpstreamError(f"event handler answered {response.status}", response.status)
             log.debug("event handler %s answered %s, retrying", redact_url(url), response.status)
@@ -388,9 +400,13 @@ class HttpUpstream:
         system: bool,
         content_type: str,
         prefix: str | None,
-    ) -> CIMultiDict[str]:
-        """``event_headers`` as a CIMultiDict (aiohttp copies that as it is): a copy of the set
-        built for this connection's earlier events, with this event's ce-id and ce-time."""
+    ) -> bytes:
+        """``event_headers`` on the wire: the fields built for this connection's earlier events
+        of the kind, then this event's ce-id and ce-time.
+
+        Raises:
+            ValueError: a value holds a line break (see ``header_lines``).
+        """
         key: _HeadersKey = (
             context.hub,
             context.connection_id,
@@ -406,33 +422,40 @@ class HttpUpstream:
         if base is None:
             if len(self._headers) >= _HEADERS_KEPT:
                 self._headers.clear()
-            base = self._headers[key] = CIMultiDict(
-                event_headers(
-                    context, event, system, self._origin, self._keys, content_type, prefix=prefix
-                )
+            fields = event_headers(
+                context, event, system, self._origin, self._keys, content_type, prefix=prefix
             )
-        headers = base.copy()
-        headers["ce-id"] = str(context.event_id)
-        headers["ce-time"] = event_time()
-        return headers
+            base = self._headers[key] = header_lines(
+                (name, value) for name, value in fields.items() if name not in _PER_EVENT
+            )
+        return b"%sce-id: %d\r\nce-time: %s\r\n" % (
+            base,
+            context.event_id,
+            _now().encode("ascii"),
+        )
 
-    async def _post(self, url: str, headers: CIMultiDict[str], body: bytes) -> UpstreamResponse:
-        # The whole attempt under one limit, from the request to the body's end, kept by
-        # ``_Deadlines`` rather than aiohttp's per-request timer (see there).
+    async def _post(self, url: str, headers: bytes, body: bytes) -> UpstreamResponse:
+        answer = await self._attempt("POST", url, headers, body)
+        return UpstreamResponse(
+            answer.status,
+            answer.body,
+            answer.header("content-type"),
+            answer.header("ce-connectionstate"),
+        )
+
+    async def _attempt(self, method: str, url: str, headers: bytes, body: bytes) -> HandlerAnswer:
+        """One request, from its connection to the answer's end, under one limit kept by
+        ``_Deadlines`` (see there).
+
+        Raises:
+            TimeoutError: the limit passed.
+            HandlerClientError: no answer.
+        """
         task = asyncio.current_task()
         assert task is not None
         self._deadlines.add(task, self._seconds)
         try:
-            async with self._client().post(
-                _parsed(url), data=body, headers=headers, timeout=_NO_TIMEOUT
-            ) as response:
-                payload = await response.read()
-                return UpstreamResponse(
-                    response.status,
-                    payload,
-                    response.headers.get("Content-Type"),
-                    response.headers.get("ce-connectionState"),
-                )
+            return await self._client().request(method, _parsed(url), headers, body)
         except asyncio.CancelledError:
             if self._deadlines.timed_out(task):
                 raise TimeoutError from None
