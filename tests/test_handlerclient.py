@@ -102,19 +102,34 @@ async def raw() -> AsyncIterator[Start]:
         handler.server.close()
 
 
+Clients = Callable[..., HandlerClient]
+"""Makes a HandlerClient (its keyword arguments), closed after the test."""
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Clients]:
+    made: list[HandlerClient] = []
+
+    def make(per_origin: int = 256, idle_seconds: float = 30.0) -> HandlerClient:
+        client = HandlerClient(per_origin=per_origin, idle_seconds=idle_seconds)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
 async def post(client: HandlerClient, url: yarl.URL, body: bytes = b"hi") -> tuple[int, bytes]:
     answer = await client.request("POST", url, header_lines([("Content-Type", "text/plain")]), body)
     return answer.status, answer.body
 
 
-async def test_the_request_on_the_wire_and_a_kept_connection(raw: Start) -> None:
+async def test_the_request_on_the_wire_and_a_kept_connection(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
-    client = HandlerClient()
-    try:
-        assert await post(client, handler.url, b"hello") == (200, b"ok")
-        assert await post(client, handler.url, b"again") == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients()
+    assert await post(client, handler.url, b"hello") == (200, b"ok")
+    assert await post(client, handler.url, b"again") == (200, b"ok")
     assert handler.connections == 1
     first = handler.requests[0]
     port = handler.url.port
@@ -152,26 +167,20 @@ async def test_the_request_on_the_wire_and_a_kept_connection(raw: Start) -> None
         "interim-answer-first",
     ],
 )
-async def test_answer_framings(raw: Start, answer: bytes, body: bytes) -> None:
+async def test_answer_framings(raw: Start, answer: bytes, body: bytes, clients: Clients) -> None:
     handler = await raw(lambda n, r: (answer, False))
-    client = HandlerClient()
-    try:
-        for _ in range(2):  # and the connection stays usable
-            assert (await post(client, handler.url))[1] == body
-    finally:
-        await client.close()
+    client = clients()
+    for _ in range(2):  # and the connection stays usable
+        assert (await post(client, handler.url))[1] == body
     assert handler.connections == 1
 
 
-async def test_an_answer_ended_by_the_connection(raw: Start) -> None:
+async def test_an_answer_ended_by_the_connection(raw: Start, clients: Clients) -> None:
     answer = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end"
     handler = await raw(lambda n, r: (answer, True))
-    client = HandlerClient()
-    try:
-        assert await post(client, handler.url) == (200, b"until the end")
-        assert await post(client, handler.url) == (200, b"until the end")
-    finally:
-        await client.close()
+    client = clients()
+    assert await post(client, handler.url) == (200, b"until the end")
+    assert await post(client, handler.url) == (200, b"until the end")
     assert handler.connections == 2
 
 
@@ -186,137 +195,110 @@ async def test_an_answer_ended_by_the_connection(raw: Start) -> None:
     ids=["status", "two-lengths", "not-http", "cut-short"],
 )
 async def test_a_malformed_answer_is_an_error_and_the_next_request_works(
-    raw: Start, answer: bytes
+    raw: Start, answer: bytes, clients: Clients
 ) -> None:
     handler = await raw(lambda n, r: (answer, True) if n == 0 else (OK, False))
-    client = HandlerClient()
-    try:
-        with pytest.raises(HandlerClientError):
-            await post(client, handler.url)
-        assert await post(client, handler.url) == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients()
+    with pytest.raises(HandlerClientError):
+        await post(client, handler.url)
+    assert await post(client, handler.url) == (200, b"ok")
 
 
-async def test_an_oversized_answer_is_refused(raw: Start) -> None:
+async def test_an_oversized_answer_is_refused(raw: Start, clients: Clients) -> None:
     size = MAX_ANSWER_BYTES + 1
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size
     handler = await raw(lambda n, r: (answer, False))
-    client = HandlerClient()
-    try:
-        with pytest.raises(HandlerClientError, match="larger than"):
-            await post(client, handler.url)
-    finally:
-        await client.close()
+    client = clients()
+    with pytest.raises(HandlerClientError, match="larger than"):
+        await post(client, handler.url)
 
 
-async def test_an_endless_answer_head_is_refused(raw: Start) -> None:
+async def test_an_endless_answer_head_is_refused(raw: Start, clients: Clients) -> None:
     answer = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 1_000_000 + b"\r\n\r\n"
     handler = await raw(lambda n, r: (answer, False))
-    client = HandlerClient()
-    try:
-        with pytest.raises(HandlerClientError, match="head is too large"):
-            await post(client, handler.url)
-    finally:
-        await client.close()
+    client = clients()
+    with pytest.raises(HandlerClientError, match="head is too large"):
+        await post(client, handler.url)
 
 
 async def test_a_kept_connection_the_handler_closed_is_replaced_without_an_error(
-    raw: Start,
+    raw: Start, clients: Clients
 ) -> None:
     """The handler answers, then closes: the next request finds a dead socket and goes out
     again on a new one, whether or not the close had been seen."""
     handler = await raw(lambda n, r: (OK, True))
-    client = HandlerClient()
-    try:
-        for _ in range(5):
-            assert await post(client, handler.url) == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients()
+    for _ in range(5):
+        assert await post(client, handler.url) == (200, b"ok")
     assert handler.connections == 5
     assert len(handler.requests) == 5
 
 
-async def test_garbage_after_an_answer_is_not_reused(raw: Start) -> None:
+async def test_garbage_after_an_answer_is_not_reused(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK + b"HTTP/1.1 200 OK\r\n" if n == 0 else OK, False))
-    client = HandlerClient()
-    try:
-        assert await post(client, handler.url) == (200, b"ok")
-        assert await post(client, handler.url) == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients()
+    assert await post(client, handler.url) == (200, b"ok")
+    assert await post(client, handler.url) == (200, b"ok")
     assert handler.connections == 2
 
 
-async def test_at_most_per_origin_connections(raw: Start) -> None:
+async def test_at_most_per_origin_connections(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
     handler.gate = asyncio.Event()
-    client = HandlerClient(per_origin=3)
-    try:
-        calls = [asyncio.create_task(post(client, handler.url)) for _ in range(20)]
-        await asyncio.sleep(0.2)
-        assert len(handler.requests) == 3
-        handler.gate.set()
-        assert await asyncio.gather(*calls) == [(200, b"ok")] * 20
-    finally:
-        await client.close()
+    client = clients(per_origin=3)
+    calls = [asyncio.create_task(post(client, handler.url)) for _ in range(20)]
+    await asyncio.sleep(0.2)
+    assert len(handler.requests) == 3
+    handler.gate.set()
+    assert await asyncio.gather(*calls) == [(200, b"ok")] * 20
     assert handler.most_open == 3
     assert handler.connections == 3
 
 
-async def test_a_cancelled_request_closes_its_connection(raw: Start) -> None:
+async def test_a_cancelled_request_closes_its_connection(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
     handler.gate = asyncio.Event()
-    client = HandlerClient(per_origin=1)
-    try:
-        first = asyncio.create_task(post(client, handler.url))
-        waiting = asyncio.create_task(post(client, handler.url))
-        await asyncio.sleep(0.1)
-        first.cancel()
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await first
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-        handler.gate.set()
-        # The cancelled answer arrives on a closed connection; a new one carries the next.
-        assert await post(client, handler.url) == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients(per_origin=1)
+    first = asyncio.create_task(post(client, handler.url))
+    waiting = asyncio.create_task(post(client, handler.url))
+    await asyncio.sleep(0.1)
+    first.cancel()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    handler.gate.set()
+    # The cancelled answer arrives on a closed connection; a new one carries the next.
+    assert await post(client, handler.url) == (200, b"ok")
     assert handler.connections == 2
 
 
-async def test_idle_connections_are_closed(raw: Start) -> None:
+async def test_idle_connections_are_closed(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
-    client = HandlerClient(idle_seconds=0.2)
-    try:
-        assert await post(client, handler.url) == (200, b"ok")
-        assert handler.open_now == 1
-        await asyncio.sleep(0.6)
-        assert handler.open_now == 0
-        assert await post(client, handler.url) == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients(idle_seconds=0.2)
+    assert await post(client, handler.url) == (200, b"ok")
+    assert handler.open_now == 1
+    await asyncio.sleep(0.6)
+    assert handler.open_now == 0
+    assert await post(client, handler.url) == (200, b"ok")
     assert handler.connections == 2
 
 
-async def test_unreachable_and_userinfo(raw: Start) -> None:
+async def test_unreachable_and_userinfo(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
+    client = clients()
+    port = handler.url.port
+    await post(client, yarl.URL(f"http://us%C3%A9r:p%40ss@127.0.0.1:{port}/x"))
+    assert handler.server is not None
+    handler.server.close()
+    await handler.server.wait_closed()
+    await client.close()
     client = HandlerClient()
-    try:
-        port = handler.url.port
-        await post(client, yarl.URL(f"http://us%C3%A9r:p%40ss@127.0.0.1:{port}/x"))
-        assert handler.server is not None
-        handler.server.close()
-        await handler.server.wait_closed()
-        await client.close()
-        client = HandlerClient()
-        with pytest.raises(HandlerClientError, match="cannot connect"):
-            await post(client, yarl.URL(f"http://127.0.0.1:{port}/x"))
-        with pytest.raises(HandlerClientError, match="not an http"):
-            await post(client, yarl.URL("ftp://127.0.0.1/x"))
-    finally:
-        await client.close()
+    with pytest.raises(HandlerClientError, match="cannot connect"):
+        await post(client, yarl.URL(f"http://127.0.0.1:{port}/x"))
+    with pytest.raises(HandlerClientError, match="not an http"):
+        await post(client, yarl.URL("ftp://127.0.0.1/x"))
     expected = base64.b64encode("usér:p@ss".encode()).decode()
     assert f"Authorization: Basic {expected}\r\n".encode() in handler.requests[0]
 
@@ -417,26 +399,20 @@ async def test_an_answer_ended_by_a_reset_is_an_error(raw: Start) -> None:
         server.close()
 
 
-async def test_an_unframed_transfer_coding_is_read_to_the_end(raw: Start) -> None:
+async def test_an_unframed_transfer_coding_is_read_to_the_end(raw: Start, clients: Clients) -> None:
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nto the end"
     handler = await raw(lambda n, r: (answer, True))
-    client = HandlerClient()
-    try:
-        assert await post(client, handler.url) == (200, b"to the end")
-    finally:
-        await client.close()
+    client = clients()
+    assert await post(client, handler.url) == (200, b"to the end")
 
 
-async def test_endless_trailers_are_refused(raw: Start) -> None:
+async def test_endless_trailers_are_refused(raw: Start, clients: Clients) -> None:
     trailers = b"".join(b"X-T%d: aaaaaaaaaa\r\n" % i for i in range(30_000))
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailers
     handler = await raw(lambda n, r: (answer, False))
-    client = HandlerClient()
-    try:
-        with pytest.raises(HandlerClientError, match="head is too large"):
-            await post(client, handler.url)
-    finally:
-        await client.close()
+    client = clients()
+    with pytest.raises(HandlerClientError, match="head is too large"):
+        await post(client, handler.url)
 
 
 async def test_a_handler_that_stops_reading_gives_its_places_back() -> None:
@@ -466,21 +442,20 @@ async def test_a_handler_that_stops_reading_gives_its_places_back() -> None:
         server.close()
 
 
-async def test_waiting_requests_that_give_up_leave_nothing_behind(raw: Start) -> None:
+async def test_waiting_requests_that_give_up_leave_nothing_behind(
+    raw: Start, clients: Clients
+) -> None:
     handler = await raw(lambda n, r: (OK, False))
     handler.gate = asyncio.Event()
-    client = HandlerClient(per_origin=1)
-    try:
-        first = asyncio.create_task(post(client, handler.url))
-        await asyncio.sleep(0.05)
-        for _ in range(50):
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(post(client, handler.url), 0.01)
-        assert not any(client._waiting.values())
-        handler.gate.set()
-        assert await first == (200, b"ok")
-    finally:
-        await client.close()
+    client = clients(per_origin=1)
+    first = asyncio.create_task(post(client, handler.url))
+    await asyncio.sleep(0.05)
+    for _ in range(50):
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(post(client, handler.url), 0.01)
+    assert not any(client._waiting.values())
+    handler.gate.set()
+    assert await first == (200, b"ok")
 
 
 async def test_close_ends_waiting_requests(raw: Start) -> None:
@@ -496,12 +471,9 @@ async def test_close_ends_waiting_requests(raw: Start) -> None:
     assert handler.connections == 2
 
 
-async def test_a_password_alone_is_sent_too(raw: Start) -> None:
+async def test_a_password_alone_is_sent_too(raw: Start, clients: Clients) -> None:
     handler = await raw(lambda n, r: (OK, False))
-    client = HandlerClient()
-    try:
-        await post(client, yarl.URL(f"http://:secret@127.0.0.1:{handler.url.port}/"))
-    finally:
-        await client.close()
+    client = clients()
+    await post(client, yarl.URL(f"http://:secret@127.0.0.1:{handler.url.port}/"))
     expected = base64.b64encode(b":secret").decode()
     assert f"Authorization: Basic {expected}\r\n".encode() in handler.requests[0]

@@ -429,3 +429,13 @@ class Wire:
 
 def server_text(text: str) -> dict[str, Any]:
     return {"type": "message", "from": "server", "dataType": "text", "data": text}
+
+
+async def closed_with(ws: ClientWebSocketResponse) -> tuple[int, str]:
+    """Read until the server's close frame (text frames before it are skipped): its code and
+    reason."""
+    while True:
+        msg = await ws.receive(timeout=5)
+        if msg.type is WSMsgType.CLOSE:
+            return int(msg.data), str(msg.extra)
+        assert msg.type is WSMsgType.TEXT, msg

@@ -12,7 +12,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -32,7 +32,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
-from tests.integration._wire import mint_client_token
+from tests.integration._wire import closed_with, mint_client_token
 
 SUPPORTED_VERSIONS = "2021-10-01, 2022-11-01, 2023-07-01, 2024-01-01, 2024-12-01"
 """The service's ``api-supported-versions`` (every answer past the token check lists them)."""
@@ -65,12 +65,6 @@ def limited_without_lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     srv = start_server(tmp_path_factory.mktemp("limits-no-lane"), config_toml=config)
     yield srv
     stop_server(srv)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def counter(http: aiohttp.ClientSession, server: Server, name: str) -> float:
@@ -168,15 +162,6 @@ async def test_connections_per_token(
     )
     for ws in (first, second, third):
         await ws.close()
-
-
-async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
-    """Read until the server's close frame: its code and reason."""
-    while True:
-        msg = await ws.receive(timeout=5)
-        if msg.type is aiohttp.WSMsgType.CLOSE:
-            return int(msg.data), str(msg.extra)
-        assert msg.type is aiohttp.WSMsgType.TEXT, msg
 
 
 async def test_a_client_over_its_message_rate_is_closed(

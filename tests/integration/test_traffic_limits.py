@@ -14,7 +14,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 
 from tests.compat._node import NODE_DIR
 from tests.conftest import CONFIG_TOML, Server, start_server, stop_server
-from tests.integration._wire import mint_client_token
+from tests.integration._wire import closed_with, mint_client_token
 
 LIMITS = """
 [limits]
@@ -46,12 +46,6 @@ def limited(node_dir: Path) -> Iterator[Server]:
     srv = start_server(node_dir, config_toml=CONFIG_TOML + LIMITS)
     yield srv
     stop_server(srv)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def throttle_closes(http: aiohttp.ClientSession, server: Server) -> float:
@@ -80,16 +74,6 @@ async def ping(ws: aiohttp.ClientWebSocketResponse) -> None:
 
 async def pong(ws: aiohttp.ClientWebSocketResponse) -> None:
     assert json.loads((await ws.receive(timeout=5)).data) == {"type": "pong"}
-
-
-async def closed_with(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
-    """Read until the server's close frame (a pong may come first): its code and reason."""
-    while True:
-        msg = await ws.receive(timeout=5)
-        if msg.type is aiohttp.WSMsgType.CLOSE:
-            return int(msg.data), str(msg.extra)
-        assert msg.type is aiohttp.WSMsgType.TEXT, msg
-        assert json.loads(msg.data) == {"type": "pong"}
 
 
 def closed_over(log: Path, connection_id: str) -> str:
