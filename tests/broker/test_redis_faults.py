@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -158,10 +159,11 @@ async def test_redis_stopped_local_delivery_goes_on(
 
 
 async def test_redis_paused_is_detected_and_survived(
-    start_node: StartNode, redis_server: RedisServer
+    start_node: StartNode, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A frozen Redis (SIGSTOP: connections open, no answers) is taken as lost after the
-    timeout; after SIGCONT the nodes reconnect and the cluster works again."""
+    timeout, the log naming the link that noticed; after SIGCONT the nodes reconnect and the
+    cluster works again."""
     a, b = await start_node("a"), await start_node("b")
     b.connect(HUB, "b1", groups=["room"])
     a.connect(HUB, "a1", groups=["room"])
@@ -171,6 +173,11 @@ async def test_redis_paused_is_detected_and_survived(
         a.broker.publish_nowait(pub(Target.GROUP, "room", b"during pause"))
         assert a.payloads() == [b"during pause"]
         await until(lambda: not a.broker.ready and not b.broker.ready, seconds=5)
+        losses = [r.getMessage() for r in caplog.records if "local delivery only" in r.getMessage()]
+        assert len(losses) == 2, losses
+        assert all(
+            re.search(r"; in the (writer|replica writer|subscriber|heartbeat)\)", m) for m in losses
+        ), losses
         with pytest.raises(ClusterUnavailableError):
             await a.presence.connection_exists(HUB, ConnectionId("b1"))
     finally:

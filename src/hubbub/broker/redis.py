@@ -146,7 +146,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -241,8 +241,18 @@ def _safe_url(url: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
+    """What went wrong, and on which of the node's Redis links (see ``_named``)."""
     cause = exc.__cause__ if isinstance(exc, ClusterUnavailableError) and exc.__cause__ else exc
-    return str(cause) or type(cause).__name__
+    text = str(cause) or type(cause).__name__
+    notes = getattr(exc, "__notes__", None) or getattr(cause, "__notes__", None) or ()
+    return "; ".join((text, *notes))
+
+
+def _named(task: asyncio.Task[Any]) -> None:
+    """Note on a failed connection task's error which task it was (the writer, the replica
+    writer, the subscriber, the heartbeat), for the log line of the loss."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        error.add_note(f"in the {task.get_name()}")
 
 
 class _Watch:
@@ -898,19 +908,22 @@ class RedisBroker:
         subscriber = self._subscriber
         subscriber.sharded = self._publish == b"SPUBLISH"
         subscriber.want(self._node_channel)
-        tasks.append(asyncio.create_task(subscriber.run(subscriber_conn)))
+        tasks.append(asyncio.create_task(subscriber.run(subscriber_conn), name="subscriber"))
         await self._race(subscriber.settled(), tasks)
         held = self._register()
-        tasks.append(asyncio.create_task(self._writer.run(writer_conn)))
-        tasks.append(asyncio.create_task(self._replica_writer.run(replica_conn)))
+        tasks.append(asyncio.create_task(self._writer.run(writer_conn), name="writer"))
+        tasks.append(
+            asyncio.create_task(self._replica_writer.run(replica_conn), name="replica writer")
+        )
         await self._race(self._writer.wait(self._writer.last), tasks)
         await self._race(self._await_known_nodes(), tasks)
         self._set_state(EngineState.READY)
         self._backoff = self.settings.reconnect_min_seconds
         self._announce_ready(held)
-        tasks.append(asyncio.create_task(self._heartbeat()))
+        tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
+            _named(task)
             task.result()
         raise ConnectionError("a redis connection task ended")
 
@@ -968,6 +981,7 @@ class RedisBroker:
             return
         step.cancel()
         for task in done:
+            _named(task)
             task.result()
         raise TimeoutError("redis did not answer while connecting")
 
