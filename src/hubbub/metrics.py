@@ -139,6 +139,7 @@ class _EngineStats(Collector):
         ("commands", "Cluster commands sent."),
         ("request_timeouts", "Cluster requests that timed out waiting for the other nodes."),
         ("outages", "Times Redis was lost after the node had registered."),
+        ("replica_drops", "Session replica writes dropped because replication fell behind."),
         ("reregistered", "Connections registered again after an outage."),
         ("reaped", "Dead nodes whose connections this node removed from the registry."),
     )

@@ -9,12 +9,13 @@ import redis.asyncio as aioredis
 
 from hubbub.broker.redis import SessionTransfer
 from hubbub.broker.redis_sessions import ReplicatedSession
+from hubbub.core.commands import Target
 from hubbub.protocol.codec import JSON_RELIABLE_SUBPROTOCOL
 from hubbub.protocol.messages import DataMessage, DataType, Payload
 from hubbub.protocol.registry import codec_for
 from hubbub.types import ConnectionId, HubName
 from tests._redis import RedisServer
-from tests.broker._util import HUB, settle, until
+from tests.broker._util import HUB, pub, settle, until
 from tests.broker.conftest import StartNode
 from tests.broker.test_redis_faults import start_process_node
 
@@ -208,3 +209,35 @@ async def test_replica_knows_the_last_sequence_id_when_all_is_acked(
     store.acked(HUB, S1, 3)
     await settle(a)
     assert await b.broker.sessions.take(HUB, S1) == ReplicatedSession(b"meta", [], 3)
+
+
+async def test_a_failing_replica_link_does_not_take_the_engine_down(
+    start_node: StartNode, redis_server: RedisServer
+) -> None:
+    """The replica connection cut (as when replication cannot keep up and a batch times out):
+    the replica writes queued are dropped and counted, a new connection carries the next ones,
+    and the engine stays ready (no outage: publications go on between the nodes)."""
+    a, b = await start_node("a"), await start_node("b")
+    b.connect(HUB, "b1", groups=["room"])
+    store = a.broker.sessions
+    store.save(HUB, S1, b"meta-1")
+    await settle(a, b)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        (rep,) = [c["id"] for c in await admin.client_list() if c["name"] == "hubbub:a:rep"]
+        assert await admin.client_kill_filter(_id=rep) == 1
+        store.push(HUB, S1, 1, b"lost with the link")  # meets the cut connection
+        await until(lambda: a.broker.stats.replica_drops >= 1)
+        assert a.broker.ready and a.broker.stats.outages == 0
+        store.save(HUB, S1, b"meta-2")
+        store.push(HUB, S1, 2, b"frame 2")
+        await settle(a, b)
+        names = [c["name"] for c in await admin.client_list()]
+        assert names.count("hubbub:a:rep") == 1
+    finally:
+        await admin.aclose()
+    await a.broker.publish(pub(Target.GROUP, "room", b"still one cluster"))
+    await until(lambda: b.payloads() == [b"still one cluster"])
+    taken = await b.broker.sessions.take(HUB, S1)
+    assert taken is not None and taken.snapshot == b"meta-2"
+    assert (2, b"frame 2") in taken.frames

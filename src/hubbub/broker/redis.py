@@ -893,16 +893,12 @@ class RedisBroker:
     async def _serve(
         self, connections: list[AbstractConnection], tasks: list[asyncio.Task[None]]
     ) -> None:
-        assert self._pool is not None
-        kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
         for role in ("pub", "sub", "rep"):
-            conn = self._pool.connection_class(
-                **{**kwargs, "client_name": f"hubbub:{self.node_id}:{role}"}
-            )
+            conn = self._link(role)
             connections.append(conn)
             async with asyncio.timeout(self.settings.timeout_seconds):
                 await conn.connect()  # type: ignore[no-untyped-call]
-        writer_conn, subscriber_conn, replica_conn = connections
+        writer_conn, subscriber_conn, _ = connections
         async with asyncio.timeout(self.settings.timeout_seconds):
             await self._prepare(writer_conn)
         subscriber = self._subscriber
@@ -912,9 +908,7 @@ class RedisBroker:
         await self._race(subscriber.settled(), tasks)
         held = self._register()
         tasks.append(asyncio.create_task(self._writer.run(writer_conn), name="writer"))
-        tasks.append(
-            asyncio.create_task(self._replica_writer.run(replica_conn), name="replica writer")
-        )
+        tasks.append(asyncio.create_task(self._replicate(connections, 2), name="replica writer"))
         await self._race(self._writer.wait(self._writer.last), tasks)
         await self._race(self._await_known_nodes(), tasks)
         self._set_state(EngineState.READY)
@@ -926,6 +920,43 @@ class RedisBroker:
             _named(task)
             task.result()
         raise ConnectionError("a redis connection task ended")
+
+    def _link(self, role: str) -> AbstractConnection:
+        """A new, unconnected connection of the node's, named for its ``role``."""
+        assert self._pool is not None
+        kwargs = {**self._pool.connection_kwargs, "socket_timeout": None}
+        return self._pool.connection_class(
+            **{**kwargs, "client_name": f"hubbub:{self.node_id}:{role}"}
+        )
+
+    async def _replicate(self, connections: list[AbstractConnection], index: int) -> None:
+        """Write session replicas over ``connections[index]``.
+
+        A replica batch that fails or takes longer than ``timeout_seconds`` (Redis or the node
+        too busy to keep up with replication) drops the replica writes queued and goes on over
+        a new connection: sessions are replicated best-effort (a session restored later finds
+        an older state), and publications, the registry and the heartbeat, on links of their
+        own, are what say whether Redis itself is lost. A new connection that cannot be made
+        ends the link, and with it the engine's connection (Redis is gone then).
+        """
+        while True:
+            try:
+                await self._replica_writer.run(connections[index])
+            except (RedisError, OSError, TimeoutError) as exc:
+                dropped = self._replica_writer.fail(
+                    ClusterUnavailableError("session replica writes dropped")
+                )
+                self.stats.replica_drops += dropped
+                log.warning(
+                    "redis engine: session replication fell behind (%s): %d replica writes "
+                    "dropped, going on over a new connection",
+                    _reason(exc),
+                    dropped,
+                )
+            await connections[index].disconnect(nowait=True)
+            conn = connections[index] = self._link("rep")
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                await conn.connect()  # type: ignore[no-untyped-call]
 
     async def _prepare(self, conn: AbstractConnection) -> None:
         """Learn what the server is and can do; load the scripts."""

@@ -81,6 +81,7 @@ class RedisStats:
     commands: int = 0
     request_timeouts: int = 0
     outages: int = 0
+    replica_drops: int = 0
     reregistered: int = 0
     reaped: int = 0
 
