@@ -121,7 +121,9 @@ async def clients() -> AsyncIterator[Clients]:
 
 
 async def post(client: HandlerClient, url: yarl.URL, body: bytes = b"hi") -> tuple[int, bytes]:
-    answer = await client.request("POST", url, header_lines([("Content-Type", "text/plain")]), body)
+    answer = await client.request(
+        "POST", str(url), header_lines([("Content-Type", "text/plain")]), body
+    )
     return answer.status, answer.body
 
 
@@ -393,7 +395,7 @@ async def test_an_answer_ended_by_a_reset_is_an_error(raw: Start) -> None:
     client = HandlerClient()
     try:
         with pytest.raises(HandlerClientError, match="closed the connection"):
-            await client.request("POST", yarl.URL(f"http://127.0.0.1:{port}/"), b"", b"x")
+            await client.request("POST", f"http://127.0.0.1:{port}/", b"", b"x")
     finally:
         await client.close()
         server.close()
@@ -430,10 +432,10 @@ async def test_a_handler_that_stops_reading_gives_its_places_back() -> None:
     try:
         for _ in range(4):
             with pytest.raises(TimeoutError):
-                await asyncio.wait_for(client.request("POST", url, b"", b"x" * 8_000_000), 0.2)
+                await asyncio.wait_for(client.request("POST", str(url), b"", b"x" * 8_000_000), 0.2)
         connected = len(held)
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(client.request("POST", url, b"", b"hi"), 0.5)
+            await asyncio.wait_for(client.request("POST", str(url), b"", b"hi"), 0.5)
         assert len(held) == connected + 1  # a new connection, not a wait for a place
     finally:
         await client.close()

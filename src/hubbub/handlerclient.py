@@ -105,7 +105,8 @@ class _Target:
     """After the method and a space: the request target, version, Host and Authorization."""
 
 
-def _target(url: yarl.URL) -> _Target:
+def _target(text: str) -> _Target:
+    url = yarl.URL(text)
     if url.scheme not in ("http", "https") or not url.raw_host:
         raise HandlerClientError(f"not an http(s) URL: {url.with_user(None).with_query(None)}")
     tls = url.scheme == "https"
@@ -146,6 +147,10 @@ class _Connection(asyncio.Protocol):
             lenient_spaces_after_chunk_size=True,
         )
         self._waiter: asyncio.Future[HandlerAnswer] | None = None
+        self._new_answer()
+
+    def _new_answer(self) -> None:
+        """Forget the last answer: what is read from now on is the next request's."""
         self._status = 0
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
@@ -186,7 +191,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool._lost(self)
+        self.pool._drop(self)
         if self._waiter is None or self._waiter.done():
             return
         if self._head_done and self._until_eof and self._error is None and exc is None:
@@ -256,10 +261,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        self._status, self._headers, self._body = 0, [], []
-        self._size = self._unparsed = self._field_bytes = 0
-        self._head_done = self._until_eof = self._received = self._reusable = False
-        self._error = None
+        self._new_answer()
         self.used += 1
         if self.closed or self.transport.is_closing():
             waiter.set_exception(
@@ -318,7 +320,8 @@ class HandlerClient:
         self._ssl = ssl_context
         self._per_origin = per_origin
         self._idle_seconds = idle_seconds
-        self._targets: dict[yarl.URL, _Target] = {}
+        self._targets: dict[str, _Target] = {}
+        """Request targets by URL, parsed once."""
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: dict[tuple[str, str, int], int] = {}
         """Per origin, the connections open or being opened."""
@@ -328,7 +331,7 @@ class HandlerClient:
         self._closed = False
 
     async def request(
-        self, method: str, url: yarl.URL, headers: bytes, body: bytes = b""
+        self, method: str, url: str, headers: bytes, body: bytes = b""
     ) -> HandlerAnswer:
         """Send ``method`` to ``url`` with ``headers`` (from :func:`header_lines`) and ``body``.
 
@@ -467,10 +470,6 @@ class HandlerClient:
             connection.close()
         else:
             connection.abort()
-
-    def _lost(self, connection: _Connection) -> None:
-        """A connection's end (``connection_lost``)."""
-        self._drop(connection)
 
     def _wake(self, origin: tuple[str, str, int]) -> None:
         """Let one caller waiting for a connection to ``origin`` open a new one."""

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-import yarl
-
 from hubbub.config import Config, EventHandlerConfig
 from hubbub.errors import UpstreamError
 from hubbub.handlerclient import HandlerAnswer, HandlerClient, HandlerClientError, header_lines
@@ -108,12 +106,6 @@ class Upstream(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-@functools.lru_cache(maxsize=1024)
-def _parsed(url: str) -> yarl.URL:
-    """An event URL parsed once."""
-    return yarl.URL(url)
 
 
 def _text(exc: Exception, url: str) -> str:
@@ -217,9 +209,9 @@ class HttpUpstream:
             name: hub.event_handlers for name, hub in config.hubs.items()
         }
         self._matches: dict[tuple[str, str, bool], EventHandlerConfig | None] = {}
+        """Which handler takes an event, by (hub, event, system): found once per name."""
         self._headers: dict[_HeadersKey, bytes] = {}
         """The headers of a connection's event but its ce-id and ce-time, built once."""
-        """Which handler takes an event, by (hub, event, system): found once per name."""
         self._keys = config.access_keys
         self._origin = urlsplit(config.endpoint).hostname or "localhost"
         if config.upstream_ca_file != self._ca_file:
@@ -455,7 +447,7 @@ class HttpUpstream:
         assert task is not None
         self._deadlines.add(task, self._seconds)
         try:
-            return await self._client().request(method, _parsed(url), headers, body)
+            return await self._client().request(method, url, headers, body)
         except asyncio.CancelledError:
             if self._deadlines.timed_out(task):
                 raise TimeoutError from None
