@@ -279,13 +279,14 @@ async def test_a_node_reads_the_keys_of_its_url_again_on_its_own(
 
 
 async def test_keys_not_read_at_start_are_read_again_soon(
-    plain_key_server: KeyServer, monkeypatch: pytest.MonkeyPatch
+    plain_key_server: KeyServer,
 ) -> None:
     """The endpoint fails when the node starts: tokens are refused, and read the keys again
     after a wait that starts short (not min_refresh_seconds) and doubles with each failure."""
-    monkeypatch.setattr("hubbub.entrakeys.KEYLESS_RETRY_SECONDS", 0.2)
     state = plain_key_server
-    keys = EntraKeys(validator(), jwks_url=state.url, min_refresh_seconds=3600)
+    keys = EntraKeys(
+        validator(), jwks_url=state.url, min_refresh_seconds=3600, keyless_retry_seconds=0.2
+    )
     state.failure = 503
     assert not await keys.load()
     with pytest.raises(EntraTokenError):

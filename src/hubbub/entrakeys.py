@@ -54,6 +54,7 @@ class EntraKeys:
         min_refresh_seconds: float = 300.0,
         refresh_seconds: float = 86400.0,
         timeout_seconds: float = 10.0,
+        keyless_retry_seconds: float = KEYLESS_RETRY_SECONDS,
     ) -> None:
         self.validator = validator
         self.jwks_file, self.jwks_url = jwks_file, jwks_url
@@ -62,7 +63,8 @@ class EntraKeys:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._last = -float("inf")
         self._lock = asyncio.Lock()
-        self._keyless_wait: float | None = None
+        self.keyless_retry_seconds = keyless_retry_seconds
+        self._keyless_wait = keyless_retry_seconds
         """While no keys are held: how long after a failed read the next token reads again."""
 
     async def load(self) -> bool:
@@ -91,15 +93,13 @@ class EntraKeys:
         now = time.monotonic()
         if self.validator.keys is None and self.validator.settings.verify_signatures:
             async with self._lock:  # the first call, or every read so far failed
-                if self._keyless_wait is None:
-                    self._keyless_wait = KEYLESS_RETRY_SECONDS
                 wait = min(self._keyless_wait, self.min_refresh_seconds)
                 if self.validator.keys is None and now - self._last >= wait:
                     await self.load()
                     # Every token is refused until a read succeeds: try again soon, then less
                     # and less often (up to min_refresh_seconds).
                     self._keyless_wait = (
-                        None
+                        self.keyless_retry_seconds
                         if self.validator.keys is not None
                         else min(self._keyless_wait * 2, self.min_refresh_seconds)
                     )
