@@ -36,10 +36,8 @@ from typing import Any
 
 from harness.config import (
     FANOUT_CONCURRENCY,
-    MEMBER_WORKERS,
     RELIABLE_SUBPROTOCOL,
     REPO,
-    REST_CONCURRENCY,
     Plan,
 )
 from harness.measure import cpu_seconds, measure, sys_cpu_seconds
@@ -49,10 +47,12 @@ from harness.scenarios.common import (
     Context,
     close_all,
     progress,
+    start_members,
     start_publisher,
     verify_members,
 )
-from harness.servers import ServerProcess, ServerUnavailable, free_port, server_spec
+from harness.scenarios.users import start_user_publishers
+from harness.servers import ServerProcess, ServerUnavailable, free_port
 
 LAYOUTS = ("1node", "redis1", "2nodes")
 LAYOUT_NAMES = {
@@ -198,36 +198,17 @@ async def start_members_over(
     ack_seconds: float | None = None,
 ) -> list[LoadProcess]:
     """``count`` members in :data:`MEMBER_WORKERS` processes, alternating between the nodes."""
-    workers: list[LoadProcess] = []
-    share = -(-count // MEMBER_WORKERS)
-    for w in range(MEMBER_WORKERS):
-        start, n = w * share, min(share, count - w * share)
-        if n <= 0:
-            continue
-        node = cluster.node(w)
-        spec: dict[str, Any] = {
-            "role": "members",
-            "server": server_spec(node),
-            "source_ip": f"127.0.0.{2 + w}",
-            "start": start,
-            "count": n,
-            "per_group": per_group,
-            "users": users,
-            "probe_every": 0,
-            "concurrency": 50,
-            "nice": 0,
-        }
-        if subprotocol is not None:
-            spec["subprotocol"] = subprotocol
-        if ack_seconds is not None:
-            spec["ack_seconds"] = ack_seconds
-        workers.append(await LoadProcess.start(children, spec, f"members-cluster-{w}"))
-    replies = await asyncio.gather(*(w.call("connect") for w in workers))
-    opened = sum(r["opened"] for r in replies)
-    if opened < count:
-        errors = "; ".join(r["error"] for r in replies if r.get("error"))
-        raise RuntimeError(f"cluster: only {opened} of {count} connections opened: {errors}")
-    return workers
+    return await start_members(
+        children,
+        cluster.node(0),
+        count,
+        per_group=per_group,
+        users=users,
+        subprotocol=subprotocol,
+        ack_seconds=ack_seconds,
+        node_of=cluster.node,
+        label="cluster",
+    )
 
 
 def _redis_us_per_publish(figures: dict[str, Any]) -> None:
@@ -266,19 +247,7 @@ async def _users(ctx: Context, cluster: Cluster) -> dict[str, Any]:
     members = await start_members_over(children, cluster, plan.users, users=True)
     pubs: list[LoadProcess] = []
     try:
-        for j in range(2):
-            targets = [f"u{i}" for i in range(j, plan.users, 2)]
-            pubs.append(
-                await start_publisher(
-                    children,
-                    cluster.node(j),
-                    j,
-                    mode="rest-user",
-                    size=100,
-                    targets=targets,
-                    concurrency=REST_CONCURRENCY,
-                )
-            )
+        await start_user_publishers(children, cluster.node, plan.users, pubs)
         figures = await measure(plan, cluster, members, pubs, fan=1)
     finally:
         await close_all(children, pubs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,13 @@ async def start_members(
     probes: int = 0,
     subprotocol: str | None = None,
     ack_seconds: float | None = None,
+    node_of: Callable[[int], ServerProcess] | None = None,
+    label: str | None = None,
 ) -> list[LoadProcess]:
     """``count`` member connections spread over several processes and source addresses.
+
+    ``node_of``: the server member process ``w`` connects to (a cluster's nodes in turn),
+    instead of ``server``; ``label`` names the processes' logs and errors (default: the kind).
 
     With ``probes``, the first process holds that many of the members, at a higher priority,
     and reads the send time of each message when probing is on (the latency scenario); the
@@ -59,7 +64,7 @@ async def start_members(
     for w, (start, n, probe_every) in enumerate(slices):
         spec = {
             "role": "members",
-            "server": server_spec(server),
+            "server": server_spec(server if node_of is None else node_of(w)),
             "source_ip": f"127.0.0.{2 + w}",
             "start": start,
             "count": n,
@@ -73,12 +78,15 @@ async def start_members(
             spec["subprotocol"] = subprotocol
         if ack_seconds is not None:
             spec["ack_seconds"] = ack_seconds
-        workers.append(await LoadProcess.start(children, spec, f"members-{server.kind}-{w}"))
+        name = label or server.kind
+        workers.append(await LoadProcess.start(children, spec, f"members-{name}-{w}"))
     replies = await asyncio.gather(*(w.call("connect") for w in workers))
     opened = sum(r["opened"] for r in replies)
     if opened < count:
         errors = "; ".join(r["error"] for r in replies if r.get("error"))
-        raise RuntimeError(f"{server.kind}: only {opened} of {count} connections opened: {errors}")
+        raise RuntimeError(
+            f"{label or server.kind}: only {opened} of {count} connections opened: {errors}"
+        )
     return workers
 
 

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from harness.config import REST_CONCURRENCY, Plan
 from harness.measure import cpu_us_per_call, measure
-from harness.processes import LoadProcess
+from harness.processes import Children, LoadProcess
 from harness.profiling import profile_server
 from harness.results import Row, ge, ratio
 from harness.scenarios.common import Context, close_all, progress, start_members, start_publisher
 from harness.servers import ServerProcess
+
+
+async def start_user_publishers(
+    children: Children,
+    node_of: Callable[[int], ServerProcess],
+    users: int,
+    pubs: list[LoadProcess],
+) -> None:
+    """Two REST send-to-user publishers into ``pubs``, publisher ``j`` to every other one of
+    ``users`` users through ``node_of(j)``."""
+    for j in range(2):
+        pubs.append(
+            await start_publisher(
+                children,
+                node_of(j),
+                j,
+                mode="rest-user",
+                size=100,
+                targets=[f"u{i}" for i in range(j, users, 2)],
+                concurrency=REST_CONCURRENCY,
+            )
+        )
 
 
 async def run(ctx: Context, kind: str) -> None:
@@ -17,19 +41,7 @@ async def run(ctx: Context, kind: str) -> None:
     members = await start_members(children, server, plan.users, users=True)
     pubs: list[LoadProcess] = []
     try:
-        for j in range(2):
-            targets = [f"u{i}" for i in range(j, plan.users, 2)]
-            pubs.append(
-                await start_publisher(
-                    children,
-                    server,
-                    j,
-                    mode="rest-user",
-                    size=100,
-                    targets=targets,
-                    concurrency=REST_CONCURRENCY,
-                )
-            )
+        await start_user_publishers(children, lambda j: server, plan.users, pubs)
         figures = await measure(plan, server, members, pubs, fan=1)
         figures["server_cpu_us_per_call"] = cpu_us_per_call(figures)
         if ctx.profile and kind == "hubbub":
