@@ -22,7 +22,7 @@ from harness.config import FANOUT_CONCURRENCY, JSON_SUBPROTOCOL, RELIABLE_SUBPRO
 from harness.measure import measure
 from harness.processes import LoadProcess
 from harness.profiling import profile_server
-from harness.results import Check, Results, Row, ge
+from harness.results import Results, Row, eq, ge
 from harness.scenarios.common import (
     Context,
     close_all,
@@ -107,16 +107,6 @@ async def run(ctx: Context, kind: str) -> None:
         ctx.record(f"h-reliable-{size}", kind, figures)
 
 
-def _all_exact(n: int) -> Check:
-    """Every receiver got every message exactly once."""
-
-    def check(m: dict[str, float | None]) -> bool | None:
-        v = m.get("hubbub")
-        return None if v is None else v == n
-
-    return check
-
-
 def rows(plan: Plan) -> list[Row]:
     n = plan.reliable_members
     cap = f"REST <= {plan.reliable_rate_cap:,.0f} msgs/s"
@@ -159,7 +149,7 @@ def rows(plan: Plan) -> list[Row]:
                 f"of {n:,} / sequence errors",
                 "{:,.0f}",
                 f"= {n:,} / 0",
-                _all_exact(n),
+                eq(n),
                 shown=("exact_receivers", "sequence_errors"),
             ),
         ]
