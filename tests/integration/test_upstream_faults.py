@@ -45,6 +45,7 @@ HUBS = [
     "flaky",
     "broken",
     "badreq",
+    "redirects",
     "badconnect",
     "guarded",
     "guardedquiet",
@@ -611,6 +612,27 @@ GOOD_CONNECT_BODIES = {
     "texttype": (b'{"userId": "from-text"}', "text/plain", "from-text"),
     "lowercase": (b'{"userid": "lower"}', "application/json", "lower"),
 }
+
+
+async def test_a_redirecting_connect_handler_and_an_unsendable_user_id_fail_the_handshake(
+    stack: Stack,
+) -> None:
+    """A connect handler answering 307 is not followed: the handshake fails with 500 and the
+    handler saw that one POST. A token whose user id holds a line break cannot go out as the
+    ``ce-userId`` header: the handshake fails with 500 and no connect reaches the handler."""
+
+    @stack.rule("redirects")
+    async def redirect(seen: Seen, request: web.Request) -> web.StreamResponse | None:
+        if seen.method == "POST" and seen.event == "connect":
+            return web.Response(status=307, headers={"Location": "/elsewhere/connect"})
+        return None
+
+    assert await handshake(stack, "redirects", "redirected") == 500
+    connects = stack.handler.seen("redirects", event="connect")
+    assert [s.headers.get("ce-userid") for s in connects] == ["redirected"]
+    assert await handshake(stack, "redirects", "evil\r\nX-Injected: 1") == 500
+    assert len(stack.handler.seen("redirects", event="connect")) == 1
+    assert not any("x-injected" in s.headers for s in stack.handler.seen("redirects", None))
 
 
 async def test_connect_response_bodies(stack: Stack) -> None:
